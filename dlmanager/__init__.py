@@ -1,0 +1,45 @@
+"""dlmanager: download files over HTTP(S) in background threads into a size-capped directory."""
+
+from __future__ import annotations
+
+import logging
+
+from dlmanager.config import Timeouts
+from dlmanager.download import Download, DownloadEvent, DownloadState, EventKind
+from dlmanager.errors import (
+    DlManagerError,
+    DownloadError,
+    DownloadInterrupt,
+    HTTPStatusError,
+    IncompleteBodyError,
+    ResumeError,
+    StallError,
+    TransferError,
+)
+from dlmanager.manager import DownloadManager
+from dlmanager.persist_limit import PersistLimit
+from dlmanager.retry import RetryPolicy
+
+__version__ = "1.0.0.dev0"
+
+__all__ = [
+    "DlManagerError",
+    "Download",
+    "DownloadError",
+    "DownloadEvent",
+    "DownloadInterrupt",
+    "DownloadManager",
+    "DownloadState",
+    "EventKind",
+    "HTTPStatusError",
+    "IncompleteBodyError",
+    "PersistLimit",
+    "ResumeError",
+    "RetryPolicy",
+    "StallError",
+    "Timeouts",
+    "TransferError",
+    "__version__",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

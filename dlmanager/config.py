@@ -1,0 +1,76 @@
+"""Small validated option objects shared by the manager and its downloads."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Union
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "TimeoutLike", "Timeouts"]
+
+#: Read size used when the caller gives no ``chunk_size`` (measured with
+#: ``python benchmarks/chunk_size.py``; see docs/performance.rst).
+DEFAULT_CHUNK_SIZE = 1024 * 1024
+
+
+def _check_seconds(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"timeout {name} must be a number of seconds > 0 or None, not {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """How long a download waits before giving up on an attempt.
+
+    Each field is a number of seconds, or None to wait forever.
+
+    :param connect: to establish a connection
+    :param read: for the server to send anything (headers or body bytes)
+    :param stall: the stall guard's window: an attempt that receives less
+        than ``min_speed * stall`` bytes within any ``stall`` seconds is ended
+        and retried, even when a trickle of bytes keeps every read alive
+    :param min_speed: the lowest speed, in bytes per second, that counts as
+        progress for the stall guard
+    """
+
+    connect: float | None = 10.0
+    read: float | None = 30.0
+    stall: float | None = 30.0
+    min_speed: int = 1024
+
+    def __post_init__(self) -> None:
+        for field in ("connect", "read", "stall"):
+            _check_seconds(field, getattr(self, field))
+        if (
+            not isinstance(self.min_speed, int)
+            or isinstance(self.min_speed, bool)
+            or self.min_speed < 0
+        ):
+            raise ValueError(f"timeout min_speed must be an integer >= 0, not {self.min_speed!r}")
+
+    @classmethod
+    def from_value(cls, value: TimeoutLike) -> Timeouts:
+        """Build timeouts from what the ``timeout=`` keyword accepts.
+
+        ``None`` gives the defaults; a number sets ``connect``, ``read`` and
+        ``stall`` to it; a :class:`Timeouts` is kept as is.
+
+        :raises ValueError: for anything else
+        """
+        if value is None:
+            return cls()
+        if isinstance(value, Timeouts):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            _check_seconds("", value)
+            return cls(connect=value, read=value, stall=value)
+        raise ValueError(f"timeout must be Timeouts, a number of seconds or None, not {value!r}")
+
+    @property
+    def requests_timeout(self) -> tuple[float | None, float | None]:
+        """The ``(connect, read)`` pair handed to ``session.get(timeout=...)``."""
+        return (self.connect, self.read)
+
+
+TimeoutLike = Union[Timeouts, float, None]

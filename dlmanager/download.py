@@ -1,0 +1,429 @@
+"""A :class:`Download`: one file, fetched in a background thread."""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import enum
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Union
+
+import requests
+
+from dlmanager.config import DEFAULT_CHUNK_SIZE, TimeoutLike, Timeouts
+from dlmanager.errors import DownloadError, DownloadInterrupt, ResumeError, StallError
+from dlmanager.retry import RetryLike, RetryPolicy
+from dlmanager.storage import PartFile
+from dlmanager.transfer import Attempt, ResponseInfo, stall_guard
+
+__all__ = ["Download", "DownloadEvent", "DownloadState", "EventKind"]
+
+log = logging.getLogger(__name__)
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
+ProgressCallback = Callable[["Download", int, int], Any]
+EventCallback = Callable[["DownloadEvent"], Any]
+Limiter = Union[threading.Semaphore, threading.BoundedSemaphore]
+
+#: How often a queued download checks whether it was cancelled, in seconds.
+_QUEUE_POLL = 0.1
+#: How often ``wait()`` wakes up to let KeyboardInterrupt in, in seconds.
+_JOIN_SLICE = 0.05
+
+
+class DownloadState(enum.Enum):
+    """Where a :class:`Download` is in its life."""
+
+    PENDING = "pending"  #: created, not started
+    QUEUED = "queued"  #: started, waiting for a free transfer slot
+    RUNNING = "running"  #: transferring
+    DONE = "done"  #: the file is in place
+    FAILED = "failed"  #: gave up; see :meth:`Download.error`
+    CANCELLED = "cancelled"  #: cancelled; nothing left on disk
+
+
+class EventKind(enum.Enum):
+    """What a :class:`DownloadEvent` reports."""
+
+    STARTED = "started"  #: response headers of the first attempt arrived
+    PROGRESS = "progress"  #: a chunk was written
+    RETRYING = "retrying"  #: an attempt failed; the next starts after ``delay``
+    RESUMED = "resumed"  #: an attempt continues from ``received`` bytes
+    RESTARTED = "restarted"  #: the bytes received so far were thrown away
+    FINISHED = "finished"  #: the download ended (see ``download.state``)
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadEvent:
+    """What the keyword-only ``on_event`` hook of a :class:`Download` receives.
+
+    Unlike the 0.1.1-compatible ``progress`` callback, it is called even when
+    the total size is unknown.
+
+    :ivar received: bytes of the file received so far (never counted twice)
+    :ivar total: the expected size, or None when unknown
+    :ivar error: the attempt's error (RETRYING) or the final one (FINISHED)
+    :ivar delay: seconds until the next attempt (RETRYING)
+    """
+
+    kind: EventKind
+    download: Download
+    received: int
+    total: int | None
+    error: BaseException | None = None
+    delay: float = 0.0
+
+
+class Download:
+    """Download one URL into *dest* in a background thread.
+
+    The body is written into a hidden temporary file beside *dest* and moved
+    into place only when complete; on error or cancel the temporary file is
+    removed, so *dest* never holds a partial file.
+
+    .. code-block:: python
+
+        dl = Download(url, dest)
+        dl.start()
+        dl.wait()  # blocks until done, cancelled or failed; re-raises errors
+
+    :param url: the http or https URL to download
+    :param dest: the destination path
+    :param finished_callback: called in the download thread with this
+        download once the work is over, whatever the outcome
+    :param chunk_size: the largest chunk read and handed to ``progress``;
+        defaults to :data:`~dlmanager.config.DEFAULT_CHUNK_SIZE`
+    :param session: a ``requests.Session``, the ``requests`` module (the
+        default) or any object with a compatible ``get(url, stream=True, ...)``
+    :param progress: ``progress(download, current, total)``, see :meth:`set_progress`
+    :param retry: a :class:`~dlmanager.RetryPolicy`, a number of retries, or
+        None for the default policy
+    :param timeout: a :class:`~dlmanager.Timeouts`, a number of seconds, or
+        None for the defaults
+    :param on_event: ``on_event(event)`` receives every :class:`DownloadEvent`
+    :param limiter: a semaphore bounding how many downloads transfer at once
+        (a :class:`~dlmanager.DownloadManager` passes its own)
+
+    .. versionchanged:: 1.0
+       ``chunk_size`` defaults to 1 MiB instead of 16 KiB; retry, timeout,
+       on_event and limiter are new keyword-only parameters.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        dest: str,
+        finished_callback: Callable[[Download], Any] | None = None,
+        chunk_size: int | None = None,
+        session: Any = None,
+        progress: ProgressCallback | None = None,
+        *,
+        retry: RetryLike = None,
+        timeout: TimeoutLike = None,
+        on_event: EventCallback | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
+        if chunk_size is not None and (
+            not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0
+        ):
+            raise ValueError(f"chunk_size must be a positive integer, not {chunk_size!r}")
+        self.thread = threading.Thread(
+            target=self._run, name=f"dlmanager {url}", args=(finished_callback,), daemon=True
+        )
+        self._url = url
+        self._dest = dest
+        self._chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
+        self._session = requests if session is None else session
+        self._retry = RetryPolicy.from_value(retry)
+        self._timeouts = Timeouts.from_value(timeout)
+        self._limiter = limiter
+        self._lock = threading.Lock()  # guards the state shared with cancel()
+        self._progress_lock = threading.RLock()  # held while the progress callback runs
+        self._progress = progress
+        self._on_event = on_event
+        self._cancel = threading.Event()
+        self._error: ExcInfo | None = None
+        self._state = DownloadState.PENDING
+        self._attempt: Attempt | None = None
+        self._received = 0  # high-water mark of the file's bytes, for progress
+        self._total: int | None = None
+        self._validator: str | None = None  # what the bytes in the part file came with
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"<Download {self._url!r} -> {self._dest!r} {self._state.value}>"
+
+    # -- the 0.1.1 API ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread that downloads.
+
+        :raises RuntimeError: when called twice
+        """
+        with self._lock:
+            if self._state is not DownloadState.PENDING:
+                raise RuntimeError(f"download of {self._url} was already started")
+            self._state = DownloadState.QUEUED
+        _live.add(self)
+        self.thread.start()
+
+    def cancel(self) -> None:
+        """Cancel the download: it stops within about a second, leaving nothing on disk."""
+        with self._lock:
+            self._cancel.set()
+            attempt = self._attempt
+        if attempt is not None:
+            attempt.abort("cancel")
+
+    def is_canceled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
+        return self._cancel.is_set()
+
+    def is_running(self) -> bool:
+        """Whether the download thread is alive (queued or transferring)."""
+        return self.thread.is_alive()
+
+    def wait(self, raise_if_error: bool = True) -> None:
+        """Block until the download thread is finished.
+
+        The thread is joined in short slices, so that an exception raised in
+        the waiting thread (KeyboardInterrupt included) cancels the download
+        and propagates at once.
+
+        :param raise_if_error: call :meth:`raise_if_error` once finished
+        """
+        while self.thread.is_alive():
+            try:
+                self.thread.join(_JOIN_SLICE)
+            except BaseException:
+                self.cancel()
+                raise
+        if raise_if_error:
+            self.raise_if_error()
+
+    def error(self) -> ExcInfo | None:
+        """The ``(type, value, traceback)`` of the error that ended the download, or None."""
+        return self._error
+
+    def raise_if_error(self) -> None:
+        """Re-raise the download's error, or :class:`DownloadInterrupt` if it was cancelled."""
+        if self._error is not None:
+            raise self._error[1].with_traceback(self._error[2])
+        if self.is_canceled() and self._state is not DownloadState.DONE:
+            raise DownloadInterrupt(f"download of {self._url} was cancelled")
+
+    def set_progress(self, progress: ProgressCallback | None) -> None:
+        """Set the callable that reports progress, or None for no reports.
+
+        It is called as ``progress(download, current, total)``, from the
+        download thread: once with the bytes already in place when response
+        headers arrive, then after every chunk written. It is not called while
+        the total size is unknown (use ``on_event`` for that). Thread-safe:
+        it may be called during a download.
+        """
+        with self._progress_lock:
+            self._progress = progress
+
+    def get_dest(self) -> str:
+        """The destination path."""
+        return self._dest
+
+    def get_url(self) -> str:
+        """The URL."""
+        return self._url
+
+    # -- beyond 0.1.1 ----------------------------------------------------------------
+
+    @property
+    def state(self) -> DownloadState:
+        """The current :class:`DownloadState`."""
+        return self._state
+
+    @property
+    def received(self) -> int:
+        """Bytes of the file received so far."""
+        return self._received
+
+    @property
+    def total(self) -> int | None:
+        """The expected size, once known."""
+        return self._total
+
+    # -- the thread --------------------------------------------------------------------
+
+    def _run(self, finished_callback: Callable[[Download], Any] | None) -> None:
+        try:
+            self._wait_for_slot()
+            try:
+                self._state = DownloadState.RUNNING
+                self._transfer()
+            finally:
+                if self._limiter is not None:
+                    self._limiter.release()
+            self._state = DownloadState.DONE
+        except DownloadInterrupt:
+            self._state = DownloadState.CANCELLED
+            log.debug("Download of %s cancelled", self._url)
+        except BaseException:
+            self._error = sys.exc_info()  # type: ignore[assignment]
+            self._state = DownloadState.CANCELLED if self.is_canceled() else DownloadState.FAILED
+            log.debug("Download of %s failed", self._url, exc_info=True)
+        finally:
+            error = self._error[1] if self._error else None
+            try:
+                self._emit(EventKind.FINISHED, error=error)
+            except Exception:
+                log.exception("on_event hook of %s failed", self._url)
+            _live.discard(self)
+            if finished_callback is not None:
+                try:
+                    finished_callback(self)
+                except Exception:
+                    log.exception("finished_callback of %s failed", self._url)
+
+    def _wait_for_slot(self) -> None:
+        if self._limiter is None:
+            return
+        while not self._limiter.acquire(timeout=_QUEUE_POLL):
+            if self.is_canceled():
+                raise DownloadInterrupt()
+        if self.is_canceled():
+            self._limiter.release()
+            raise DownloadInterrupt()
+
+    def _transfer(self) -> None:
+        if self.is_canceled():
+            raise DownloadInterrupt()
+        part = PartFile(self._dest)
+        try:
+            self._fetch_with_retries(part)
+            if self.is_canceled():
+                raise DownloadInterrupt()
+            part.publish()
+        except BaseException:
+            part.discard()
+            raise
+
+    def _fetch_with_retries(self, part: PartFile) -> None:
+        policy = self._retry
+        while True:
+            mark = self._received
+            try:
+                self._attempt_once(part)
+                return
+            except DownloadError as exc:
+                if self.is_canceled():
+                    raise DownloadInterrupt() from exc
+                if isinstance(exc, ResumeError):
+                    log.info("%s: %s; starting over", self._url, exc)
+                    self._validator = None
+                    part.truncate()
+                gain = self._received - mark
+                progressed = gain >= policy.progress_bytes and not isinstance(exc, StallError)
+                policy = policy.increment(exc, progressed=progressed)
+                delay = policy.sleep_time(exc)
+                log.info("Retrying %s in %.1fs after: %s", self._url, delay, exc)
+                self._emit(EventKind.RETRYING, error=exc, delay=delay)
+                if self._cancel.wait(delay):
+                    raise DownloadInterrupt() from exc
+
+    def _attempt_once(self, part: PartFile) -> None:
+        """Run one attempt into *part*, resuming where the bytes in it allow."""
+        offset = part.size if self._validator is not None else 0
+        attempt = Attempt(
+            self._session,
+            self._url,
+            dest=self._dest,
+            offset=offset,
+            validator=self._validator,
+            timeouts=self._timeouts,
+            chunk_size=self._chunk_size,
+        )
+        with self._lock:
+            if self._cancel.is_set():
+                raise DownloadInterrupt()
+            self._attempt = attempt
+        try:
+            info = attempt.open()
+            self._accept(part, offset, info)
+            with stall_guard.watch(attempt):
+                for chunk in attempt.body():
+                    part.write(chunk)
+                    self._advance(part.size)
+                    if self._cancel.is_set():
+                        raise DownloadInterrupt()
+            if info.total is not None and part.size != info.total:
+                raise attempt.length_error(info.total, "shorter", part.size)
+        finally:
+            with self._lock:
+                self._attempt = None
+            attempt.close()
+
+    def _accept(self, part: PartFile, offset: int, info: ResponseInfo) -> None:
+        """Make *part* ready for the body that *info* announces."""
+        self._total = info.total
+        self._validator = info.validator if info.resumable else None
+        if info.start == 0 and part.size:
+            if offset:
+                log.info("%s: the server sent the whole file again; restarting", self._url)
+            else:
+                log.info("%s: cannot resume safely; restarting", self._url)
+            part.truncate()
+            self._emit(EventKind.RESTARTED)
+        elif info.start:
+            log.info("Resuming %s at byte %d", self._url, info.start)
+            self._emit(EventKind.RESUMED)
+        if not self._started:
+            self._started = True
+            self._emit(EventKind.STARTED)
+        self._report(self._received)
+
+    def _advance(self, size: int) -> None:
+        if size > self._received:
+            self._received = size
+        self._report(self._received)
+        self._emit(EventKind.PROGRESS)
+
+    def _report(self, current: int) -> None:
+        with self._progress_lock:
+            if self._progress is not None and self._total is not None:
+                self._progress(self, current, self._total)
+
+    def _emit(
+        self, kind: EventKind, *, error: BaseException | None = None, delay: float = 0.0
+    ) -> None:
+        hook = self._on_event
+        if hook is not None:
+            hook(DownloadEvent(kind, self, self._received, self._total, error, delay))
+
+
+class _LiveDownloads:
+    """Downloads whose thread may be running, cancelled at interpreter exit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: set[Download] = set()
+
+    def add(self, download: Download) -> None:
+        with self._lock:
+            self._items.add(download)
+
+    def discard(self, download: Download) -> None:
+        with self._lock:
+            self._items.discard(download)
+
+    def cancel_all(self, timeout: float = 2.0) -> None:
+        with self._lock:
+            running = [dl for dl in self._items if dl.thread.is_alive()]
+        for dl in running:
+            dl.cancel()
+        for dl in running:
+            dl.thread.join(timeout / max(1, len(running)))
+
+
+_live = _LiveDownloads()
+atexit.register(_live.cancel_all)

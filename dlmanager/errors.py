@@ -1,0 +1,171 @@
+"""The exceptions dlmanager raises, all under :class:`DlManagerError`.
+
+::
+
+    DlManagerError
+     +-- DownloadInterrupt            the download was cancelled
+     +-- DownloadError(OSError)       the download failed; carries url and dest
+          +-- HTTPStatusError         the server answered with an error status
+          +-- TransferError           network or protocol failure (__cause__ = the
+          |    |                      transport's exception)
+          |    +-- IncompleteBodyError  body shorter or longer than announced
+          |    +-- StallError           no progress within the stall window
+          |    +-- ResumeError          a range request got the wrong range back
+
+:class:`DownloadError` also derives from :class:`OSError`, like the
+``requests`` exceptions that dlmanager 0.1.1 let through, so ``except IOError``
+in old code still catches a failed download.
+
+When the retry policy gives up, the error of the last attempt is raised; its
+``history`` holds one :class:`~dlmanager.retry.RequestHistory` per attempt that
+failed before it, so ``except HTTPStatusError`` still sees the final status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "DlManagerError",
+    "DownloadError",
+    "DownloadInterrupt",
+    "HTTPStatusError",
+    "IncompleteBodyError",
+    "ResumeError",
+    "StallError",
+    "TransferError",
+]
+
+
+class DlManagerError(Exception):
+    """Base class of every exception raised by dlmanager."""
+
+
+class DownloadInterrupt(DlManagerError):
+    """The download was cancelled (name kept from dlmanager 0.1.1)."""
+
+
+class DownloadError(DlManagerError, OSError):
+    """A download failed.
+
+    :ivar url: the URL that was being downloaded
+    :ivar dest: the destination path, or None
+    :ivar received: bytes of the body received by the failing attempt
+    :ivar history: the earlier failed attempts, oldest first (set by the retry loop)
+    """
+
+    history: tuple[Any, ...] = ()
+
+    def __init__(
+        self, message: str, *, url: str = "", dest: str | None = None, received: int = 0
+    ) -> None:
+        # OSError treats two positional arguments as (errno, strerror): pass one.
+        super().__init__(message)
+        self.message = message
+        self.url = url
+        self.dest = dest
+        self.received = received
+
+    def __str__(self) -> str:
+        return self.message
+
+    def _context(self) -> dict[str, Any]:
+        return {"url": self.url, "dest": self.dest, "received": self.received}
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (type(self), self.message, self._context(), self.history))
+
+
+def _rebuild(
+    cls: type[DownloadError], message: str, context: dict[str, Any], history: tuple[Any, ...]
+) -> DownloadError:
+    error = cls(message, **context)
+    error.history = history
+    return error
+
+
+class HTTPStatusError(DownloadError):
+    """The server answered with a status of 400 or more.
+
+    :ivar status_code: the HTTP status, or None when only the session's
+        ``raise_for_status()`` told us the response was an error
+    :ivar retry_after: seconds the server asked us to wait (``Retry-After``), or None
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None,
+        retry_after: float | None = None,
+        url: str = "",
+        dest: str | None = None,
+        received: int = 0,
+    ) -> None:
+        super().__init__(message, url=url, dest=dest, received=received)
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+    def _context(self) -> dict[str, Any]:
+        return {
+            **super()._context(),
+            "status_code": self.status_code,
+            "retry_after": self.retry_after,
+        }
+
+
+class TransferError(DownloadError):
+    """The connection failed or the server broke the protocol.
+
+    :ivar retryable: whether another attempt may succeed (False for TLS
+        errors, redirect loops and the like)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = True,
+        url: str = "",
+        dest: str | None = None,
+        received: int = 0,
+    ) -> None:
+        super().__init__(message, url=url, dest=dest, received=received)
+        self.retryable = retryable
+
+    def _context(self) -> dict[str, Any]:
+        return {**super()._context(), "retryable": self.retryable}
+
+
+class IncompleteBodyError(TransferError):
+    """The body was shorter or longer than the length the server announced.
+
+    :ivar expected: the announced length
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        expected: int,
+        retryable: bool = True,
+        url: str = "",
+        dest: str | None = None,
+        received: int = 0,
+    ) -> None:
+        super().__init__(message, retryable=retryable, url=url, dest=dest, received=received)
+        self.expected = expected
+
+    def _context(self) -> dict[str, Any]:
+        return {**super()._context(), "expected": self.expected}
+
+
+class StallError(TransferError):
+    """The transfer made too little progress for too long."""
+
+
+class ResumeError(TransferError):
+    """The server answered a range request with another range than asked.
+
+    The bytes received so far are thrown away and the next attempt starts over.
+    """

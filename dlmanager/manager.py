@@ -1,0 +1,239 @@
+"""DownloadManager: downloads into one directory, deduplicated, bounded and capped.
+
+For compatibility with dlmanager 0.1.1 this module also exports
+:class:`~dlmanager.Download` and :class:`~dlmanager.DownloadInterrupt`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import requests
+import requests.adapters
+
+from dlmanager.config import TimeoutLike, Timeouts
+from dlmanager.download import Download, DownloadState, EventCallback, ProgressCallback
+from dlmanager.errors import DownloadInterrupt
+from dlmanager.paths import check_url, name_from_url, remove_stale_temporaries, validate_fname
+from dlmanager.persist_limit import PersistLimit
+from dlmanager.retry import RetryLike, RetryPolicy
+
+__all__ = ["Download", "DownloadInterrupt", "DownloadManager"]
+
+log = logging.getLogger(__name__)
+
+
+def _default_session(pool_size: int) -> requests.Session:
+    """A session whose connection pool fits *pool_size* concurrent transfers.
+
+    The adapter does not retry by itself: the download's retry policy does.
+    """
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=max(10, pool_size), pool_maxsize=max(10, pool_size), max_retries=0
+    )
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _prepare_destdir(destdir: str) -> None:
+    if os.path.exists(destdir) and not os.path.isdir(destdir):
+        raise NotADirectoryError(f"destination {destdir!r} exists and is not a directory")
+    try:
+        os.makedirs(destdir, exist_ok=True)
+    except OSError as exc:
+        raise type(exc)(f"cannot create destination directory {destdir!r}: {exc}") from exc
+    if not os.access(destdir, os.W_OK | os.X_OK):
+        raise PermissionError(f"destination directory {destdir!r} is not writable")
+
+
+class DownloadManager:
+    """Start and manage downloads into *destdir*.
+
+    A file is downloaded only if it is not already there; a destination that
+    is downloading is not downloaded twice. At most *max_workers* transfers
+    run at once; the others queue without opening a connection. The manager is
+    safe to use from several threads.
+
+    Background downloads must be stopped when the program is interrupted:
+
+    .. code-block:: python
+
+        manager = DownloadManager(destdir)
+        try:
+            manager.download(url1, "f1")
+            manager.download(url2, "f2")
+            manager.wait()
+        finally:
+            manager.cancel()  # stops what is still running, removes partial files
+
+    :param destdir: the directory downloads go to; created if missing
+    :param session: a ``requests.Session`` (with its auth, proxies, adapters),
+        the ``requests`` module, or any object with a compatible ``get``;
+        default: one session per manager, pooled for *max_workers*
+    :param persist_limit: a :class:`PersistLimit` capping the directory
+    :param max_workers: how many transfers may run at once
+    :param retry: the retry policy of every download (see :class:`RetryPolicy`)
+    :param timeout: the timeouts of every download (see :class:`Timeouts`)
+    :param chunk_size: the read size of every download
+    :raises NotADirectoryError: when *destdir* is a file
+    :raises PermissionError: when *destdir* is not writable
+    :raises ValueError: for an invalid *max_workers*, *retry* or *timeout*
+    """
+
+    def __init__(
+        self,
+        destdir: str,
+        session: Any = None,
+        persist_limit: PersistLimit | None = None,
+        *,
+        max_workers: int = 4,
+        retry: RetryLike = None,
+        timeout: TimeoutLike = None,
+        chunk_size: int | None = None,
+    ) -> None:
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+            raise ValueError(f"max_workers must be an integer >= 1, not {max_workers!r}")
+        self.retry = RetryPolicy.from_value(retry)
+        self.timeout = Timeouts.from_value(timeout)
+        self.chunk_size = chunk_size
+        self.max_workers = max_workers
+        self.destdir = destdir
+        _prepare_destdir(destdir)
+        self._own_session: requests.Session | None = None
+        if session is None:
+            session = self._own_session = _default_session(max_workers)
+        self.session = session
+        self.persist_limit = persist_limit or PersistLimit(0)
+        self._downloads: dict[str, Download] = {}
+        self._lock = threading.RLock()
+        self._limiter = threading.BoundedSemaphore(max_workers)
+        for path in remove_stale_temporaries(destdir):
+            log.info("Removed a temporary file left by a stopped process: %s", path)
+        self.persist_limit.register_dir_content(destdir)
+
+    def __enter__(self) -> DownloadManager:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Wait for the downloads (or cancel them if the block raised), then :meth:`close`."""
+        try:
+            if exc_type is not None:
+                self.cancel()
+                self.wait(raise_if_error=False)
+            else:
+                self.wait()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Cancel what is still running, wait for it to stop, and close the
+        session the manager created (a session you passed is left open)."""
+        self.cancel()
+        self.wait(raise_if_error=False)
+        if self._own_session is not None:
+            self._own_session.close()
+
+    def get_dest(self, fname: str) -> str:
+        """The path of *fname* in the destination directory.
+
+        :raises ValueError: when *fname* would land outside it
+        """
+        return os.path.join(self.destdir, validate_fname(fname))
+
+    def cancel(self, cancel_if: Callable[[Download], Any] | None = None) -> None:
+        """Cancel the running downloads, or those for which ``cancel_if(download)`` is true.
+
+        Returns at once; each download stops within about a second.
+        """
+        with self._lock:
+            downloads = list(self._downloads.values())
+        for download in downloads:
+            if (cancel_if is None or cancel_if(download)) and download.is_running():
+                download.cancel()
+
+    def wait(self, raise_if_error: bool = True) -> None:
+        """Wait for every download started so far to finish.
+
+        :param raise_if_error: re-raise the first error met (the remaining
+            downloads go on)
+        """
+        with self._lock:
+            downloads = list(self._downloads.values())
+        for download in downloads:
+            download.wait(raise_if_error=raise_if_error)
+
+    def download(
+        self,
+        url: str,
+        fname: str | None = None,
+        progress: ProgressCallback | None = None,
+        *,
+        on_event: EventCallback | None = None,
+    ) -> Download | None:
+        """Start downloading *url* into the destination directory.
+
+        :param url: an http or https URL
+        :param fname: the file name; derived from the URL's path when None
+        :param progress: ``progress(download, current, total)``
+        :param on_event: receives every :class:`~dlmanager.DownloadEvent`
+        :return: the started :class:`Download`; the running one when that
+            destination is already downloading (*progress* is then attached
+            to it); or None when the file is already present (which counts as
+            a use for the persist limit)
+        :raises ValueError: for a URL that is not http(s) or a file name that
+            would land outside the destination directory
+        """
+        check_url(url)
+        dest = self.get_dest(fname if fname is not None else name_from_url(url))
+        with self._lock:
+            running = self._downloads.get(dest)
+            if running is not None:
+                if progress is not None:
+                    running.set_progress(progress)
+                return running
+            if os.path.exists(dest):
+                self.persist_limit.touch(dest)
+                return None
+            download = Download(
+                url,
+                dest,
+                finished_callback=self._download_finished,
+                chunk_size=self.chunk_size,
+                session=self.session,
+                progress=progress,
+                retry=self.retry,
+                timeout=self.timeout,
+                on_event=on_event,
+                limiter=self._limiter,
+            )
+            self._downloads[dest] = download
+            self._download_started(download)
+            download.start()
+            return download
+
+    def _download_started(self, dl: Download) -> None:
+        """Hook called when *dl* is about to start. Subclasses call the base."""
+        log.debug("Download of %s started", dl.get_url())
+
+    def _download_finished(self, dl: Download) -> None:
+        """Hook called in the download thread when *dl* is over, whatever
+        the outcome. Subclasses call the base: it forgets the download and
+        applies the persist limit."""
+        with self._lock:
+            if self._downloads.get(dl.get_dest()) is dl:
+                del self._downloads[dl.get_dest()]
+        if dl.state is DownloadState.DONE:
+            self.persist_limit.touch(dl.get_dest())
+            self.persist_limit.remove_old_files()

@@ -1,0 +1,146 @@
+"""File names: safe destination names and the hidden temporary files.
+
+A download writes into a temporary file beside its destination, named
+``.<name>.<8 hex digits>.part``: hidden, unique per download, and
+recognisable by :func:`is_temporary` so that :class:`~dlmanager.PersistLimit`
+never counts or evicts one. The writer holds an exclusive ``flock`` on it for
+as long as it writes; :func:`remove_stale_temporaries` removes the ones whose
+writer is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import time
+import urllib.parse
+
+__all__ = [
+    "TEMP_SUFFIX",
+    "check_url",
+    "is_temporary",
+    "name_from_url",
+    "remove_stale_temporaries",
+    "temporary_name",
+    "validate_fname",
+]
+
+log = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".part"
+_TEMP_RE = re.compile(r"\..+\.[0-9a-f]{8}\.part", re.DOTALL)
+#: Hidden folder reserved for dlmanager's own state inside a destination directory.
+STATE_DIR = ".dlmanager"
+#: A temporary file younger than this is never taken for stale: its writer may
+#: not have locked it yet.
+STALE_MIN_AGE = 10.0
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: an open file cannot be removed anyway
+    fcntl = None  # type: ignore[assignment]
+
+
+def check_url(url: str) -> None:
+    """Check that *url* is an absolute http or https URL.
+
+    :raises ValueError: naming what is wrong with it
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"URL must be a string, not {type(url).__name__}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"invalid URL {url!r}: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"unsupported URL scheme in {url!r}: only http and https are downloaded")
+    if not parts.netloc:
+        raise ValueError(f"invalid URL {url!r}: no host")
+
+
+def validate_fname(fname: str) -> str:
+    """Return *fname* if it names a file directly inside a destination directory.
+
+    :raises ValueError: when it is empty, ``.`` or ``..``, absolute, contains a
+        path separator or NUL, or is a name dlmanager reserves for itself
+    """
+    if not isinstance(fname, str):
+        raise ValueError(f"file name must be a string, not {type(fname).__name__}")
+    if fname in ("", ".", ".."):
+        raise ValueError(f"invalid file name {fname!r}")
+    if "\x00" in fname:
+        raise ValueError(f"invalid file name {fname!r}: contains NUL")
+    if "/" in fname or "\\" in fname or (os.altsep and os.altsep in fname):
+        raise ValueError(f"invalid file name {fname!r}: must not contain a path separator")
+    if fname == STATE_DIR or is_temporary(fname):
+        raise ValueError(f"invalid file name {fname!r}: reserved for dlmanager's own files")
+    return fname
+
+
+def name_from_url(url: str) -> str:
+    """Derive a file name from the last segment of the URL's path (percent-decoded).
+
+    :raises ValueError: when the URL gives no usable name
+    """
+    path = urllib.parse.urlsplit(url).path
+    segment = path.rsplit("/", 1)[-1]
+    name = urllib.parse.unquote(segment)
+    try:
+        return validate_fname(name)
+    except ValueError as exc:
+        raise ValueError(
+            f"cannot derive a file name from URL {url!r} ({exc}); pass fname"
+        ) from None
+
+
+def temporary_name(fname: str) -> str:
+    """A fresh, unique, hidden temporary file name for the destination *fname*."""
+    return f".{fname}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
+def is_temporary(name: str) -> bool:
+    """Whether the base name *name* is one of dlmanager's temporary files."""
+    return _TEMP_RE.fullmatch(name) is not None
+
+
+def remove_stale_temporaries(directory: str, min_age: float = STALE_MIN_AGE) -> list[str]:
+    """Remove temporary files in *directory* that no live process is writing.
+
+    A temporary file is stale when nobody holds its lock and it is older than
+    *min_age* seconds. Returns the paths removed.
+    """
+    if fcntl is None:  # pragma: no cover
+        return []
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    for entry in entries:
+        if not is_temporary(entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if now - entry.stat(follow_symlinks=False).st_mtime < min_age:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live writer holds it
+        try:
+            os.unlink(entry.path)
+            removed.append(entry.path)
+            log.debug("Removed stale temporary file %s", entry.path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed

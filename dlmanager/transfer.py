@@ -1,0 +1,521 @@
+"""One HTTP attempt: the request, the checks on its response, and its body.
+
+This is the only module that knows about ``requests`` and ``urllib3``
+exceptions: :func:`map_transport_errors` turns them into
+:class:`~dlmanager.errors.TransferError`. An :class:`Attempt` can be aborted
+from another thread (cancel, stall guard) even while it is blocked on a
+server that sends nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import http.client
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import requests
+import urllib3
+
+from dlmanager.config import Timeouts
+from dlmanager.errors import (
+    DlManagerError,
+    DownloadInterrupt,
+    HTTPStatusError,
+    IncompleteBodyError,
+    ResumeError,
+    StallError,
+    TransferError,
+)
+from dlmanager.retry import parse_retry_after
+
+__all__ = ["Attempt", "ResponseInfo", "header", "map_transport_errors", "parse_content_range"]
+
+log = logging.getLogger(__name__)
+
+CANCEL = "cancel"
+STALL = "stall"
+
+_FATAL_REQUESTS_ERRORS: tuple[type[Exception], ...] = (
+    requests.exceptions.SSLError,
+    requests.exceptions.TooManyRedirects,
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+)
+_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def map_transport_errors(
+    url: str, dest: str | None, received: int = 0, *, sockets: bool = False
+) -> Iterator[None]:
+    """Turn the transport's exceptions into :class:`TransferError`.
+
+    :param sockets: also map bare :class:`OSError` (only where the caller
+        knows the I/O is a real socket's, not a test double's)
+    """
+    try:
+        yield
+    except DlManagerError:
+        raise
+    except _FATAL_REQUESTS_ERRORS as exc:
+        raise TransferError(
+            f"{url}: {exc}", retryable=False, url=url, dest=dest, received=received
+        ) from exc
+    except (
+        requests.exceptions.RequestException,
+        urllib3.exceptions.HTTPError,
+        http.client.HTTPException,
+    ) as exc:
+        raise TransferError(f"{url}: {exc}", url=url, dest=dest, received=received) from exc
+    except OSError as exc:
+        if not sockets:
+            raise
+        raise TransferError(f"{url}: {exc}", url=url, dest=dest, received=received) from exc
+
+
+def header(headers: Any, name: str) -> str | None:
+    """The value of header *name*, looked up case-insensitively in any mapping."""
+    if not isinstance(headers, Mapping):
+        return None
+    value = headers.get(name)
+    if value is None and not isinstance(headers, requests.structures.CaseInsensitiveDict):
+        wanted = name.lower()
+        value = next((v for k, v in headers.items() if str(k).lower() == wanted), None)
+    return value if isinstance(value, str) else None
+
+
+def _int_header(headers: Any, name: str) -> int | None:
+    value = header(headers, name)
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value.strip())
+
+
+def parse_content_range(value: str) -> tuple[int, int, int | None]:
+    """Parse ``bytes START-END/TOTAL`` into ``(start, end, total or None)``.
+
+    :raises ValueError: when the value is not a valid byte range
+    """
+    match = _CONTENT_RANGE_RE.match(value)
+    if not match:
+        raise ValueError(f"invalid Content-Range {value!r}")
+    start, end = int(match.group(1)), int(match.group(2))
+    total = None if match.group(3) == "*" else int(match.group(3))
+    if end < start or (total is not None and end >= total):
+        raise ValueError(f"invalid Content-Range {value!r}")
+    return start, end, total
+
+
+@dataclasses.dataclass(frozen=True)
+class ResponseInfo:
+    """What the headers of a successful response tell about its body.
+
+    :ivar status_code: the status, or None for a test double without one
+    :ivar start: the offset in the file of the body's first byte
+    :ivar length: the announced length of the body on the wire, if any
+    :ivar total: the size of the whole file, if known
+    :ivar validator: a strong ETag, else Last-Modified, else None
+    :ivar encoding: the Content-Encoding, when not identity
+    """
+
+    status_code: int | None
+    start: int
+    length: int | None
+    total: int | None
+    validator: str | None
+    encoding: str | None
+
+    @property
+    def resumable(self) -> bool:
+        """Whether a later attempt may ask for the rest with ``Range``/``If-Range``."""
+        return self.validator is not None and self.encoding is None and self.total is not None
+
+
+def _response_info(response: Any, url: str, dest: str | None, offset: int) -> ResponseInfo:
+    headers = getattr(response, "headers", None)
+    status = response.status_code if isinstance(response.status_code, int) else None
+    encoding = (header(headers, "Content-Encoding") or "").strip().lower() or None
+    if encoding == "identity":
+        encoding = None
+    length = _int_header(headers, "Content-Length")
+    if length is None and encoding is None:
+        length = _int_header(headers, "x-goog-stored-content-length")
+    etag = header(headers, "ETag")
+    validator = etag if etag and not etag.startswith("W/") else header(headers, "Last-Modified")
+    start, total = 0, length if encoding is None else None
+    if status == 206:
+        content_range = header(headers, "Content-Range") or ""
+        try:
+            start, end, total = parse_content_range(content_range)
+        except ValueError:
+            raise ResumeError(
+                f"{url}: 206 response with invalid Content-Range {content_range!r}",
+                url=url,
+                dest=dest,
+            ) from None
+        if start != offset or total is None or end != total - 1:
+            raise ResumeError(
+                f"{url}: asked for bytes {offset}- but the server sent {content_range!r}",
+                url=url,
+                dest=dest,
+            )
+        if length is not None and length != end - start + 1:
+            raise ResumeError(
+                f"{url}: Content-Length {length} disagrees with Content-Range {content_range!r}",
+                url=url,
+                dest=dest,
+            )
+    return ResponseInfo(status, start, length, total, validator, encoding)
+
+
+def _response_socket(response: Any) -> socket.socket | None:
+    """The socket under a requests/urllib3 response, if it can be found."""
+    raw = getattr(response, "raw", None)
+    connection = getattr(raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if isinstance(sock, socket.socket):
+        return sock
+    fp = getattr(getattr(raw, "_fp", None), "fp", None)
+    sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+#: urllib3 >= 2 names its response base class; 1.26 has only HTTPResponse.
+_URLLIB3_RESPONSE = getattr(urllib3.response, "BaseHTTPResponse", urllib3.response.HTTPResponse)
+
+
+def _raw_reader(response: Any) -> Any:
+    """The urllib3 response to read with ``read1``, or None to use ``iter_content``."""
+    raw = getattr(response, "raw", None)
+    if isinstance(raw, _URLLIB3_RESPONSE) and hasattr(raw, "read1"):
+        return raw
+    return None
+
+
+class Attempt:
+    """One GET of *url*, asking for the bytes from *offset* on.
+
+    :param session: anything with ``get(url, stream=True, **kwargs)``
+    :param offset: resume from this byte (0 for the whole file)
+    :param validator: the ETag or Last-Modified the bytes before *offset* came
+        with; sent as ``If-Range`` so a changed file comes back whole (200)
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        url: str,
+        *,
+        dest: str | None,
+        offset: int,
+        validator: str | None,
+        timeouts: Timeouts,
+        chunk_size: int,
+    ) -> None:
+        self.url = url
+        self.dest = dest
+        self.offset = offset
+        self.validator = validator
+        self.timeouts = timeouts
+        self.chunk_size = chunk_size
+        self.session = session
+        #: body bytes delivered so far (read by the stall guard)
+        self.received = 0
+        self.info: ResponseInfo | None = None
+        self._response: Any = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._abort_reason: str | None = None
+
+    # -- control from other threads -------------------------------------------------
+
+    def abort(self, reason: str) -> None:
+        """End the attempt from another thread: close its connection at once."""
+        with self._lock:
+            if self._abort_reason is not None:
+                return
+            self._abort_reason = reason
+            response = self._response
+        self._wake.set()
+        log.debug("Aborting attempt on %s (%s)", self.url, reason)
+        if response is not None:
+            _shutdown(response)
+
+    def _abort_error(self) -> DlManagerError | None:
+        if self._abort_reason == CANCEL:
+            return DownloadInterrupt()
+        if self._abort_reason == STALL:
+            return StallError(
+                f"{self.url}: stalled (less than {self.timeouts.min_speed} bytes/s "
+                f"for {self.timeouts.stall}s)",
+                url=self.url,
+                dest=self.dest,
+                received=self.received,
+            )
+        return None
+
+    # -- the request ---------------------------------------------------------------
+
+    def request_headers(self) -> dict[str, str]:
+        headers = {"Accept-Encoding": "identity"}
+        if self.offset > 0:
+            headers["Range"] = f"bytes={self.offset}-"
+            if self.validator:
+                headers["If-Range"] = self.validator
+        return headers
+
+    def open(self) -> ResponseInfo:
+        """Send the request and check the response's headers.
+
+        The request runs in a helper thread so that :meth:`abort` ends the
+        wait for headers at once; an abandoned request closes its response
+        when it arrives.
+
+        :raises HTTPStatusError: for a status of 400 or more (nothing is read)
+        :raises TransferError: for network and protocol errors
+        """
+        outcome: list[Any] = []
+        done = threading.Event()
+
+        def send() -> None:
+            try:
+                with map_transport_errors(self.url, self.dest):
+                    response = self.session.get(
+                        self.url,
+                        stream=True,
+                        headers=self.request_headers(),
+                        timeout=self.timeouts.requests_timeout,
+                    )
+                outcome.append(response)
+            except BaseException as exc:
+                outcome.append(exc)
+            finally:
+                with self._lock:
+                    done.set()
+                    abandoned = self._abort_reason is not None
+                self._wake.set()
+                if abandoned and outcome and not isinstance(outcome[0], BaseException):
+                    _close(outcome[0])
+
+        sender = threading.Thread(target=send, name=f"dlmanager-request {self.url}", daemon=True)
+        sender.start()
+        self._wake.wait()
+        with self._lock:
+            if not done.is_set() or self._abort_reason is not None:
+                self._abort_reason = self._abort_reason or CANCEL
+                if done.is_set() and not isinstance(outcome[0], BaseException):
+                    _close(outcome[0])
+                error = self._abort_error()
+                assert error is not None
+                raise error
+            result = outcome[0]
+            if isinstance(result, BaseException):
+                raise result
+            self._response = result
+        self.info = self._check(result)
+        return self.info
+
+    def _check(self, response: Any) -> ResponseInfo:
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int):
+            if status >= 400:
+                self.close()
+                raise HTTPStatusError(
+                    f"{self.url}: HTTP {status}",
+                    status_code=status,
+                    retry_after=parse_retry_after(header(response.headers, "Retry-After")),
+                    url=self.url,
+                    dest=self.dest,
+                )
+        else:
+            try:
+                response.raise_for_status()
+            except Exception as exc:
+                self.close()
+                code = getattr(getattr(exc, "response", None), "status_code", None)
+                raise HTTPStatusError(
+                    f"{self.url}: {exc}",
+                    status_code=code if isinstance(code, int) else None,
+                    url=self.url,
+                    dest=self.dest,
+                ) from exc
+        try:
+            return _response_info(response, self.url, self.dest, self.offset)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- the body ------------------------------------------------------------------
+
+    def body(self) -> Iterator[bytes]:
+        """Yield the body in chunks of at most ``chunk_size`` bytes.
+
+        Stops with :class:`IncompleteBodyError` when the body is longer or
+        shorter than announced, and with the abort's error when aborted.
+        """
+        assert self.info is not None, "open() first"
+        raw = _raw_reader(self._response)
+        chunks = self._read1_chunks(raw) if raw is not None else self._iter_content_chunks()
+        expected = self.info.length if self.info.encoding is None else None
+        encoded = self.info.encoding is not None and raw is not None
+
+        def on_wire() -> int:
+            return int(raw.tell()) if encoded else self.received
+
+        try:
+            for chunk in chunks:
+                if not chunk:
+                    continue
+                self.received += len(chunk)
+                if expected is not None and self.received > expected:
+                    raise self.length_error(expected, "longer")
+                yield chunk
+                if self._abort_reason is not None:
+                    break
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            error = self._abort_error()
+            if error is not None:
+                raise error from exc
+            announced = self.info.length
+            if (
+                isinstance(exc, TransferError)
+                and not isinstance(exc, IncompleteBodyError)
+                and announced is not None
+                and on_wire() < announced
+            ):
+                raise self.length_error(announced, "shorter", on_wire()) from exc
+            raise
+        error = self._abort_error()
+        if error is not None:
+            raise error
+        if expected is not None and self.received != expected:
+            raise self.length_error(expected, "shorter")
+        if encoded and self.info.length is not None and on_wire() != self.info.length:
+            raise self.length_error(self.info.length, "shorter", on_wire())
+
+    def _read1_chunks(self, raw: Any) -> Iterator[bytes]:
+        while True:
+            with map_transport_errors(self.url, self.dest, self.received, sockets=True):
+                data = raw.read1(self.chunk_size, decode_content=True)
+            if not data:
+                return
+            yield data
+
+    def _iter_content_chunks(self) -> Iterator[bytes]:
+        chunks = iter(self._response.iter_content(self.chunk_size))
+        while True:
+            with map_transport_errors(self.url, self.dest, self.received):
+                data = next(chunks, None)
+            if data is None:
+                return
+            yield data
+
+    def length_error(self, expected: int, how: str, got: int | None = None) -> IncompleteBodyError:
+        got = self.received if got is None else got
+        return IncompleteBodyError(
+            f"{self.url}: body {how} than announced ({got} of {expected} bytes received)",
+            expected=expected,
+            url=self.url,
+            dest=self.dest,
+            received=self.received,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            response, self._response = self._response, None
+        if response is not None:
+            _close(response)
+
+
+def _close(response: Any) -> None:
+    try:
+        response.close()
+    except Exception as exc:  # a broken response must not hide the real outcome
+        log.debug("Closing a response failed: %s", exc)
+
+
+def _shutdown(response: Any) -> None:
+    """Wake a read blocked on *response*'s socket, then close the response."""
+    sock = _response_socket(response)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    _close(response)
+
+
+class StallGuard:
+    """One thread that watches every running attempt and aborts the stalled ones.
+
+    An attempt stalls when it receives less than ``min_speed * stall`` bytes
+    within ``stall`` seconds. The thread runs only while attempts are watched.
+    """
+
+    TICK = 0.1
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watched: dict[Attempt, tuple[float, int]] = {}
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def watch(self, attempt: Attempt) -> Iterator[None]:
+        """Watch *attempt* for the duration of the ``with`` block."""
+        if attempt.timeouts.stall is None:
+            yield
+            return
+        with self._lock:
+            self._watched[attempt] = (time.monotonic(), attempt.received)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="dlmanager-stall-guard", daemon=True
+                )
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._watched.pop(attempt, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            stalled = []
+            with self._lock:
+                if not self._watched:
+                    self._thread = None
+                    return
+                for attempt, (since, mark) in list(self._watched.items()):
+                    window = attempt.timeouts.stall
+                    assert window is not None
+                    if now - since < window:
+                        continue
+                    if attempt.received - mark < attempt.timeouts.min_speed * window:
+                        stalled.append(attempt)
+                        del self._watched[attempt]
+                    else:
+                        self._watched[attempt] = (now, attempt.received)
+            for attempt in stalled:
+                log.info(
+                    "Too little progress on %s for %ss: aborting the attempt",
+                    attempt.url,
+                    attempt.timeouts.stall,
+                )
+                attempt.abort(STALL)
+
+
+#: The process-wide stall guard.
+stall_guard = StallGuard()
