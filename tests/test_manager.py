@@ -1,0 +1,337 @@
+"""DownloadManager against a real loopback server: naming, dedup, bounds, cleanup."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from dlmanager import (
+    Download,
+    DownloadInterrupt,
+    DownloadManager,
+    DownloadState,
+    HTTPStatusError,
+    PersistLimit,
+    RetryPolicy,
+    Timeouts,
+)
+from dlmanager.paths import temporary_name
+from tests.conftest import read, temporaries
+from tests.server import FaultServer, Resource, make_data
+
+DATA = make_data(100_000, seed=7)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll *condition* until it holds; fail the test after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def manager(destdir: str, fast_retry: RetryPolicy) -> Any:
+    manager = DownloadManager(destdir, retry=fast_retry)
+    yield manager
+    manager.close()
+
+
+def test_fname_derived_from_url_is_percent_decoded(
+    server: FaultServer, manager: DownloadManager, destdir: str
+) -> None:
+    server.add("/builds/a%20b.bin?x=1", DATA)
+    dl = manager.download(server.url("/builds/a%20b.bin?x=1"))
+    assert dl is not None
+    dl.wait()
+    assert read(os.path.join(destdir, "a b.bin")) == DATA
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/dir/", "/..", "/%2e%2e", "/a%2Fb", "/a%5Cb", "/a%00b", "/.x.0123abcd.part"]
+)
+def test_unusable_names_from_urls_are_refused(
+    server: FaultServer, manager: DownloadManager, destdir: str, path: str
+) -> None:
+    with pytest.raises(ValueError, match="file name"):
+        manager.download(server.url(path))
+    assert server.requests == []
+    assert os.listdir(destdir) == []
+
+
+@pytest.mark.parametrize("fname", ["", ".", "..", "../x", "/etc/passwd", "a/b", "a\\b", "a\x00"])
+def test_escaping_fnames_are_refused(manager: DownloadManager, destdir: str, fname: str) -> None:
+    with pytest.raises(ValueError, match="file name"):
+        manager.download("http://127.0.0.1:9/x", fname)
+    assert os.listdir(destdir) == []
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "file:///etc/passwd", "x", "http://"])
+def test_invalid_urls_are_refused(manager: DownloadManager, url: str) -> None:
+    with pytest.raises(ValueError, match="URL"):
+        manager.download(url, "x")
+
+
+def test_destdir_is_created(tmp_path: Any) -> None:
+    path = os.path.join(str(tmp_path), "a", "b")
+    DownloadManager(path).close()
+    assert os.path.isdir(path)
+
+
+def test_destdir_that_is_a_file(tmp_path: Any) -> None:
+    path = os.path.join(str(tmp_path), "file")
+    with open(path, "w") as handle:
+        handle.write("x")
+    with pytest.raises(NotADirectoryError, match="not a directory"):
+        DownloadManager(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_destdir(tmp_path: Any) -> None:
+    os.chmod(str(tmp_path), 0o500)
+    try:
+        with pytest.raises(PermissionError, match="not writable"):
+            DownloadManager(str(tmp_path))
+    finally:
+        os.chmod(str(tmp_path), 0o700)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_workers": 0}, "max_workers"),
+        ({"retry": -1}, "retry"),
+        ({"retry": "3"}, "retry"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": "10"}, "timeout"),
+        ({"timeout": Timeouts}, "timeout"),
+    ],
+)
+def test_invalid_options(destdir: str, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DownloadManager(destdir, **kwargs)
+
+
+def test_existing_file_is_a_cache_hit_and_counts_as_a_use(
+    server: FaultServer, manager: DownloadManager, destdir: str
+) -> None:
+    path = os.path.join(destdir, "f.bin")
+    with open(path, "wb") as handle:
+        handle.write(b"cached")
+    os.utime(path, (1_000_000, 1_000_000))
+    server.add("/f.bin", DATA)
+    assert manager.download(server.url("/f.bin")) is None
+    assert server.requests == []
+    assert os.stat(path).st_atime > time.time() - 60
+    assert os.stat(path).st_mtime == 1_000_000
+    assert read(path) == b"cached"
+
+
+def test_concurrency_bound_queues_without_connecting(server: FaultServer, destdir: str) -> None:
+    for i in range(6):
+        server.add(f"/f{i}.bin", Resource(DATA, stall_after=[1000]))
+    manager = DownloadManager(destdir, max_workers=2, timeout=Timeouts(read=None, stall=None))
+    try:
+        downloads = [manager.download(server.url(f"/f{i}.bin")) for i in range(6)]
+        wait_until(lambda: len(server.requests) == 2)
+        states = [dl.state for dl in downloads if dl is not None]
+        assert states.count(DownloadState.RUNNING) == 2
+        assert states.count(DownloadState.QUEUED) == 4
+        assert all(dl is not None and dl.is_running() for dl in downloads)
+    finally:
+        manager.cancel()
+        manager.wait(raise_if_error=False)
+    assert len(server.requests) == 2
+    assert os.listdir(destdir) == []
+    manager.close()
+
+
+def test_many_downloads_complete_through_a_small_pool(server: FaultServer, destdir: str) -> None:
+    files = {f"/f{i}.bin": make_data(5000 + i, seed=i) for i in range(100)}
+    for path, data in files.items():
+        server.add(path, data)
+    with DownloadManager(destdir, max_workers=4) as manager:
+        for path in files:
+            manager.download(server.url(path))
+    for path, data in files.items():
+        assert read(os.path.join(destdir, path[1:])) == data
+    assert manager._downloads == {}
+    assert len(server.requests) == 100
+
+
+def test_manager_is_safe_from_many_threads(server: FaultServer, destdir: str) -> None:
+    for i in range(5):
+        server.add(f"/f{i}.bin", make_data(50_000, seed=i))
+    manager = DownloadManager(destdir)
+    results: list[Download | None] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        barrier.wait()
+        for i in range(5):
+            dl = manager.download(server.url(f"/f{i}.bin"))
+            with lock:
+                results.append(dl)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    manager.wait()
+    manager.close()
+    for i in range(5):
+        assert len(server.requests_for(f"/f{i}.bin")) == 1
+        assert read(os.path.join(destdir, f"f{i}.bin")) == make_data(50_000, seed=i)
+    started = {id(dl) for dl in results if dl is not None}
+    assert len(started) == 5
+
+
+def test_wait_raises_errors(server: FaultServer, manager: DownloadManager) -> None:
+    server.add("/missing.bin", Resource(DATA, statuses=[404]))
+    manager.download(server.url("/missing.bin"))
+    with pytest.raises(HTTPStatusError) as info:
+        manager.wait()
+    assert info.value.status_code == 404
+    assert manager._downloads == {}
+
+
+def test_session_is_assignable(server: FaultServer, manager: DownloadManager, destdir: str) -> None:
+    import requests
+
+    server.add("/f.bin", DATA)
+    calls: list[str] = []
+
+    class CountingSession(requests.Session):
+        def get(self, url: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+            calls.append(url)
+            return super().get(url, **kwargs)
+
+    with CountingSession() as session:
+        manager.session = session
+        dl = manager.download(server.url("/f.bin"))
+        assert dl is not None
+        dl.wait()
+    assert calls == [server.url("/f.bin")]
+
+
+def test_try_finally_cancel_idiom_leaves_nothing(server: FaultServer, destdir: str) -> None:
+    for i in range(3):
+        server.add(f"/f{i}.bin", Resource(DATA, stall_after=[5000]))
+    manager = DownloadManager(destdir, timeout=Timeouts(read=None, stall=None))
+    downloads: list[Download] = []
+    with pytest.raises(RuntimeError, match="harness failed"):
+        try:
+            for i in range(3):
+                dl = manager.download(server.url(f"/f{i}.bin"))
+                assert dl is not None
+                downloads.append(dl)
+            wait_until(lambda: len(temporaries(destdir)) == 3)
+            raise RuntimeError("harness failed")
+        finally:
+            manager.cancel()
+    for dl in downloads:
+        dl.thread.join(5)
+        assert not dl.thread.is_alive()
+        with pytest.raises(DownloadInterrupt):
+            dl.wait()
+    assert os.listdir(destdir) == []
+    manager.close()
+
+
+def test_persist_limit_evicts_least_recently_used(server: FaultServer, destdir: str) -> None:
+    for name in ("a", "b", "c"):
+        server.add(f"/{name}.bin", DATA)
+    limit = PersistLimit(size_limit=2 * len(DATA) + 1, file_limit=1)
+    manager = DownloadManager(destdir, persist_limit=limit)
+    for name in ("a", "b"):
+        dl = manager.download(server.url(f"/{name}.bin"))
+        assert dl is not None
+        dl.wait()
+    assert sorted(os.listdir(destdir)) == ["a.bin", "b.bin"]
+    # A use of "a" makes "b" the least recently used.
+    assert manager.download(server.url("/a.bin")) is None
+    dl = manager.download(server.url("/c.bin"))
+    assert dl is not None
+    dl.wait()
+    assert sorted(os.listdir(destdir)) == ["a.bin", "c.bin"]
+    manager.close()
+
+
+def test_stale_temporary_is_removed_and_not_counted(destdir: str) -> None:
+    stale = os.path.join(destdir, temporary_name("f.bin"))
+    with open(stale, "wb") as handle:
+        handle.write(b"x" * 1000)
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    limit = PersistLimit(size_limit=1)
+    DownloadManager(destdir, persist_limit=limit).close()
+    assert os.listdir(destdir) == []
+    assert limit.files == []
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from dlmanager import DownloadManager, Timeouts
+    manager = DownloadManager(sys.argv[2], timeout=Timeouts(read=None, stall=None))
+    dl = manager.download(sys.argv[1])
+    print("started", flush=True)
+    if sys.argv[3] == "wait":
+        dl.wait()
+    """
+)
+
+
+def start_child(url: str, destdir: str, mode: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, url, destdir, mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def test_killed_process_leaves_no_final_file_and_next_run_recovers(
+    server: FaultServer, destdir: str
+) -> None:
+    server.add("/f.bin", Resource(DATA, stall_after=[30_000]))
+    child = start_child(server.url("/f.bin"), destdir, "wait")
+    try:
+        wait_until(lambda: len(temporaries(destdir)) == 1)
+        wait_until(lambda: server.resource("/f.bin").gets == 1)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=10)
+    (left,) = temporaries(destdir)
+    assert os.listdir(destdir) == [left]  # never under the final name
+    limit = PersistLimit(size_limit=1)
+    limit.register_dir_content(destdir)
+    assert limit.files == []
+    old = time.time() - 3600
+    os.utime(os.path.join(destdir, left), (old, old))
+    with DownloadManager(destdir) as manager:
+        assert temporaries(destdir) == []
+        manager.download(server.url("/f.bin"))
+    assert os.listdir(destdir) == ["f.bin"]
+    assert read(os.path.join(destdir, "f.bin")) == DATA
+
+
+def test_exit_with_running_downloads_is_quick_and_clean(server: FaultServer, destdir: str) -> None:
+    server.add("/f.bin", Resource(DATA, stall_after=[30_000]))
+    child = start_child(server.url("/f.bin"), destdir, "exit")
+    out, err = child.communicate(timeout=20)
+    assert child.returncode == 0, err
+    assert out.strip() == "started"
+    assert os.listdir(destdir) == []
