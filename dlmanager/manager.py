@@ -159,9 +159,13 @@ class DownloadManager:
         """
         with self._lock:
             downloads = list(self._downloads.values())
-        for download in downloads:
-            if (cancel_if is None or cancel_if(download)) and download.is_running():
-                download.cancel()
+        selected = [
+            dl for dl in downloads if (cancel_if is None or cancel_if(dl)) and dl.is_running()
+        ]
+        # Queued ones first, so that none takes the slot a cancelled one frees.
+        selected.sort(key=lambda dl: dl.state is not DownloadState.QUEUED)
+        for download in selected:
+            download.cancel()
 
     def wait(self, raise_if_error: bool = True) -> None:
         """Wait for every download started so far to finish.
