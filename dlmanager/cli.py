@@ -99,6 +99,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             args.urls = [*args.urls, *_read_urls(args.input_file)]
         except OSError as exc:
             parser.error(f"cannot read {args.input_file}: {exc.strerror or exc}")
+        except UnicodeDecodeError as exc:
+            parser.error(f"cannot read {args.input_file}: not UTF-8 text ({exc.reason})")
     if not args.urls:
         parser.error("no URL given (pass URLs or -i FILE)")
     return args
@@ -141,6 +143,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             if download is None:
                 if not args.quiet:
                     print(f"skipped {url} (already in {args.dest})", file=out)
+            elif download in started:
+                if not args.quiet:
+                    print(f"skipped {url} (same file as {download.get_url()})", file=out)
             else:
                 started.append(download)
         for download in started:
@@ -159,6 +164,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     for url, failure in failures:
         cancelled = isinstance(failure, DownloadInterrupt)
         reason = "cancelled" if cancelled else str(failure) or repr(failure)
+        reason = reason.removeprefix(f"{url}: ")
         print(f"failed {url}: {reason}", file=err)
     return 1 if failures else 0
 

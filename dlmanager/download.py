@@ -8,6 +8,7 @@ import enum
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Union
@@ -146,6 +147,7 @@ class Download:
         self._progress = progress
         self._on_event = on_event
         self._cancel = threading.Event()
+        self._done = threading.Event()  # set when the thread's work is over
         self._error: ExcInfo | None = None
         self._state = DownloadState.PENDING
         self._attempt: Attempt | None = None
@@ -184,8 +186,8 @@ class Download:
         return self._cancel.is_set()
 
     def is_running(self) -> bool:
-        """Whether the download thread is alive (queued or transferring)."""
-        return self.thread.is_alive()
+        """Whether the download was started and its thread's work is not over."""
+        return self._state is not DownloadState.PENDING and not self._done.is_set()
 
     def wait(self, raise_if_error: bool = True) -> None:
         """Block until the download thread is finished.
@@ -196,9 +198,13 @@ class Download:
 
         :param raise_if_error: call :meth:`raise_if_error` once finished
         """
-        while self.thread.is_alive():
+        while self.is_running():
             try:
                 self.thread.join(_JOIN_SLICE)
+                if not self.thread.is_alive():
+                    # An interrupted join() can mark a live thread as stopped
+                    # (CPython); the thread's own signal is the reliable one.
+                    self._done.wait(_JOIN_SLICE)
             except BaseException:
                 self.cancel()
                 raise
@@ -279,11 +285,13 @@ class Download:
             except Exception:
                 log.exception("on_event hook of %s failed", self._url)
             _live.discard(self)
-            if finished_callback is not None:
-                try:
+            try:
+                if finished_callback is not None:
                     finished_callback(self)
-                except Exception:
-                    log.exception("finished_callback of %s failed", self._url)
+            except Exception:
+                log.exception("finished_callback of %s failed", self._url)
+            finally:
+                self._done.set()
 
     def _wait_for_slot(self) -> None:
         if self._limiter is None:
@@ -418,11 +426,12 @@ class _LiveDownloads:
 
     def cancel_all(self, timeout: float = 2.0) -> None:
         with self._lock:
-            running = [dl for dl in self._items if dl.thread.is_alive()]
+            running = [dl for dl in self._items if dl.is_running()]
         for dl in running:
             dl.cancel()
+        deadline = time.monotonic() + timeout
         for dl in running:
-            dl.thread.join(timeout / max(1, len(running)))
+            dl._done.wait(max(0.0, deadline - time.monotonic()))
 
 
 _live = _LiveDownloads()

@@ -22,9 +22,15 @@ from tests.conftest import read, temporaries
 def mock_session(
     data: bytes, *, gate: threading.Event | None = None, headers: dict[str, str] | None = None
 ) -> Mock:
-    """A session whose response yields *data* in chunks; each chunk waits for *gate*."""
+    """A session whose response yields *data* in chunks.
+
+    With a *gate*, the body is slow: 4-byte chunks, each waiting up to 10 ms
+    for the gate to open.
+    """
 
     def iter_content(chunk_size: int = 4) -> Iterator[bytes]:
+        if gate is not None:
+            chunk_size = 4  # a slow body: thousands of chunks, 10 ms each
         rest = data
         while rest:
             if gate is not None:

@@ -444,3 +444,50 @@ def test_finished_callback_always_called(server: FaultServer, destdir: str) -> N
     dl.start()
     dl.wait(raise_if_error=False)
     assert calls == [DownloadState.FAILED]
+
+
+def test_cancel_and_set_progress_from_the_progress_callback(
+    server: FaultServer, destdir: str
+) -> None:
+    server.add("/file.bin", DATA)
+    calls: list[int] = []
+
+    def progress(download: Download, current: int, total: int) -> None:
+        calls.append(current)
+        if current:
+            download.set_progress(progress)
+            download.cancel()
+
+    dl = Download(
+        server.url("/file.bin"),
+        os.path.join(destdir, "file.bin"),
+        chunk_size=1000,
+        progress=progress,
+    )
+    dl.start()
+    dl.thread.join(10)
+    assert not dl.thread.is_alive()
+    with pytest.raises(DownloadInterrupt):
+        dl.wait()
+    assert calls[0] == 0 and len(calls) == 2
+    assert os.listdir(destdir) == []
+
+
+def test_failing_on_event_hook_does_not_skip_cleanup(server: FaultServer, destdir: str) -> None:
+    server.add("/file.bin", DATA)
+    finished: list[Download] = []
+
+    def on_event(event: DownloadEvent) -> None:
+        if event.kind is EventKind.FINISHED:
+            raise RuntimeError("hook bug")
+
+    dl = Download(
+        server.url("/file.bin"),
+        os.path.join(destdir, "file.bin"),
+        on_event=on_event,
+        finished_callback=finished.append,
+    )
+    dl.start()
+    dl.wait()
+    assert finished == [dl]
+    assert read(os.path.join(destdir, "file.bin")) == DATA

@@ -1,0 +1,470 @@
+"""The command line: ``dlmanager.cli.main`` in process, and ``python -m dlmanager`` for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import dlmanager
+from dlmanager.cli import main
+from tests.conftest import read, temporaries
+from tests.server import FaultServer, Resource, make_data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUBPROCESS_TIMEOUT = 60
+TIMEOUT_30 = ["--timeout", "30"]
+
+
+def lines(text: str) -> list[str]:
+    return text.splitlines()
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a ``python -m dlmanager`` child: this checkout first, no ``CI``."""
+    env = {name: value for name, value in os.environ.items() if name != "CI"}
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = ROOT if not path else ROOT + os.pathsep + path
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def run_cli(args: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dlmanager", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        env=cli_env(),
+        cwd=ROOT,
+        check=False,
+    )
+
+
+# --- in process ----------------------------------------------------------------------------
+
+
+def test_success_downloads_every_file(
+    server: FaultServer, destdir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = {f"f{i}.bin": make_data(20_000 + i, seed=i) for i in range(3)}
+    for name, data in files.items():
+        server.add(f"/{name}", data)
+    urls = [server.url(f"/{name}") for name in files]
+
+    assert main([*urls, "-d", destdir]) == 0
+
+    out, err = capsys.readouterr()
+    for name, data in files.items():
+        assert read(os.path.join(destdir, name)) == data
+    assert sorted(os.listdir(destdir)) == sorted(files)
+    assert temporaries(destdir) == []
+    assert err == ""
+    out_lines = lines(out)
+    assert len(out_lines) == len(urls)
+    for url, name in zip(urls, files):
+        matching = [line for line in out_lines if url in line]
+        assert len(matching) == 1
+        assert matching[0].startswith("downloaded ")
+        assert os.path.join(destdir, name) in matching[0]
+
+
+def test_quiet_prints_nothing_on_success(
+    server: FaultServer, destdir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_data(10_000)
+    server.add("/a.bin", data)
+    server.add("/b.bin", data)
+    with open(os.path.join(destdir, "b.bin"), "wb") as handle:
+        handle.write(data)
+
+    assert main([server.url("/a.bin"), server.url("/b.bin"), "-d", destdir, "--quiet"]) == 0
+
+    assert capsys.readouterr() == ("", "")
+    assert read(os.path.join(destdir, "a.bin")) == data
+
+
+def test_present_file_is_skipped_and_not_requested(
+    server: FaultServer, destdir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.add("/here.bin", make_data(5_000, seed=1))
+    server.add("/new.bin", make_data(5_000, seed=2))
+    old = b"already here"
+    with open(os.path.join(destdir, "here.bin"), "wb") as handle:
+        handle.write(old)
+
+    assert main([server.url("/here.bin"), server.url("/new.bin"), "-d", destdir]) == 0
+
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert server.requests_for("/here.bin") == []
+    assert read(os.path.join(destdir, "here.bin")) == old
+    assert read(os.path.join(destdir, "new.bin")) == make_data(5_000, seed=2)
+    out_lines = lines(out)
+    assert len(out_lines) == 2
+    (skipped,) = [line for line in out_lines if server.url("/here.bin") in line]
+    assert skipped.startswith("skipped ")
+    (downloaded,) = [line for line in out_lines if server.url("/new.bin") in line]
+    assert downloaded.startswith("downloaded ")
+
+
+def test_404_fails_and_the_others_are_downloaded(
+    server: FaultServer, destdir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = {"g1.bin": make_data(8_000, seed=1), "g2.bin": make_data(9_000, seed=2)}
+    for name, data in good.items():
+        server.add(f"/{name}", data)
+    missing = server.url("/missing.bin")
+    urls = [server.url("/g1.bin"), missing, server.url("/g2.bin")]
+
+    assert main([*urls, "-d", destdir]) == 1
+
+    out, err = capsys.readouterr()
+    for name, data in good.items():
+        assert read(os.path.join(destdir, name)) == data
+    assert sorted(os.listdir(destdir)) == sorted(good)
+    (failure,) = lines(err)
+    assert missing in failure
+    assert "404" in failure
+    assert len(lines(out)) == len(good)
+    assert missing not in out
+
+
+def test_non_http_url_is_a_failure_that_stops_nothing(
+    server: FaultServer, destdir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_data(7_000)
+    server.add("/ok.bin", data)
+    ftp = "ftp://127.0.0.1/file.bin"
+
+    assert main([ftp, server.url("/ok.bin"), "-d", destdir]) == 1
+
+    out, err = capsys.readouterr()
+    assert read(os.path.join(destdir, "ok.bin")) == data
+    (failure,) = lines(err)
+    assert ftp in failure
+    assert "Traceback" not in err
+    assert lines(out) == [line for line in lines(out) if server.url("/ok.bin") in line]
+    assert len(lines(out)) == 1
+
+
+def test_input_file_ignores_blank_lines_and_comments(
+    server: FaultServer,
+    destdir: str,
+    tmp_path: os.PathLike[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    files = {name: make_data(3_000, seed=i) for i, name in enumerate(["x.bin", "y.bin", "z.bin"])}
+    for name, data in files.items():
+        server.add(f"/{name}", data)
+    server.add("/commented.bin", b"must not be downloaded")
+    listing = os.path.join(os.fspath(tmp_path), "urls.txt")
+    with open(listing, "w", encoding="utf-8") as handle:
+        handle.write(
+            "# a comment\n"
+            f"{server.url('/x.bin')}\n"
+            "\n"
+            "   \n"
+            f"  {server.url('/y.bin')}  \n"
+            f"# {server.url('/commented.bin')}\n"
+            f"   #{server.url('/commented.bin')}\n"
+        )
+
+    assert main([server.url("/z.bin"), "-i", listing, "-d", destdir]) == 0
+
+    out, err = capsys.readouterr()
+    assert err == ""
+    for name, data in files.items():
+        assert read(os.path.join(destdir, name)) == data
+    assert sorted(os.listdir(destdir)) == sorted(files)
+    assert server.requests_for("/commented.bin") == []
+    assert len(lines(out)) == len(files)
+
+
+def test_duplicate_urls_are_downloaded_once(
+    server: FaultServer,
+    destdir: str,
+    tmp_path: os.PathLike[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = make_data(6_000)
+    server.add("/dup.bin", data)
+    url = server.url("/dup.bin")
+    listing = os.path.join(os.fspath(tmp_path), "urls.txt")
+    with open(listing, "w", encoding="utf-8") as handle:
+        handle.write(f"{url}\n{url}\n")
+
+    assert main([url, url, "-i", listing, "-d", destdir]) == 0
+
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert read(os.path.join(destdir, "dup.bin")) == data
+    assert [r.method for r in server.requests_for("/dup.bin")].count("GET") == 1
+    assert len(lines(out)) == 1
+
+
+def test_urls_with_the_same_file_name_give_one_line_per_file(
+    server: FaultServer, destdir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.add("/a/same.bin", make_data(2_000, seed=1))
+    server.add("/b/same.bin", make_data(2_000, seed=2))
+
+    assert main([server.url("/a/same.bin"), server.url("/b/same.bin"), "-d", destdir]) == 0
+
+    out, _ = capsys.readouterr()
+    assert read(os.path.join(destdir, "same.bin")) == make_data(2_000, seed=1)
+    downloaded = [line for line in lines(out) if line.startswith("downloaded ")]
+    assert len(downloaded) == 1, out
+
+
+def test_retries_0_fails_on_a_dropped_connection(
+    server: FaultServer, destdir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.add("/drop.bin", Resource(make_data(50_000), drop_after=[1_000]))
+    url = server.url("/drop.bin")
+
+    assert main([url, "-d", destdir, "--retries", "0"]) == 1
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    (failure,) = lines(err)
+    assert url in failure
+    assert os.listdir(destdir) == []
+    assert [r.method for r in server.requests_for("/drop.bin")].count("GET") == 1
+
+
+def test_default_retries_recover_from_a_dropped_connection(
+    server: FaultServer, destdir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_data(50_000)
+    server.add("/drop.bin", Resource(data, drop_after=[1_000]))
+
+    assert main([server.url("/drop.bin"), "-d", destdir]) == 0
+
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert read(os.path.join(destdir, "drop.bin")) == data
+    assert temporaries(destdir) == []
+    assert len(lines(out)) == 1
+    assert [r.method for r in server.requests_for("/drop.bin")].count("GET") >= 2
+
+
+def test_timeout_ends_a_stalled_download(
+    server: FaultServer, destdir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.add("/stall.bin", Resource(make_data(100_000), stall_after=[1_000]))
+    url = server.url("/stall.bin")
+
+    start = time.monotonic()
+    status = main([url, "-d", destdir, "--timeout", "0.3", "--retries", "0"])
+    elapsed = time.monotonic() - start
+
+    assert status == 1
+    assert elapsed < 5.0
+    out, err = capsys.readouterr()
+    assert out == ""
+    (failure,) = lines(err)
+    assert failure.startswith("failed ")
+    assert url in failure
+    assert os.listdir(destdir) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ([], "no URL"),
+        (["-j", "0"], "--jobs"),
+        (["--retries", "-1"], "--retries"),
+        (["--timeout", "0"], "--timeout"),
+        (["-x", "abc"], "--connections"),
+    ],
+)
+def test_bad_usage_exits_2(
+    server: FaultServer,
+    destdir: str,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    problem: str,
+) -> None:
+    server.add("/f.bin", make_data(1_000))
+    urls = [server.url("/f.bin")] if options else []
+
+    with pytest.raises(SystemExit) as excinfo:
+        main([*urls, "-d", destdir, *options])
+
+    assert excinfo.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert problem in err
+    assert "usage:" in err
+    assert server.requests == []
+    assert os.listdir(destdir) == []
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_unreadable_input_file_exits_2(
+    server: FaultServer,
+    destdir: str,
+    tmp_path: os.PathLike[str],
+    capsys: pytest.CaptureFixture[str],
+    kind: str,
+) -> None:
+    server.add("/f.bin", make_data(1_000))
+    listing = os.path.join(os.fspath(tmp_path), "no-such-list.txt")
+    if kind == "directory":
+        listing = os.fspath(tmp_path)
+
+    with pytest.raises(SystemExit) as excinfo:
+        main([server.url("/f.bin"), "-i", listing, "-d", destdir])
+
+    assert excinfo.value.code == 2
+    _, err = capsys.readouterr()
+    assert listing in err
+    assert "cannot read" in err
+    assert server.requests == []
+
+
+def test_input_file_that_is_not_utf8_exits_2(
+    server: FaultServer,
+    destdir: str,
+    tmp_path: os.PathLike[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    listing = os.path.join(os.fspath(tmp_path), "binary.txt")
+    with open(listing, "wb") as handle:
+        handle.write(b"\xff\xfe\x00garbage\n")
+
+    with pytest.raises(SystemExit) as excinfo:
+        main([server.url("/f.bin"), "-i", listing, "-d", destdir])
+
+    assert excinfo.value.code == 2
+    _, err = capsys.readouterr()
+    assert listing in err
+
+
+def test_dest_that_is_a_file_exits_2(
+    server: FaultServer,
+    tmp_path: os.PathLike[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server.add("/f.bin", make_data(1_000))
+    not_a_dir = os.path.join(os.fspath(tmp_path), "plain-file")
+    with open(not_a_dir, "wb") as handle:
+        handle.write(b"content")
+
+    assert main([server.url("/f.bin"), "-d", not_a_dir]) == 2
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert not_a_dir in err
+    assert len(lines(err)) == 1
+    assert read(not_a_dir) == b"content"
+    assert server.requests == []
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(["--version"])
+
+    assert excinfo.value.code == 0
+    out, _ = capsys.readouterr()
+    assert out == f"dlmanager {dlmanager.__version__}\n"
+
+
+# --- the real entry point --------------------------------------------------------------------
+
+
+def test_entry_point_downloads(server: FaultServer, destdir: str) -> None:
+    data = make_data(30_000)
+    server.add("/e.bin", data)
+    url = server.url("/e.bin")
+
+    result = run_cli([url, "-d", destdir])
+
+    assert result.returncode == 0, result.stderr
+    assert read(os.path.join(destdir, "e.bin")) == data
+    assert result.stderr == ""
+    (line,) = lines(result.stdout)
+    assert line.startswith("downloaded ")
+    assert url in line
+
+
+def test_entry_point_reads_urls_from_stdin(server: FaultServer, destdir: str) -> None:
+    files = {"s1.bin": make_data(4_000, seed=1), "s2.bin": make_data(4_000, seed=2)}
+    for name, data in files.items():
+        server.add(f"/{name}", data)
+    stdin = "# from stdin\n" + "".join(f"{server.url('/' + name)}\n\n" for name in files)
+
+    result = run_cli(["-i", "-", "-d", destdir], stdin=stdin)
+
+    assert result.returncode == 0, result.stderr
+    for name, data in files.items():
+        assert read(os.path.join(destdir, name)) == data
+    assert len(lines(result.stdout)) == len(files)
+
+
+def test_entry_point_404(server: FaultServer, destdir: str) -> None:
+    url = server.url("/nothing.bin")
+
+    result = run_cli([url, "-d", destdir])
+
+    assert result.returncode == 1
+    (failure,) = lines(result.stderr)
+    assert url in failure
+    assert "404" in failure
+    assert os.listdir(destdir) == []
+
+
+def test_entry_point_help() -> None:
+    result = run_cli(["--help"])
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: dlmanager")
+    assert "--retries" in result.stdout
+
+
+# --- Ctrl-C ----------------------------------------------------------------------------------
+
+
+def test_ctrl_c_exits_130_and_cleans_up(server: FaultServer, destdir: str) -> None:
+    server.add("/big.bin", Resource(make_data(200_000), stall_after=[50_000]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dlmanager", server.url("/big.bin"), "-d", destdir, *TIMEOUT_30],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        cwd=ROOT,
+    )
+    try:
+        for _ in range(200):  # 10 s at most
+            if temporaries(destdir) and server.bytes_sent >= 50_000:
+                break
+            if process.poll() is not None:
+                pytest.fail(f"dlmanager exited early ({process.returncode})")
+            time.sleep(0.05)
+        else:
+            pytest.fail("the download never started writing its temporary file")
+
+        process.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        out, err = process.communicate(timeout=10)
+        elapsed = time.monotonic() - start
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+    assert process.returncode == 130, err
+    assert elapsed < 10
+    assert "interrupted" in err
+    assert "Traceback" not in err
+    assert out == ""
+    assert temporaries(destdir) == []
+    assert "big.bin" not in os.listdir(destdir)
