@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
 from dlmanager import __version__
@@ -22,24 +22,19 @@ from dlmanager.manager import DownloadManager
 __all__ = ["main", "parse_args", "run"]
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value!r}")
-    return number
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least *minimum*."""
 
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}: {value!r}")
+        return number
 
-def _retries(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {value!r}")
-    return number
+    return parse
 
 
 def _seconds(value: str) -> float:
@@ -66,17 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="read URLs from FILE, one per line ('-' for standard input)",
     )
     parser.add_argument(
-        "-j", "--jobs", type=_positive_int, default=4, help="files downloaded in parallel"
+        "-j", "--jobs", type=_int_at_least(1), default=4, help="files downloaded in parallel"
     )
     parser.add_argument(
         "-x",
         "--connections",
-        type=_positive_int,
+        type=_int_at_least(1),
         default=1,
         help="connections per file (accepted; files use one connection for now)",
     )
     parser.add_argument(
-        "--retries", type=_retries, default=None, help="retries per file (0 disables)"
+        "--retries", type=_int_at_least(0), default=None, help="retries per file (0 disables)"
     )
     parser.add_argument(
         "--timeout",

@@ -9,7 +9,7 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "TimeoutLike", "Timeouts"]
 
 #: Read size used when the caller gives no ``chunk_size`` (measured with
 #: ``python benchmarks/chunk_size.py``; see docs/performance.rst).
-DEFAULT_CHUNK_SIZE = 1024 * 1024
+DEFAULT_CHUNK_SIZE = 256 * 1024
 
 
 def _check_seconds(name: str, value: float | None) -> None:

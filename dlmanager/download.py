@@ -110,7 +110,7 @@ class Download:
         (a :class:`~dlmanager.DownloadManager` passes its own)
 
     .. versionchanged:: 1.0
-       ``chunk_size`` defaults to 1 MiB instead of 16 KiB; retry, timeout,
+       ``chunk_size`` defaults to 256 KiB instead of 16 KiB; retry, timeout,
        on_event and limiter are new keyword-only parameters.
     """
 
