@@ -18,8 +18,9 @@ import requests
 from dlmanager.config import DEFAULT_CHUNK_SIZE, TimeoutLike, Timeouts
 from dlmanager.errors import DownloadError, DownloadInterrupt, ResumeError, StallError
 from dlmanager.retry import RetryLike, RetryPolicy
+from dlmanager.stall import stall_guard
 from dlmanager.storage import PartFile
-from dlmanager.transfer import Attempt, ResponseInfo, stall_guard
+from dlmanager.transfer import Attempt, ResponseInfo
 
 __all__ = ["Download", "DownloadEvent", "DownloadState", "EventKind"]
 
@@ -372,7 +373,18 @@ class Download:
             attempt.close()
 
     def _accept(self, part: PartFile, offset: int, info: ResponseInfo) -> None:
-        """Make *part* ready for the body that *info* announces."""
+        """Make *part* ready for the body that *info* announces.
+
+        :raises ResumeError: when a partial response belongs to another
+            version of the file (a server that ignored ``If-Range``)
+        """
+        if info.start and (info.total != self._total or info.validator != self._validator):
+            raise ResumeError(
+                f"{self._url}: the server resumed another version of the file "
+                f"(validator {info.validator!r}, size {info.total})",
+                url=self._url,
+                dest=self._dest,
+            )
         self._total = info.total
         self._validator = info.validator if info.resumable else None
         if info.start == 0 and part.size:

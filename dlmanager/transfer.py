@@ -16,7 +16,6 @@ import logging
 import re
 import socket
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -35,7 +34,15 @@ from dlmanager.errors import (
 )
 from dlmanager.retry import parse_retry_after
 
-__all__ = ["Attempt", "ResponseInfo", "header", "map_transport_errors", "parse_content_range"]
+__all__ = [
+    "CANCEL",
+    "STALL",
+    "Attempt",
+    "ResponseInfo",
+    "header",
+    "map_transport_errors",
+    "parse_content_range",
+]
 
 log = logging.getLogger(__name__)
 
@@ -454,68 +461,3 @@ def _shutdown(response: Any) -> None:
         except OSError:
             pass
     _close(response)
-
-
-class StallGuard:
-    """One thread that watches every running attempt and aborts the stalled ones.
-
-    An attempt stalls when it receives less than ``min_speed * stall`` bytes
-    within ``stall`` seconds. The thread runs only while attempts are watched.
-    """
-
-    TICK = 0.1
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._watched: dict[Attempt, tuple[float, int]] = {}
-        self._thread: threading.Thread | None = None
-
-    @contextlib.contextmanager
-    def watch(self, attempt: Attempt) -> Iterator[None]:
-        """Watch *attempt* for the duration of the ``with`` block."""
-        if attempt.timeouts.stall is None:
-            yield
-            return
-        with self._lock:
-            self._watched[attempt] = (time.monotonic(), attempt.received)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="dlmanager-stall-guard", daemon=True
-                )
-                self._thread.start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._watched.pop(attempt, None)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.TICK)
-            now = time.monotonic()
-            stalled = []
-            with self._lock:
-                if not self._watched:
-                    self._thread = None
-                    return
-                for attempt, (since, mark) in list(self._watched.items()):
-                    window = attempt.timeouts.stall
-                    assert window is not None
-                    if now - since < window:
-                        continue
-                    if attempt.received - mark < attempt.timeouts.min_speed * window:
-                        stalled.append(attempt)
-                        del self._watched[attempt]
-                    else:
-                        self._watched[attempt] = (now, attempt.received)
-            for attempt in stalled:
-                log.info(
-                    "Too little progress on %s for %ss: aborting the attempt",
-                    attempt.url,
-                    attempt.timeouts.stall,
-                )
-                attempt.abort(STALL)
-
-
-#: The process-wide stall guard.
-stall_guard = StallGuard()

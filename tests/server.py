@@ -111,6 +111,8 @@ class Resource:
     """``(n, interval)``: after ``trickle_after`` bytes, send n bytes every interval seconds."""
     trickle_after: int = 0
     ignore_range: bool = False
+    ignore_if_range: bool = False
+    """Serve the requested range even when ``If-Range`` no longer matches (a broken server)."""
     wrong_content_range: bool = False
     """Answer ranges with a Content-Range shifted by +1 over the right bytes."""
     no_length: bool = False
@@ -248,7 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Range")
         if header is None or res.ignore_range:
             return HTTPStatus.OK, res.data, {}
-        if not if_range_holds(self.headers.get("If-Range"), res.etag, res.last_modified):
+        if_range = self.headers.get("If-Range")
+        if not res.ignore_if_range and not if_range_holds(if_range, res.etag, res.last_modified):
             return HTTPStatus.OK, res.data, {}
         size = len(res.data)
         span = parse_range(header, size)

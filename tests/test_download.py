@@ -18,6 +18,7 @@ from dlmanager import (
     EventKind,
     HTTPStatusError,
     IncompleteBodyError,
+    ResumeError,
     RetryPolicy,
     StallError,
     Timeouts,
@@ -491,3 +492,18 @@ def test_failing_on_event_hook_does_not_skip_cleanup(server: FaultServer, destdi
     dl.wait()
     assert finished == [dl]
     assert read(os.path.join(destdir, "file.bin")) == DATA
+
+
+@pytest.mark.parametrize("same_size", [True, False])
+def test_server_ignoring_if_range_cannot_mix_versions(
+    server: FaultServer, destdir: str, same_size: bool
+) -> None:
+    new = make_data(len(DATA) if same_size else len(DATA) + 10, seed=5)
+    resource = Resource(
+        DATA, ignore_if_range=True, drop_after=[100_000], change_after=1, changed_data=new
+    )
+    recorder = Recorder()
+    run_download(server, destdir, resource, recorder=recorder).wait()
+    assert [r.range for r in server.requests] == [None, "bytes=100000-", None]
+    assert any(isinstance(e, ResumeError) for e in recorder.errors())
+    assert read(os.path.join(destdir, "file.bin")) == new
