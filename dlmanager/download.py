@@ -378,7 +378,8 @@ class Download:
         :raises ResumeError: when a partial response belongs to another
             version of the file (a server that ignored ``If-Range``)
         """
-        if info.start and (info.total != self._total or info.validator != self._validator):
+        changed = info.validator is not None and info.validator != self._validator
+        if info.start and (info.total != self._total or changed):
             raise ResumeError(
                 f"{self._url}: the server resumed another version of the file "
                 f"(validator {info.validator!r}, size {info.total})",
@@ -386,7 +387,8 @@ class Download:
                 dest=self._dest,
             )
         self._total = info.total
-        self._validator = info.validator if info.resumable else None
+        if not info.start or info.validator is not None:
+            self._validator = info.validator if info.resumable else None
         if info.start == 0 and part.size:
             if offset:
                 log.info("%s: the server sent the whole file again; restarting", self._url)
