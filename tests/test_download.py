@@ -85,6 +85,15 @@ def assert_monotonic_progress(recorder: Recorder, total: int) -> None:
     assert {t for _, t in recorder.progress} == {total}
 
 
+def assert_cancelled_cleanly(dl: Download) -> None:
+    """The download's thread ends promptly, wait() raises, nothing is left on disk."""
+    dl.thread.join(5)
+    assert not dl.thread.is_alive()
+    with pytest.raises(DownloadInterrupt):
+        dl.wait()
+    assert os.listdir(os.path.dirname(dl.get_dest())) == []
+
+
 def test_plain_download(server: FaultServer, destdir: str) -> None:
     recorder = Recorder()
     dl = run_download(server, destdir, DATA, recorder=recorder)
@@ -289,10 +298,7 @@ def test_cancel_while_server_stalls(server: FaultServer, destdir: str) -> None:
     dl = run_download(server, destdir, resource, recorder=recorder, timeout=Timeouts(read=None))
     assert recorder.got_progress.wait(5)
     dl.cancel()
-    dl.thread.join(5)
-    assert not dl.thread.is_alive()
-    with pytest.raises(DownloadInterrupt):
-        dl.wait()
+    assert_cancelled_cleanly(dl)
     assert dl.state is DownloadState.CANCELLED
     assert dl.error() is None
     assert os.listdir(destdir) == []
@@ -305,10 +311,7 @@ def test_cancel_during_backoff(server: FaultServer, destdir: str) -> None:
     dl = run_download(server, destdir, resource, recorder=recorder, retry=policy)
     assert recorder.retrying.wait(5)
     dl.cancel()
-    dl.thread.join(5)
-    assert not dl.thread.is_alive()
-    with pytest.raises(DownloadInterrupt):
-        dl.wait()
+    assert_cancelled_cleanly(dl)
     assert os.listdir(destdir) == []
 
 
@@ -328,10 +331,7 @@ def test_cancel_while_waiting_for_headers(silent_listener: str, destdir: str) ->
     dl = Download(silent_listener, os.path.join(destdir, "never.bin"), timeout=Timeouts(read=None))
     dl.start()
     dl.cancel()
-    dl.thread.join(5)
-    assert not dl.thread.is_alive()
-    with pytest.raises(DownloadInterrupt):
-        dl.wait()
+    assert_cancelled_cleanly(dl)
     assert os.listdir(destdir) == []
 
 
