@@ -7,6 +7,7 @@ import logging
 from dlmanager.config import Timeouts
 from dlmanager.download import Download, DownloadEvent, DownloadState, EventKind
 from dlmanager.errors import (
+    ChecksumError,
     DlManagerError,
     DownloadError,
     DownloadInterrupt,
@@ -23,6 +24,7 @@ from dlmanager.retry import RetryPolicy
 __version__ = "1.0.0.dev0"
 
 __all__ = [
+    "ChecksumError",
     "DlManagerError",
     "Download",
     "DownloadError",

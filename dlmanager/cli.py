@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
 
 from dlmanager import __version__
+from dlmanager.checksum import parse_checksum
+from dlmanager.config import DEFAULT_CONNECTIONS
 from dlmanager.download import Download
 from dlmanager.errors import DownloadInterrupt
 from dlmanager.manager import DownloadManager
@@ -67,8 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         "-x",
         "--connections",
         type=_int_at_least(1),
-        default=1,
-        help="connections per file (accepted; files use one connection for now)",
+        default=DEFAULT_CONNECTIONS,
+        help="connections per file, when the server allows ranges (default %(default)s)",
+    )
+    parser.add_argument(
+        "--checksum",
+        metavar="ALGO:HEX",
+        help="checksum the file must match, e.g. sha256:... (one URL only)",
     )
     parser.add_argument(
         "--retries", type=_int_at_least(0), default=None, help="retries per file (0 disables)"
@@ -98,6 +105,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             parser.error(f"cannot read {args.input_file}: not UTF-8 text ({exc.reason})")
     if not args.urls:
         parser.error("no URL given (pass URLs or -i FILE)")
+    if args.checksum is not None:
+        if len(set(args.urls)) != 1:
+            parser.error("--checksum needs exactly one URL")
+        try:
+            parse_checksum(args.checksum)
+        except ValueError as exc:
+            parser.error(f"--checksum: {exc}")
     return args
 
 
@@ -121,7 +135,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     err = err or sys.stderr
     try:
         manager = DownloadManager(
-            args.dest, max_workers=args.jobs, retry=args.retries, timeout=args.timeout
+            args.dest,
+            max_workers=args.jobs,
+            retry=args.retries,
+            timeout=args.timeout,
+            connections=args.connections,
         )
     except (OSError, ValueError) as exc:
         print(f"dlmanager: {exc}", file=err)
@@ -131,7 +149,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     try:
         for url in dict.fromkeys(args.urls):
             try:
-                download = manager.download(url)
+                download = manager.download(url, checksum=args.checksum)
             except ValueError as exc:
                 failures.append((url, exc))
                 continue

@@ -5,11 +5,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Union
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "TimeoutLike", "Timeouts"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_CONNECTIONS",
+    "DEFAULT_MIN_SPLIT_SIZE",
+    "TimeoutLike",
+    "Timeouts",
+]
 
 #: Read size used when the caller gives no ``chunk_size`` (measured with
 #: ``python benchmarks/chunk_size.py``; see docs/performance.rst).
 DEFAULT_CHUNK_SIZE = 256 * 1024
+#: Connections per file when the caller gives no ``connections``.
+DEFAULT_CONNECTIONS = 1
+#: A file (or the rest of one) smaller than this is fetched over one connection.
+DEFAULT_MIN_SPLIT_SIZE = 4 * 1024 * 1024
 
 
 def _check_seconds(name: str, value: float | None) -> None:

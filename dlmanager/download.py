@@ -15,12 +15,19 @@ from typing import Any, Union
 
 import requests
 
-from dlmanager.config import DEFAULT_CHUNK_SIZE, TimeoutLike, Timeouts
-from dlmanager.errors import DownloadError, DownloadInterrupt, ResumeError, StallError
+from dlmanager.checksum import Checksum, parse_checksum
+from dlmanager.config import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_CONNECTIONS,
+    DEFAULT_MIN_SPLIT_SIZE,
+    TimeoutLike,
+    Timeouts,
+)
+from dlmanager.errors import DownloadError, DownloadInterrupt
+from dlmanager.fetch import Fetch, FetchOptions
 from dlmanager.retry import RetryLike, RetryPolicy
-from dlmanager.stall import stall_guard
 from dlmanager.storage import PartFile
-from dlmanager.transfer import Attempt, ResponseInfo
+from dlmanager.transfer import CANCEL, Attempt
 
 __all__ = ["Download", "DownloadEvent", "DownloadState", "EventKind"]
 
@@ -109,10 +116,18 @@ class Download:
     :param on_event: ``on_event(event)`` receives every :class:`DownloadEvent`
     :param limiter: a semaphore bounding how many downloads transfer at once
         (a :class:`~dlmanager.DownloadManager` passes its own)
+    :param connections: fetch the file over up to this many connections at
+        once, when the server allows ranges and the file is big enough
+    :param min_split_size: the smallest part of a file worth a connection
+        of its own, in bytes
+    :param checksum: ``"ALGORITHM:HEX"`` (md5, sha1, sha256, sha512, blake2b)
+        that the file must match before it takes its final name
+    :raises ValueError: for an invalid option
 
     .. versionchanged:: 1.0
        ``chunk_size`` defaults to 256 KiB instead of 16 KiB; retry, timeout,
-       on_event and limiter are new keyword-only parameters.
+       on_event, limiter, connections, min_split_size and checksum are new
+       keyword-only parameters.
     """
 
     def __init__(
@@ -128,6 +143,9 @@ class Download:
         timeout: TimeoutLike = None,
         on_event: EventCallback | None = None,
         limiter: Limiter | None = None,
+        connections: int = DEFAULT_CONNECTIONS,
+        min_split_size: int = DEFAULT_MIN_SPLIT_SIZE,
+        checksum: Checksum | str | None = None,
     ) -> None:
         if chunk_size is not None and (
             not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0
@@ -138,10 +156,15 @@ class Download:
         )
         self._url = url
         self._dest = dest
-        self._chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
         self._session = requests if session is None else session
-        self._retry = RetryPolicy.from_value(retry)
-        self._timeouts = Timeouts.from_value(timeout)
+        self._options = FetchOptions(
+            chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
+            timeouts=Timeouts.from_value(timeout),
+            retry=RetryPolicy.from_value(retry),
+            connections=_check_positive("connections", connections),
+            min_split_size=_check_positive("min_split_size", min_split_size),
+            checksum=parse_checksum(checksum),
+        )
         self._limiter = limiter
         self._lock = threading.Lock()  # guards the state shared with cancel()
         self._progress_lock = threading.RLock()  # held while the progress callback runs
@@ -151,10 +174,9 @@ class Download:
         self._done = threading.Event()  # set when the thread's work is over
         self._error: ExcInfo | None = None
         self._state = DownloadState.PENDING
-        self._attempt: Attempt | None = None
+        self._attempts: set[Attempt] = set()  # open attempts, aborted by cancel()
         self._received = 0  # high-water mark of the file's bytes, for progress
         self._total: int | None = None
-        self._validator: str | None = None  # what the bytes in the part file came with
         self._started = False
 
     def __repr__(self) -> str:
@@ -178,9 +200,7 @@ class Download:
         """Cancel the download: it stops within about a second, leaving nothing on disk."""
         with self._lock:
             self._cancel.set()
-            attempt = self._attempt
-        if attempt is not None:
-            attempt.abort("cancel")
+        self._abort_attempts()
 
     def is_canceled(self) -> bool:
         """Whether :meth:`cancel` was called."""
@@ -307,120 +327,91 @@ class Download:
     def _transfer(self) -> None:
         if self.is_canceled():
             raise DownloadInterrupt()
-        part = PartFile(self._dest)
+        adopted = PartFile.adopt(self._dest, self._url)
+        part, resume = adopted if adopted is not None else (PartFile.create(self._dest), None)
         try:
-            self._fetch_with_retries(part)
+            if resume is not None:
+                self._total = resume.total
+                self._received = resume.received
+            Fetch(self, self._url, part, self._options, self._cancel, resume).run()
             if self.is_canceled():
                 raise DownloadInterrupt()
-            part.publish()
+            part.publish(self._total)
         except BaseException:
             part.discard()
             raise
 
-    def _fetch_with_retries(self, part: PartFile) -> None:
-        policy = self._retry
-        while True:
-            mark = self._received
-            try:
-                self._attempt_once(part)
-                return
-            except DownloadError as exc:
-                if self.is_canceled():
-                    raise DownloadInterrupt() from exc
-                if isinstance(exc, ResumeError):
-                    log.info("%s: %s; starting over", self._url, exc)
-                    self._validator = None
-                    part.truncate()
-                gain = self._received - mark
-                progressed = gain >= policy.progress_bytes and not isinstance(exc, StallError)
-                policy = policy.increment(exc, progressed=progressed)
-                delay = policy.sleep_time(exc)
-                log.info("Retrying %s in %.1fs after: %s", self._url, delay, exc)
-                self._emit(EventKind.RETRYING, error=exc, delay=delay)
-                if self._cancel.wait(delay):
-                    raise DownloadInterrupt() from exc
+    # -- what Fetch reports (fetch.Host) ---------------------------------------------------
 
-    def _attempt_once(self, part: PartFile) -> None:
-        """Run one attempt into *part*, resuming where the bytes in it allow."""
-        offset = part.size if self._validator is not None else 0
+    def _open_attempt(self, offset: int, end: int | None, validator: str | None) -> Attempt:
         attempt = Attempt(
             self._session,
             self._url,
             dest=self._dest,
             offset=offset,
-            validator=self._validator,
-            timeouts=self._timeouts,
-            chunk_size=self._chunk_size,
+            end=end,
+            validator=validator if offset or end is not None else None,
+            timeouts=self._options.timeouts,
+            chunk_size=self._options.chunk_size,
+            decode=not self._dest.endswith((".gz", ".tgz")),
         )
         with self._lock:
             if self._cancel.is_set():
                 raise DownloadInterrupt()
-            self._attempt = attempt
-        try:
-            info = attempt.open()
-            self._accept(part, offset, info)
-            with stall_guard.watch(attempt):
-                for chunk in attempt.body():
-                    part.write(chunk)
-                    self._advance(part.size)
-                    if self._cancel.is_set():
-                        raise DownloadInterrupt()
-            if info.total is not None and part.size != info.total:
-                raise attempt.length_error(info.total, "shorter", part.size)
-        finally:
-            with self._lock:
-                self._attempt = None
-            attempt.close()
+            self._attempts.add(attempt)
+        return attempt
 
-    def _accept(self, part: PartFile, offset: int, info: ResponseInfo) -> None:
-        """Make *part* ready for the body that *info* announces.
+    def _release_attempt(self, attempt: Attempt) -> None:
+        with self._lock:
+            self._attempts.discard(attempt)
+        attempt.close()
 
-        :raises ResumeError: when a partial response belongs to another
-            version of the file (a server that ignored ``If-Range``)
-        """
-        changed = info.validator is not None and info.validator != self._validator
-        if info.start and (info.total != self._total or changed):
-            raise ResumeError(
-                f"{self._url}: the server resumed another version of the file "
-                f"(validator {info.validator!r}, size {info.total})",
-                url=self._url,
-                dest=self._dest,
-            )
-        self._total = info.total
-        if not info.start or info.validator is not None:
-            self._validator = info.validator if info.resumable else None
-        if info.start == 0 and part.size:
-            if offset:
-                log.info("%s: the server sent the whole file again; restarting", self._url)
-            else:
-                log.info("%s: cannot resume safely; restarting", self._url)
-            part.truncate()
-            self._emit(EventKind.RESTARTED)
-        elif info.start:
-            log.info("Resuming %s at byte %d", self._url, info.start)
-            self._emit(EventKind.RESUMED)
+    def _abort_attempts(self) -> None:
+        with self._lock:
+            attempts = list(self._attempts)
+        for attempt in attempts:
+            attempt.abort(CANCEL)
+
+    def _set_total(self, total: int | None) -> None:
+        self._total = total
         if not self._started:
             self._started = True
             self._emit(EventKind.STARTED)
-        self._report(self._received)
 
-    def _advance(self, size: int) -> None:
-        if size > self._received:
-            self._received = size
-        self._report(self._received)
-        self._emit(EventKind.PROGRESS)
+    def _restarted(self) -> None:
+        self._emit(EventKind.RESTARTED)
 
-    def _report(self, current: int) -> None:
+    def _resumed(self, offset: int) -> None:
+        self._emit(EventKind.RESUMED)
+
+    def _retrying(self, error: DownloadError, delay: float) -> None:
+        self._emit(EventKind.RETRYING, error=error, delay=delay)
+
+    def _advance(self, received: int) -> None:
+        """Report progress: *received* bytes of the file are in place.
+
+        Called from one connection's thread at a time; never goes backwards.
+        """
         with self._progress_lock:
+            if received > self._received:
+                self._received = received
             if self._progress is not None and self._total is not None:
-                self._progress(self, current, self._total)
+                self._progress(self, self._received, self._total)
+            self._emit(EventKind.PROGRESS)
 
     def _emit(
         self, kind: EventKind, *, error: BaseException | None = None, delay: float = 0.0
     ) -> None:
         hook = self._on_event
         if hook is not None:
-            hook(DownloadEvent(kind, self, self._received, self._total, error, delay))
+            with self._progress_lock:
+                hook(DownloadEvent(kind, self, self._received, self._total, error, delay))
+
+
+def _check_positive(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return value
 
 
 class _LiveDownloads:

@@ -11,6 +11,7 @@
           |    +-- IncompleteBodyError  body shorter or longer than announced
           |    +-- StallError           no progress within the stall window
           |    +-- ResumeError          a range request got the wrong range back
+          +-- ChecksumError           the bytes do not match the expected digest
 
 :class:`DownloadError` also derives from :class:`OSError`, like the
 ``requests`` exceptions that dlmanager 0.1.1 let through, so ``except IOError``
@@ -26,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ChecksumError",
     "DlManagerError",
     "DownloadError",
     "DownloadInterrupt",
@@ -169,3 +171,41 @@ class ResumeError(TransferError):
 
     The bytes received so far are thrown away and the next attempt starts over.
     """
+
+
+class ChecksumError(DownloadError):
+    """The downloaded bytes do not match a checksum (given, or sent by the server).
+
+    :ivar algorithm: the hash algorithm, e.g. ``"sha256"``
+    :ivar expected: the expected hex digest
+    :ivar actual: the hex digest of the bytes received
+    :ivar source: where the expected digest came from (``"checksum"`` for the
+        caller's, else the header's name)
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        algorithm: str,
+        expected: str,
+        actual: str,
+        source: str = "checksum",
+        url: str = "",
+        dest: str | None = None,
+        received: int = 0,
+    ) -> None:
+        super().__init__(message, url=url, dest=dest, received=received)
+        self.algorithm = algorithm
+        self.expected = expected
+        self.actual = actual
+        self.source = source
+
+    def _context(self) -> dict[str, Any]:
+        return {
+            **super()._context(),
+            "algorithm": self.algorithm,
+            "expected": self.expected,
+            "actual": self.actual,
+            "source": self.source,
+        }

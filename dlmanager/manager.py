@@ -16,7 +16,13 @@ from typing import Any
 import requests
 import requests.adapters
 
-from dlmanager.config import TimeoutLike, Timeouts
+from dlmanager.checksum import Checksum, file_digests, parse_checksum
+from dlmanager.config import (
+    DEFAULT_CONNECTIONS,
+    DEFAULT_MIN_SPLIT_SIZE,
+    TimeoutLike,
+    Timeouts,
+)
 from dlmanager.download import Download, DownloadState, EventCallback, ProgressCallback
 from dlmanager.errors import DownloadInterrupt
 from dlmanager.paths import check_url, name_from_url, remove_stale_temporaries, validate_fname
@@ -35,7 +41,7 @@ def _default_session(pool_size: int) -> requests.Session:
     """
     session = requests.Session()
     adapter = requests.adapters.HTTPAdapter(
-        pool_connections=max(10, pool_size), pool_maxsize=max(10, pool_size), max_retries=0
+        pool_connections=10, pool_maxsize=max(10, pool_size), max_retries=0
     )
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -82,6 +88,8 @@ class DownloadManager:
     :param retry: the retry policy of every download (see :class:`RetryPolicy`)
     :param timeout: the timeouts of every download (see :class:`Timeouts`)
     :param chunk_size: the read size of every download
+    :param connections: connections per file (see :class:`Download`)
+    :param min_split_size: the smallest part of a file worth a connection
     :raises NotADirectoryError: when *destdir* is a file
     :raises PermissionError: when *destdir* is not writable
     :raises ValueError: for an invalid *max_workers*, *retry* or *timeout*
@@ -97,18 +105,22 @@ class DownloadManager:
         retry: RetryLike = None,
         timeout: TimeoutLike = None,
         chunk_size: int | None = None,
+        connections: int = DEFAULT_CONNECTIONS,
+        min_split_size: int = DEFAULT_MIN_SPLIT_SIZE,
     ) -> None:
         if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
             raise ValueError(f"max_workers must be an integer >= 1, not {max_workers!r}")
         self.retry = RetryPolicy.from_value(retry)
         self.timeout = Timeouts.from_value(timeout)
         self.chunk_size = chunk_size
+        self.connections = connections
+        self.min_split_size = min_split_size
         self.max_workers = max_workers
         self.destdir = destdir
         _prepare_destdir(destdir)
         self._own_session: requests.Session | None = None
         if session is None:
-            session = self._own_session = _default_session(max_workers)
+            session = self._own_session = _default_session(max_workers * connections)
         self.session = session
         self.persist_limit = persist_limit or PersistLimit(0)
         self._downloads: dict[str, Download] = {}
@@ -185,6 +197,7 @@ class DownloadManager:
         progress: ProgressCallback | None = None,
         *,
         on_event: EventCallback | None = None,
+        checksum: Checksum | str | None = None,
     ) -> Download | None:
         """Start downloading *url* into the destination directory.
 
@@ -192,14 +205,19 @@ class DownloadManager:
         :param fname: the file name; derived from the URL's path when None
         :param progress: ``progress(download, current, total)``
         :param on_event: receives every :class:`~dlmanager.DownloadEvent`
+        :param checksum: ``"ALGORITHM:HEX"`` the file must match; a file
+            already present is checked against it too, and downloaded again
+            when it does not match
         :return: the started :class:`Download`; the running one when that
             destination is already downloading (*progress* is then attached
             to it); or None when the file is already present (which counts as
             a use for the persist limit)
-        :raises ValueError: for a URL that is not http(s) or a file name that
-            would land outside the destination directory
+        :raises ValueError: for a URL that is not http(s), a file name that
+            would land outside the destination directory, or an invalid
+            checksum
         """
         check_url(url)
+        expected = parse_checksum(checksum)
         dest = self.get_dest(fname if fname is not None else name_from_url(url))
         with self._lock:
             running = self._downloads.get(dest)
@@ -207,7 +225,7 @@ class DownloadManager:
                 if progress is not None:
                     running.set_progress(progress)
                 return running
-            if os.path.exists(dest):
+            if os.path.exists(dest) and self._present(dest, expected):
                 self.persist_limit.touch(dest)
                 return None
             download = Download(
@@ -221,11 +239,27 @@ class DownloadManager:
                 timeout=self.timeout,
                 on_event=on_event,
                 limiter=self._limiter,
+                connections=self.connections,
+                min_split_size=self.min_split_size,
+                checksum=expected,
             )
             self._downloads[dest] = download
             self._download_started(download)
             download.start()
             return download
+
+    @staticmethod
+    def _present(dest: str, expected: Checksum | None) -> bool:
+        """Whether the file at *dest* can be used as is."""
+        if expected is None:
+            return True
+        actual = file_digests(dest, [expected.algorithm]).get(expected.algorithm)
+        if actual == expected.hexdigest:
+            return True
+        log.warning(
+            "%s does not match %s (it has %s): downloading it again", dest, expected, actual
+        )
+        return False
 
     def _download_started(self, dl: Download) -> None:
         """Hook called when *dl* is about to start. Subclasses call the base."""

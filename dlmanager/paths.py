@@ -1,21 +1,24 @@
 """File names: safe destination names and the hidden temporary files.
 
 A download writes into a temporary file beside its destination, named
-``.<name>.<8 hex digits>.part``: hidden, unique per download, and
+``.<name>.<8 hex digits>.part``, with its checkpoint beside it
+(``.<name>.<8 hex digits>.ckpt``): hidden, unique per download, and
 recognisable by :func:`is_temporary` so that :class:`~dlmanager.PersistLimit`
-never counts or evicts one. The writer holds an exclusive ``flock`` on it for
-as long as it writes; :func:`remove_stale_temporaries` removes the ones whose
-writer is gone.
+never counts or evicts one. The writer holds an exclusive ``flock`` on the
+``.part`` file for as long as it writes; :func:`remove_stale_temporaries`
+removes the ones whose writer is gone and that cannot be resumed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import secrets
 import time
 import urllib.parse
+from collections.abc import Iterator
 
 __all__ = [
     "TEMP_SUFFIX",
@@ -30,12 +33,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".part"
-_TEMP_RE = re.compile(r"\..+\.[0-9a-f]{8}\.part", re.DOTALL)
+_TEMP_RE = re.compile(r"\.(?P<fname>.+)\.[0-9a-f]{8}\.(?P<kind>part|ckpt|ckpt\.new)", re.DOTALL)
 #: Hidden folder reserved for dlmanager's own state inside a destination directory.
 STATE_DIR = ".dlmanager"
 #: A temporary file younger than this is never taken for stale: its writer may
 #: not have locked it yet.
 STALE_MIN_AGE = 10.0
+#: A resumable temporary file (one with a checkpoint) is kept this long, in
+#: seconds, for a later download of the same file to resume.
+RESUMABLE_MAX_AGE = 7 * 24 * 3600.0
 
 try:
     import fcntl
@@ -105,42 +111,90 @@ def is_temporary(name: str) -> bool:
     return _TEMP_RE.fullmatch(name) is not None
 
 
-def remove_stale_temporaries(directory: str, min_age: float = STALE_MIN_AGE) -> list[str]:
-    """Remove temporary files in *directory* that no live process is writing.
+def temporary_fname(name: str) -> str | None:
+    """The destination file name a temporary file's base *name* belongs to, or None."""
+    match = _TEMP_RE.fullmatch(name)
+    return match.group("fname") if match else None
 
-    A temporary file is stale when nobody holds its lock and it is older than
-    *min_age* seconds. Returns the paths removed.
+
+def is_part(name: str) -> bool:
+    """Whether the base name *name* is a temporary data file (not a checkpoint)."""
+    match = _TEMP_RE.fullmatch(name)
+    return match is not None and match.group("kind") == "part"
+
+
+def remove_stale_temporaries(
+    directory: str,
+    min_age: float = STALE_MIN_AGE,
+    resumable_max_age: float = RESUMABLE_MAX_AGE,
+) -> list[str]:
+    """Remove temporary files in *directory* that no live process writes and
+    that cannot be resumed.
+
+    A ``.part`` file is stale when nobody holds its lock and it is older than
+    *min_age* seconds. A stale one that has a valid checkpoint is kept for a
+    later download of the same file to resume, unless it is older than
+    *resumable_max_age*. Checkpoints without their ``.part`` file go too.
+    Returns the paths removed.
     """
+    from dlmanager import checkpoint  # a leaf module; imported late to keep paths.py light
+
     if fcntl is None:  # pragma: no cover
         return []
-    removed = []
+    removed: list[str] = []
     now = time.time()
     try:
-        entries = list(os.scandir(directory))
+        entries = [e for e in os.scandir(directory) if is_temporary(e.name)]
     except OSError:
         return []
+    names = {e.name for e in entries}
     for entry in entries:
-        if not is_temporary(entry.name):
-            continue
         try:
             if not entry.is_file(follow_symlinks=False):
                 continue
-            if now - entry.stat(follow_symlinks=False).st_mtime < min_age:
-                continue
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            age = now - entry.stat(follow_symlinks=False).st_mtime
         except OSError:
             continue
+        if age < min_age:
+            continue
+        if not is_part(entry.name):
+            base = entry.name[: -len(".new")] if entry.name.endswith(".new") else entry.name
+            part = base[: -len(".ckpt")] + TEMP_SUFFIX
+            if part not in names:
+                _unlink(entry.path, removed)
+            continue
+        ckpt = checkpoint.checkpoint_path(entry.path)
+        resumable = age < resumable_max_age and checkpoint.load(ckpt) is not None
+        with _try_lock(entry.path) as locked:
+            if locked and not resumable:
+                _unlink(entry.path, removed)
+                checkpoint.remove(ckpt)
+    return removed
+
+
+@contextlib.contextmanager
+def _try_lock(path: str) -> Iterator[bool]:
+    """Hold *path*'s flock for the block if no one else does; yield whether we got it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        yield False
+        return
+    try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            os.close(fd)
-            continue  # a live writer holds it
-        try:
-            os.unlink(entry.path)
-            removed.append(entry.path)
-            log.debug("Removed stale temporary file %s", entry.path)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    return removed
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: str, removed: list[str]) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        return
+    removed.append(path)
+    log.debug("Removed stale temporary file %s", path)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 
-from dlmanager.paths import temporary_name
+from dlmanager import checkpoint
+from dlmanager.checkpoint import Checkpoint
+from dlmanager.paths import is_part, temporary_fname, temporary_name
 
 try:
     import fcntl
@@ -16,75 +18,164 @@ __all__ = ["PartFile"]
 
 log = logging.getLogger(__name__)
 
-_OPEN_FLAGS = (
-    os.O_WRONLY
-    | os.O_CREAT
-    | os.O_EXCL
-    | getattr(os, "O_NOFOLLOW", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_BINARY", 0)
-)
-_BUFFER_SIZE = 1024 * 1024
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _lock(fd: int) -> bool:
+    """Take *fd*'s exclusive flock without waiting; False when someone else holds it."""
+    if fcntl is None:  # pragma: no cover
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 class PartFile:
-    """A hidden, uniquely named temporary file beside *dest*.
+    """A hidden, uniquely named temporary file beside *dest*, with its checkpoint.
 
     It is created with ``O_EXCL | O_NOFOLLOW`` (a planted symlink is never
-    followed) and locked with ``flock`` while it is open, so that
+    followed) and locked with ``flock`` while open, so that
     :func:`~dlmanager.paths.remove_stale_temporaries` can tell a live one from
-    one left by a killed process.
+    one left by a killed process. Use :meth:`create` or :meth:`adopt`.
+
+    :ivar size: how many bytes :meth:`write` appended (sequential writing)
     """
 
-    def __init__(self, dest: str) -> None:
+    def __init__(self, dest: str, path: str, fd: int) -> None:
         self.dest = dest
-        directory, fname = os.path.split(dest)
-        self.path = os.path.join(directory, temporary_name(fname))
-        fd = os.open(self.path, _OPEN_FLAGS, 0o666)
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._file = open(fd, "wb", buffering=_BUFFER_SIZE, closefd=True)  # noqa: SIM115
-        except BaseException:
-            os.close(fd)
-            os.unlink(self.path)
-            raise
+        self.path = path
+        self.checkpoint_path = checkpoint.checkpoint_path(path)
+        self._fd = fd
         self.size = 0
-        log.debug("Writing %s into %s", dest, self.path)
+
+    @classmethod
+    def create(cls, dest: str) -> PartFile:
+        """A new, empty temporary file for *dest*."""
+        directory, fname = os.path.split(dest)
+        path = os.path.join(directory, temporary_name(fname))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+        if not _lock(fd):  # pragma: no cover - nobody else knows the fresh name yet
+            os.close(fd)
+            raise OSError(f"cannot lock new temporary file {path}")
+        log.debug("Writing %s into %s", dest, path)
+        return cls(dest, path, fd)
+
+    @classmethod
+    def adopt(cls, dest: str, url: str) -> tuple[PartFile, Checkpoint] | None:
+        """Take over a temporary file of *dest* left by a stopped download of *url*.
+
+        Looks for ``.part`` files of *dest* with a valid checkpoint for the
+        same URL that no live process holds; takes the one with the most
+        bytes, and removes the other unowned ones.
+
+        :return: the adopted file and its checkpoint, or None
+        """
+        directory, fname = os.path.split(dest)
+        try:
+            names = [n for n in os.listdir(directory or ".") if is_part(n)]
+        except OSError:
+            return None
+        found: list[tuple[int, PartFile, Checkpoint]] = []
+        for name in names:
+            if temporary_fname(name) != fname:
+                continue
+            path = os.path.join(directory, name)
+            try:
+                fd = os.open(path, os.O_RDWR | _NOFOLLOW)
+            except OSError:
+                continue
+            if not _lock(fd):
+                os.close(fd)
+                continue  # a live download owns it
+            part = cls(dest, path, fd)
+            saved = checkpoint.load(part.checkpoint_path)
+            size = os.fstat(fd).st_size
+            if (
+                saved is None
+                or saved.url != url
+                or size > saved.total
+                or (saved.ranges and size < saved.ranges[-1][1])
+            ):
+                part.discard()  # cannot be resumed
+                continue
+            found.append((saved.received, part, saved))
+        if not found:
+            return None
+        found.sort(key=lambda item: item[0], reverse=True)
+        for _, other, _ in found[1:]:
+            other.discard()
+        _, part, saved = found[0]
+        log.info("Resuming %s from %s (%d bytes held)", dest, part.path, saved.received)
+        return part, saved
 
     def write(self, data: bytes) -> None:
-        """Append *data*."""
-        self._file.write(data)
+        """Append *data* after the bytes written so far."""
+        self.pwrite(self.size, data)
         self.size += len(data)
 
-    def truncate(self) -> None:
-        """Throw away everything written so far."""
-        self._file.flush()
-        self._file.seek(0)
-        self._file.truncate()
-        self.size = 0
+    def pwrite(self, offset: int, data: bytes | memoryview) -> None:
+        """Write *data* at *offset*."""
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, offset)
+            view = view[written:]
+            offset += written
 
-    def publish(self) -> None:
-        """Flush, fsync and atomically rename the file to its destination."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
+    def preallocate(self, total: int) -> None:
+        """Reserve *total* bytes on disk, where the platform can."""
+        allocate = getattr(os, "posix_fallocate", None)
+        if allocate is not None:
+            try:
+                allocate(self._fd, 0, total)
+                return
+            except OSError as exc:  # e.g. unsupported by the filesystem
+                log.debug("posix_fallocate(%s) failed: %s", self.path, exc)
+        if os.fstat(self._fd).st_size < total:
+            os.ftruncate(self._fd, total)
+
+    def truncate(self) -> None:
+        """Throw away everything written so far, and the checkpoint."""
+        os.ftruncate(self._fd, 0)
+        self.size = 0
+        checkpoint.remove(self.checkpoint_path)
+
+    def save_checkpoint(self, state: Checkpoint) -> None:
+        """Flush the data to disk, then record *state* beside it."""
+        os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)
+        checkpoint.save(self.checkpoint_path, state)
+
+    def publish(self, total: int | None = None) -> None:
+        """Flush, fsync and atomically rename the file to its destination.
+
+        :param total: the file's size, when known: the file is cut to it
+        """
+        if total is not None and os.fstat(self._fd).st_size != total:
+            os.ftruncate(self._fd, total)
+        os.fsync(self._fd)
         os.replace(self.path, self.dest)
-        self._file.close()
+        checkpoint.remove(self.checkpoint_path)
+        os.close(self._fd)
+        self._fd = -1
         _fsync_directory(os.path.dirname(self.dest))
         log.debug("Published %s", self.dest)
 
     def discard(self) -> None:
-        """Close and remove the temporary file; never raises."""
-        try:
-            self._file.close()
-        except OSError:
-            pass
+        """Close and remove the temporary file and its checkpoint; never raises."""
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = -1
         try:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
         except OSError as exc:
             log.warning("Could not remove temporary file %s: %s", self.path, exc)
+        checkpoint.remove(self.checkpoint_path)
 
 
 def _fsync_directory(directory: str) -> None:

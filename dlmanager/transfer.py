@@ -132,6 +132,8 @@ class ResponseInfo:
     :ivar total: the size of the whole file, if known
     :ivar validator: a strong ETag, else Last-Modified, else None
     :ivar encoding: the Content-Encoding, when not identity
+    :ivar accept_ranges: the server said ``Accept-Ranges: bytes``
+    :ivar headers: the response's headers
     """
 
     status_code: int | None
@@ -140,6 +142,8 @@ class ResponseInfo:
     total: int | None
     validator: str | None
     encoding: str | None
+    accept_ranges: bool = False
+    headers: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def resumable(self) -> bool:
@@ -147,7 +151,9 @@ class ResponseInfo:
         return self.validator is not None and self.encoding is None and self.total is not None
 
 
-def _response_info(response: Any, url: str, dest: str | None, offset: int) -> ResponseInfo:
+def _response_info(
+    response: Any, url: str, dest: str | None, offset: int, end: int | None, decode: bool
+) -> ResponseInfo:
     headers = getattr(response, "headers", None)
     status = response.status_code if isinstance(response.status_code, int) else None
     encoding = (header(headers, "Content-Encoding") or "").strip().lower() or None
@@ -158,30 +164,34 @@ def _response_info(response: Any, url: str, dest: str | None, offset: int) -> Re
         length = _int_header(headers, "x-goog-stored-content-length")
     etag = header(headers, "ETag")
     validator = etag if etag and not etag.startswith("W/") else header(headers, "Last-Modified")
-    start, total = 0, length if encoding is None else None
+    # A body stored as sent (not decoded) has the length on the wire.
+    start, total = 0, length if encoding is None or not decode else None
     if status == 206:
         content_range = header(headers, "Content-Range") or ""
         try:
-            start, end, total = parse_content_range(content_range)
+            start, range_end, total = parse_content_range(content_range)
         except ValueError:
             raise ResumeError(
                 f"{url}: 206 response with invalid Content-Range {content_range!r}",
                 url=url,
                 dest=dest,
             ) from None
-        if start != offset or total is None or end != total - 1:
+        last = (total - 1 if total is not None else -1) if end is None else end - 1
+        if start != offset or total is None or range_end != last:
+            asked = f"{offset}-" if end is None else f"{offset}-{end - 1}"
             raise ResumeError(
-                f"{url}: asked for bytes {offset}- but the server sent {content_range!r}",
+                f"{url}: asked for bytes {asked} but the server sent {content_range!r}",
                 url=url,
                 dest=dest,
             )
-        if length is not None and length != end - start + 1:
+        if length is not None and length != range_end - start + 1:
             raise ResumeError(
                 f"{url}: Content-Length {length} disagrees with Content-Range {content_range!r}",
                 url=url,
                 dest=dest,
             )
-    return ResponseInfo(status, start, length, total, validator, encoding)
+    accept_ranges = (header(headers, "Accept-Ranges") or "").strip().lower() == "bytes"
+    return ResponseInfo(status, start, length, total, validator, encoding, accept_ranges, headers)
 
 
 def _response_socket(response: Any) -> socket.socket | None:
@@ -213,8 +223,10 @@ class Attempt:
 
     :param session: anything with ``get(url, stream=True, **kwargs)``
     :param offset: resume from this byte (0 for the whole file)
+    :param end: ask only for the bytes before this offset (None: to the end)
     :param validator: the ETag or Last-Modified the bytes before *offset* came
         with; sent as ``If-Range`` so a changed file comes back whole (200)
+    :param decode: decode a compressed response (False keeps the bytes as sent)
     """
 
     def __init__(
@@ -227,10 +239,14 @@ class Attempt:
         validator: str | None,
         timeouts: Timeouts,
         chunk_size: int,
+        end: int | None = None,
+        decode: bool = True,
     ) -> None:
         self.url = url
         self.dest = dest
         self.offset = offset
+        self.end = end
+        self.decode = decode
         self.validator = validator
         self.timeouts = timeouts
         self.chunk_size = chunk_size
@@ -274,8 +290,9 @@ class Attempt:
 
     def request_headers(self) -> dict[str, str]:
         headers = {"Accept-Encoding": "identity"}
-        if self.offset > 0:
-            headers["Range"] = f"bytes={self.offset}-"
+        if self.offset > 0 or self.end is not None:
+            last = "" if self.end is None else str(self.end - 1)
+            headers["Range"] = f"bytes={self.offset}-{last}"
             if self.validator:
                 headers["If-Range"] = self.validator
         return headers
@@ -356,7 +373,7 @@ class Attempt:
                     dest=self.dest,
                 ) from exc
         try:
-            return _response_info(response, self.url, self.dest, self.offset)
+            return _response_info(response, self.url, self.dest, self.offset, self.end, self.decode)
         except BaseException:
             self.close()
             raise
@@ -372,8 +389,9 @@ class Attempt:
         assert self.info is not None, "open() first"
         raw = _raw_reader(self._response)
         chunks = self._read1_chunks(raw) if raw is not None else self._iter_content_chunks()
-        expected = self.info.length if self.info.encoding is None else None
-        encoded = self.info.encoding is not None and raw is not None
+        stored_as_sent = self.info.encoding is None or not self.decode
+        expected = self.info.length if stored_as_sent else None
+        encoded = not stored_as_sent and raw is not None
 
         def on_wire() -> int:
             return int(raw.tell()) if encoded else self.received
@@ -414,7 +432,7 @@ class Attempt:
     def _read1_chunks(self, raw: Any) -> Iterator[bytes]:
         while True:
             with map_transport_errors(self.url, self.dest, self.received, sockets=True):
-                data = raw.read1(self.chunk_size, decode_content=True)
+                data = raw.read1(self.chunk_size, decode_content=self.decode)
             if not data:
                 return
             yield data

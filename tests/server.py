@@ -100,6 +100,8 @@ class Resource:
     etag: str | None = DERIVED_ETAG
     last_modified: str | None = DEFAULT_LAST_MODIFIED
     content_type: str = "application/octet-stream"
+    headers: dict[str, str] = field(default_factory=dict)
+    """Extra headers sent with the file (200 and 206), e.g. a Content-MD5."""
     statuses: list[int | tuple[int, dict[str, str]]] = field(default_factory=list)
     """Answer the next GETs with these statuses (and extra headers) and a small HTML body."""
     drop_after: list[int] = field(default_factory=list)
@@ -286,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Last-Modified", res.last_modified)
         if res.accept_ranges:
             self.send_header("Accept-Ranges", "bytes")
-        for name, value in extra.items():
+        for name, value in {**res.headers, **extra}.items():
             self.send_header(name, value)
         chunked = res.chunked and not res.no_length
         if res.no_length:

@@ -25,7 +25,7 @@ from dlmanager import (
     Timeouts,
 )
 from dlmanager.paths import temporary_name
-from tests.conftest import read, temporaries
+from tests.conftest import parts, read, temporaries
 from tests.server import FaultServer, Resource, make_data
 
 DATA = make_data(100_000, seed=7)
@@ -237,7 +237,7 @@ def test_try_finally_cancel_idiom_leaves_nothing(server: FaultServer, destdir: s
                 dl = manager.download(server.url(f"/f{i}.bin"))
                 assert dl is not None
                 downloads.append(dl)
-            wait_until(lambda: len(temporaries(destdir)) == 3)
+            wait_until(lambda: len(parts(destdir)) == 3)
             raise RuntimeError("harness failed")
         finally:
             manager.cancel()
@@ -303,29 +303,32 @@ def start_child(url: str, destdir: str, mode: str) -> subprocess.Popen[str]:
     )
 
 
-def test_killed_process_leaves_no_final_file_and_next_run_recovers(
-    server: FaultServer, destdir: str
-) -> None:
-    server.add("/f.bin", Resource(DATA, stall_after=[30_000]))
+def test_killed_process_resumes_in_the_next_run(server: FaultServer, destdir: str) -> None:
+    server.add("/f.bin", Resource(DATA, stall_after=[60_000]))
     child = start_child(server.url("/f.bin"), destdir, "wait")
     try:
-        wait_until(lambda: len(temporaries(destdir)) == 1)
-        wait_until(lambda: server.resource("/f.bin").gets == 1)
+        wait_until(lambda: any(name.endswith(".ckpt") for name in os.listdir(destdir)))
     finally:
         child.send_signal(signal.SIGKILL)
         child.communicate(timeout=10)
-    (left,) = temporaries(destdir)
-    assert os.listdir(destdir) == [left]  # never under the final name
+    left = temporaries(destdir)
+    assert len(left) == 2 and sorted(os.listdir(destdir)) == left  # never under the final name
     limit = PersistLimit(size_limit=1)
     limit.register_dir_content(destdir)
     assert limit.files == []
     old = time.time() - 3600
-    os.utime(os.path.join(destdir, left), (old, old))
+    for name in left:
+        os.utime(os.path.join(destdir, name), (old, old))
+    sent = server.bytes_sent
     with DownloadManager(destdir) as manager:
-        assert temporaries(destdir) == []
+        assert temporaries(destdir) == left  # resumable: kept
         manager.download(server.url("/f.bin"))
     assert os.listdir(destdir) == ["f.bin"]
     assert read(os.path.join(destdir, "f.bin")) == DATA
+    resumed = server.requests[-1]
+    assert resumed.range is not None and resumed.range.startswith("bytes=")
+    assert resumed.headers["if-range"] == server.resource("/f.bin").etag
+    assert 0 < server.bytes_sent - sent < len(DATA)
 
 
 def test_exit_with_running_downloads_is_quick_and_clean(server: FaultServer, destdir: str) -> None:

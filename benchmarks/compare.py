@@ -1,0 +1,1271 @@
+#!/usr/bin/env python3
+"""Compare the ``dlmanager`` command line with curl and aria2c on one machine.
+
+Run from a checkout as ``python benchmarks/compare.py`` (``--quick`` for a bounded
+variant, ``--help`` for the options). The script:
+
+* writes deterministic data files into a temporary directory and serves them on
+  127.0.0.1 (a free port) with nginx when it is installed (a child process with a
+  generated configuration: one process, ``sendfile on``, and a ``/limited/`` location
+  over the same files with ``limit_rate 20m``), else with a Python server in a child
+  process (HTTP/1.1, single ``Range`` with 206, ``ETag``, ``Last-Modified``,
+  ``sendfile``, and a 20 MiB/s token bucket per connection under ``/limited/``);
+* measures three cases: (a) one 1 GiB file over one connection; (b) one 256 MiB file
+  from ``/limited/`` (20 MiB/s per connection), over one and over eight connections;
+  (c) 500 files of 64 KiB, eight at a time;
+* runs every tool as a child process (``curl``, ``aria2c`` when installed, and
+  ``python -m dlmanager`` from this checkout) into a fresh empty directory, takes its
+  wall time and its own CPU time and peak RSS from ``os.wait4``, and checks every file
+  it wrote against the source's sha256 (a wrong file is an error: exit status 1);
+* prints a fixed-width table of medians with the ratio to the reference tool, whether
+  dlmanager meets its targets, the machine and the command line (``--json FILE`` also
+  writes them as JSON), and removes its temporary files and stops the server on exit.
+
+A missed target is reported, not an error: the exit status is 0 unless a download was
+wrong, a tool failed or the server could not start (1), or the run was interrupted (130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import hashlib
+import http.server
+import json
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+HOST = "127.0.0.1"
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+MB = 1000 * 1000
+#: Per-connection rate under ``/limited/`` (nginx ``limit_rate 20m`` is 20 MiB/s).
+LIMIT_RATE = 20 * MIB
+#: The Python server sends rate-limited bodies in pieces of this size.
+PIECE = 64 * KIB
+#: Data files are generated in pieces of this size, never held in memory whole.
+GEN_PIECE = 16 * MIB
+SEED = 20240101
+#: Seconds one tool run may take before it is killed and counted as failed.
+RUN_TIMEOUT = 900.0
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APT_TOOLS = "apt-get install curl aria2"
+APT_NGINX = "apt-get install nginx"
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "ftp_proxy")
+CASE_KEYS = ("a", "b", "c")
+
+
+# -- the Python fallback server (a child process: ``--serve DATA_DIR``) ----------------
+
+
+class _TokenBucket:
+    """Allows *rate* bytes per second with bursts of at most *burst* bytes."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(min(burst, PIECE))
+        self.stamp = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def take(self, amount: int) -> None:
+        """Wait until *amount* bytes (at most the burst) may be sent, and spend them."""
+        self._refill()
+        while self.tokens < amount:
+            time.sleep((amount - self.tokens) / self.rate)
+            self._refill()
+        self.tokens -= amount
+
+
+class _Unsatisfiable(Exception):
+    """The Range header asks for bytes the file does not have (416)."""
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """The inclusive byte range a single-range ``Range`` header asks for.
+
+    None when the header is to be ignored (malformed, another unit, or several ranges:
+    the whole file is then sent with 200, which RFC 9110 allows).
+    """
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    match = re.fullmatch(r"\s*(\d*)\s*-\s*(\d*)\s*", spec)
+    if match is None or not (match.group(1) or match.group(2)):
+        return None
+    first, last = match.group(1), match.group(2)
+    if not first:  # a suffix: the last N bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise _Unsatisfiable
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        raise _Unsatisfiable
+    return start, min(int(last), size - 1) if last else size - 1
+
+
+class _FileHandler(http.server.BaseHTTPRequestHandler):
+    """Serves the files under ``root``; the same files, rate-limited, under ``/limited/``."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "compare-benchmark"
+    root = ""
+    timeout = 120
+
+    def setup(self) -> None:
+        super().setup()
+        # One bucket per connection: 20 MiB/s, sent in 64 KiB pieces.
+        self.bucket = _TokenBucket(LIMIT_RATE, 2 * PIECE)
+
+    def do_GET(self) -> None:
+        self._respond(body=True)
+
+    def do_HEAD(self) -> None:
+        self._respond(body=False)
+
+    def _resolve(self) -> tuple[str, bool] | None:
+        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        limited = path.startswith("/limited/")
+        if limited:
+            path = path[len("/limited") :]
+        relative = os.path.normpath(path.lstrip("/"))
+        if relative.startswith("..") or os.path.isabs(relative):
+            return None
+        target = os.path.join(self.root, relative)
+        return (target, limited) if os.path.isfile(target) else None
+
+    def _if_range_holds(self, etag: str, last_modified: str) -> bool:
+        value = self.headers.get("If-Range")
+        if value is None:
+            return True
+        value = value.strip()
+        if value.startswith(('"', "W/")):
+            return value == etag  # strong comparison: a weak tag never matches
+        return value == last_modified
+
+    def _respond(self, body: bool) -> None:
+        resolved = self._resolve()
+        if resolved is None:
+            self.send_error(404)
+            return
+        target, limited = resolved
+        with open(target, "rb") as source:
+            status = os.fstat(source.fileno())
+            size = status.st_size
+            etag = f'"{status.st_mtime_ns:x}-{size:x}"'
+            last_modified = email.utils.formatdate(status.st_mtime, usegmt=True)
+            start, end, code = 0, size - 1, 200
+            header = self.headers.get("Range")
+            if header is not None and self._if_range_holds(etag, last_modified):
+                try:
+                    wanted = _parse_range(header, size)
+                except _Unsatisfiable:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if wanted is not None:
+                    (start, end), code = wanted, 206
+            length = end - start + 1
+            self.send_response(code)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(length))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("ETag", etag)
+            self.send_header("Last-Modified", last_modified)
+            if code == 206:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.end_headers()
+            if not body or length <= 0:
+                return
+            try:
+                if limited:
+                    self._send_limited(source, start, length)
+                else:
+                    self.connection.sendfile(source, start, length)
+            except OSError:  # the client went away
+                self.close_connection = True
+
+    def _send_limited(self, source: Any, offset: int, length: int) -> None:
+        while length > 0:
+            piece = min(PIECE, length)
+            self.bucket.take(piece)
+            sent = self.connection.sendfile(source, offset, piece)
+            if sent <= 0:  # the file shrank
+                self.close_connection = True
+                return
+            offset += sent
+            length -= sent
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # eight clients connecting at once must not wait for a SYN retry
+
+
+def _serve(data_dir: str) -> int:
+    """Serve *data_dir* on 127.0.0.1 until stdin closes or SIGTERM; print the port first."""
+    handler = type("Handler", (_FileHandler,), {"root": os.path.abspath(data_dir)})
+    server = _Server((HOST, 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="server", daemon=True)
+    thread.start()
+    print(server.server_address[1], flush=True)
+    try:
+        sys.stdin.read()  # returns when the parent closes the pipe (or exits)
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
+    server.server_close()
+    return 0
+
+
+# -- starting and stopping the server ---------------------------------------------------
+
+
+@dataclass
+class ServerHandle:
+    """A running server process and the base URL of its files."""
+
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    description: str
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc.stdin is not None and not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], port: int, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def _nginx_quote(path: str) -> str:
+    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _nginx_config(server_dir: str, data_dir: str, port: int) -> str:
+    q = _nginx_quote
+    # As root, run as root: the temporary directory is private (mode 0700) to its owner.
+    user = "user root;\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
+    temp = {
+        kind: q(os.path.join(server_dir, kind))
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    }
+    data = data_dir.rstrip("/")
+    return f"""{user}daemon off;
+master_process off;
+worker_processes 1;
+pid {q(os.path.join(server_dir, "nginx.pid"))};
+error_log {q(os.path.join(server_dir, "error.log"))} warn;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    default_type application/octet-stream;
+    keepalive_requests 100000;
+    client_body_temp_path {temp["client_body"]};
+    proxy_temp_path {temp["proxy"]};
+    fastcgi_temp_path {temp["fastcgi"]};
+    uwsgi_temp_path {temp["uwsgi"]};
+    scgi_temp_path {temp["scgi"]};
+
+    server {{
+        listen {HOST}:{port};
+        server_name localhost;
+        root {q(data)};
+
+        location / {{
+        }}
+
+        location /limited/ {{
+            alias {q(data + "/")};
+            limit_rate 20m;
+        }}
+    }}
+}}
+"""
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return "".join(handle.readlines()[-lines:]).rstrip()
+    except OSError:
+        return ""
+
+
+def _start_nginx(nginx: str, tmp: str, data_dir: str) -> ServerHandle:
+    server_dir = os.path.join(tmp, "nginx")
+    os.makedirs(server_dir, exist_ok=True)
+    error_log = os.path.join(server_dir, "error.log")
+    conf = os.path.join(server_dir, "nginx.conf")
+    version = _first_line([nginx, "-v"]).removeprefix("nginx version: ")
+    problem = ""
+    for _ in range(5):  # another process may take the free port before nginx binds it
+        port = _free_port()
+        with open(conf, "w", encoding="utf-8") as handle:
+            handle.write(_nginx_config(server_dir, data_dir, port))
+        proc = subprocess.Popen(
+            [nginx, "-p", server_dir + "/", "-c", conf, "-e", error_log],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        handle_ = ServerHandle(proc, f"http://{HOST}:{port}", "")
+        if _wait_listening(proc, port):
+            handle_.description = (
+                f"{version} (one process, sendfile on, limit_rate 20m on /limited/)"
+                f" on {HOST}:{port}"
+            )
+            return handle_
+        handle_.stop()
+        problem = _tail(error_log)
+        if "in use" not in problem:
+            break
+    raise RuntimeError(f"nginx did not start:\n{problem}")
+
+
+def _start_python_server(data_dir: str) -> ServerHandle:
+    proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--serve", data_dir],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode("ascii", "replace").strip()
+    handle = ServerHandle(proc, "", "")
+    if not line.isdigit():
+        handle.stop()
+        raise RuntimeError(f"the Python server did not start (printed {line!r})")
+    port = int(line)
+    handle.base_url = f"http://{HOST}:{port}"
+    handle.description = (
+        f"Python {platform.python_version()} ThreadingHTTPServer (sendfile, 20 MiB/s token"
+        f" bucket per connection on /limited/) on {HOST}:{port}"
+    )
+    return handle
+
+
+def _start_server(choice: str, tmp: str, data_dir: str) -> ServerHandle:
+    nginx = shutil.which("nginx")
+    if choice in ("auto", "nginx"):
+        if nginx is None:
+            if choice == "nginx":
+                raise RuntimeError(f"nginx is not installed ({APT_NGINX} provides it)")
+            print(f"nginx not found: `{APT_NGINX}` provides it; using a Python server instead")
+        else:
+            try:
+                return _start_nginx(nginx, tmp, data_dir)
+            except RuntimeError as exc:
+                if choice == "nginx":
+                    raise
+                print(f"{exc}\nusing a Python server instead", file=sys.stderr)
+    return _start_python_server(data_dir)
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str  # relative to the data directory, with '/' separators; also the URL path
+    size: int
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+def _write_random(path: str, size: int, rng: random.Random) -> SourceFile:
+    digest = hashlib.sha256()
+    with open(path, "wb") as handle:
+        left = size
+        while left:
+            block = rng.randbytes(min(GEN_PIECE, left))
+            handle.write(block)
+            digest.update(block)
+            left -= len(block)
+    return SourceFile("", size, digest.hexdigest())
+
+
+def _make_file(data_dir: str, relative: str, size: int, rng: random.Random) -> SourceFile:
+    made = _write_random(os.path.join(data_dir, *relative.split("/")), size, rng)
+    return SourceFile(relative, size, made.sha256)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(MIB):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _warm_page_cache(data_dir: str, files: Sequence[SourceFile]) -> None:
+    for source in files:
+        with open(os.path.join(data_dir, *source.path.split("/")), "rb") as handle:
+            while handle.read(4 * MIB):
+                pass
+
+
+# -- cases and tools ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    big: int
+    limited: int
+    small_count: int
+    small_size: int
+
+
+FULL = Sizes(big=GIB, limited=256 * MIB, small_count=500, small_size=64 * KIB)
+QUICK = Sizes(big=64 * MIB, limited=32 * MIB, small_count=100, small_size=64 * KIB)
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    title: str
+    files: tuple[SourceFile, ...]
+    urls: tuple[str, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(source.size for source in self.files)
+
+    @property
+    def per_file(self) -> bool:
+        return self.key == "c"
+
+
+#: Builds a tool's command line from (case, output directory, directory for list files).
+Builder = Callable[[Case, str, str], list[str]]
+
+
+@dataclass
+class Row:
+    case: Case
+    tool: str
+    setting: str
+    build: Builder
+    walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+    rss: list[int] = field(default_factory=list)  # bytes
+    error: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.case.key} {self.tool} {self.setting}"
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.walls)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpus)
+
+    @property
+    def peak_rss(self) -> int:
+        return max(self.rss)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and bool(self.walls)
+
+    @property
+    def rate(self) -> float:
+        """MB/s, or files/s for a case of many files."""
+        if self.case.per_file:
+            return len(self.case.files) / self.wall
+        return self.case.nbytes / self.wall / MB
+
+
+def _curl(case: Case, out: str, lists: str) -> list[str]:
+    # -q: ignore ~/.curlrc; --fail: an HTTP error is a failed run, not a saved error page.
+    if len(case.urls) == 1:
+        name = case.files[0].name
+        return ["curl", "-q", "-sS", "--fail", "-o", os.path.join(out, name), case.urls[0]]
+    config = os.path.join(lists, "curl.cfg")
+    with open(config, "w", encoding="utf-8") as handle:
+        for url, source in zip(case.urls, case.files):
+            target = os.path.join(out, source.name).replace("\\", "\\\\").replace('"', '\\"')
+            handle.write(f'url = "{url}"\noutput = "{target}"\n')
+    return ["curl", "-q", "-sS", "--fail", "--parallel", "--parallel-max", "8", "-K", config]
+
+
+ARIA2_COMMON = [
+    "--no-conf=true",
+    "--allow-overwrite=true",
+    "--auto-file-renaming=false",
+    "--file-allocation=none",
+    "--console-log-level=warn",
+    "--summary-interval=0",
+    "--enable-color=false",
+]
+
+
+def _aria2c(connections: int) -> Builder:
+    def build(case: Case, out: str, lists: str) -> list[str]:
+        if len(case.urls) == 1:
+            split = [f"-x{connections}", f"-s{connections}"]
+            if connections > 1:
+                split.append("-k1M")  # -k is --min-split-size
+            name = case.files[0].name
+            return ["aria2c", *split, *ARIA2_COMMON, "-d", out, "-o", name, case.urls[0]]
+        listfile = os.path.join(lists, "aria2c.txt")
+        with open(listfile, "w", encoding="utf-8") as handle:
+            handle.writelines(f"{url}\n" for url in case.urls)
+        return ["aria2c", "-j8", "-x1", *ARIA2_COMMON, "-i", listfile, "-d", out]
+
+    return build
+
+
+def _dlmanager(connections: int, jobs: int) -> Builder:
+    def build(case: Case, out: str, lists: str) -> list[str]:
+        argv = [sys.executable, "-m", "dlmanager", "-d", out, f"-x{connections}", f"-j{jobs}"]
+        argv.append("--quiet")
+        if len(case.urls) == 1:
+            return [*argv, case.urls[0]]
+        listfile = os.path.join(lists, "dlmanager.txt")
+        with open(listfile, "w", encoding="utf-8") as handle:
+            handle.writelines(f"{url}\n" for url in case.urls)
+        return [*argv, "-i", listfile]
+
+    return build
+
+
+def _rows_for(case: Case) -> list[Row]:
+    if case.key == "a":
+        return [
+            Row(case, "curl", "1 conn", _curl),
+            Row(case, "aria2c", "1 conn", _aria2c(1)),
+            Row(case, "dlmanager", "1 conn", _dlmanager(1, 1)),
+        ]
+    if case.key == "b":
+        return [
+            Row(case, "curl", "1 conn", _curl),
+            Row(case, "aria2c", "1 conn", _aria2c(1)),
+            Row(case, "aria2c", "8 conn", _aria2c(8)),
+            Row(case, "dlmanager", "1 conn", _dlmanager(1, 1)),
+            Row(case, "dlmanager", "8 conn", _dlmanager(8, 1)),
+        ]
+    return [
+        Row(case, "curl", "8 jobs", _curl),
+        Row(case, "aria2c", "8 jobs", _aria2c(1)),
+        Row(case, "dlmanager", "8 jobs", _dlmanager(1, 8)),
+    ]
+
+
+def _reference(row: Row, rows: Sequence[Row]) -> Row | None:
+    """The row *row* is compared with: curl for (a), aria2c (same setting) for (b), (c)."""
+    tool = "curl" if row.case.key == "a" else "aria2c"
+    for other in rows:
+        if other.case is row.case and other.tool == tool and other.setting == row.setting:
+            return other if other.ok else None
+    return None
+
+
+# -- running one tool -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measure:
+    wall: float
+    cpu: float
+    maxrss: int  # bytes
+    returncode: int
+    timed_out: bool
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of every tool: no proxy, and this checkout first on PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
+    env["NO_PROXY"] = env["no_proxy"] = HOST
+    previous = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = REPO + (os.pathsep + previous if previous else "")
+    return env
+
+
+#: Runs one tool: forks, execs it and prints its wall time and ``os.wait4`` rusage as JSON.
+#: A small separate interpreter (``python -I -S -c``) rather than this process, because on
+#: Linux a process's ru_maxrss starts at the peak RSS of the memory it replaced with
+#: ``exec``: spawned from this process (vfork) every tool would report this process's peak.
+#: Forked from the launcher, a tool reports at least the launcher's few MB (printed as
+#: the floor), and its own peak above that.
+LAUNCHER = """
+import json, os, sys, time
+spec = json.loads(sys.stdin.read())
+null = os.open(os.devnull, os.O_RDONLY)
+log = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.chdir(spec["cwd"])
+        os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
+    except BaseException as exc:
+        os.write(2, f"cannot run {spec['argv'][0]}: {exc}\\n".encode())
+    os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+print(json.dumps({
+    "wall": wall,
+    "cpu": usage.ru_utime + usage.ru_stime,
+    "maxrss": usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024,
+    "returncode": os.waitstatus_to_exitcode(status),
+}))
+"""
+
+
+def _run_once(argv: Sequence[str], cwd: str, env: dict[str, str], log_path: str) -> Measure:
+    """Run *argv*; its wall time, own CPU time (user + sys) and peak RSS from ``wait4``."""
+    spec = json.dumps({"argv": list(argv), "cwd": cwd, "env": env, "log": log_path})
+    # A session of its own: the launcher and the tool are killed together, by its id.
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", LAUNCHER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    timed_out = False
+    try:
+        try:
+            out, err = proc.communicate(spec, timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+    except BaseException:
+        if proc.returncode is None:  # not reaped: the group id is still the launcher's
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    if timed_out:
+        return Measure(RUN_TIMEOUT, 0.0, 0, -9, timed_out=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the launcher failed ({proc.returncode}):\n{err.strip()}")
+    result = json.loads(out.strip().splitlines()[-1])
+    return Measure(
+        wall=float(result["wall"]),
+        cpu=float(result["cpu"]),
+        maxrss=int(result["maxrss"]),
+        returncode=int(result["returncode"]),
+        timed_out=False,
+    )
+
+
+def _verify(out: str, files: Sequence[SourceFile]) -> str:
+    """'' when every file is in *out* with its source's sha256, else what is wrong."""
+    wrong: list[str] = []
+    for source in files:
+        path = os.path.join(out, source.name)
+        if not os.path.isfile(path):
+            wrong.append(f"{source.name} is missing")
+            continue
+        size = os.path.getsize(path)
+        if size != source.size:
+            wrong.append(f"{source.name} has {size} bytes, not {source.size}")
+        elif _sha256(path) != source.sha256:
+            wrong.append(f"{source.name} has the wrong sha256")
+    if not wrong:
+        return ""
+    more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+    return "; ".join(wrong[:3]) + more
+
+
+def _fresh_dir(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+
+
+def _run_row(row: Row, tmp: str, env: dict[str, str], run: int, runs: int) -> None:
+    out = os.path.join(tmp, "out")
+    lists = os.path.join(tmp, "lists")
+    log_path = os.path.join(tmp, "tool.log")
+    _fresh_dir(out)
+    _fresh_dir(lists)
+    argv = row.build(row.case, out, lists)
+    try:
+        measure = _run_once(argv, tmp, env, log_path)
+        if measure.timed_out:
+            row.error = f"killed after {RUN_TIMEOUT:.0f} s"
+        elif measure.returncode != 0:
+            row.error = f"exit status {measure.returncode}"
+        else:
+            row.error = _verify(out, row.case.files)
+            if row.error:
+                row.error = f"WRONG DOWNLOAD: {row.error}"
+        if row.error:
+            output = _tail(log_path)
+            print(
+                f"ERROR: {row.label}, run {run}/{runs}: {row.error}\n"
+                f"  command: {shlex.join(argv)}"
+                + (f"\n{textwrap.indent(output, '  ')}" if output else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+            return
+        row.walls.append(measure.wall)
+        row.cpus.append(measure.cpu)
+        row.rss.append(measure.maxrss)
+        print(
+            f"  {row.label}: run {run}/{runs} {measure.wall:.3f} s, CPU {measure.cpu:.3f} s,"
+            f" RSS {measure.maxrss / MB:.1f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(lists, ignore_errors=True)
+        if hasattr(os, "sync"):
+            os.sync()  # this run's dirty pages are not the next run's to write back
+
+
+# -- reporting --------------------------------------------------------------------------------
+
+
+def _first_line(argv: Sequence[str]) -> str:
+    try:
+        done = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    text = (done.stdout or done.stderr).strip()
+    return text.splitlines()[0] if text else "?"
+
+
+def _fs_type(path: str) -> str:
+    """The filesystem type of *path* from /proc/mounts, or '' when unknown."""
+    best, kind = "", ""
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                mount = fields[1]
+                inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) > len(best):
+                    best, kind = mount, fields[2]
+    except OSError:
+        return ""
+    return kind
+
+
+def _size_label(size: int) -> str:
+    if size % GIB == 0:
+        return f"{size // GIB} GiB"
+    if size % MIB == 0:
+        return f"{size // MIB} MiB"
+    return f"{size // KIB} KiB"
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    value: float | None  # the measured ratio (or MB for memory)
+    bound: str  # e.g. ">= 0.9x"
+    met: bool | None  # None: not measurable here
+    note: str = ""
+
+    def line(self) -> str:
+        if self.met is None:
+            return f"  {self.text:<52} n/a ({self.note})"
+        shown = f"{self.value:.1f} MB" if self.bound.endswith("MB") else f"{self.value:.2f}x"
+        verdict = "met" if self.met else "MISSED"
+        extra = f"  ({self.note})" if self.note else ""
+        return f"  {self.text:<52} {shown:>9}  need {self.bound:<9} {verdict}{extra}"
+
+
+def _find(rows: Sequence[Row], case: str, tool: str, setting: str) -> Row | None:
+    for row in rows:
+        if row.case.key == case and row.tool == tool and row.setting == setting:
+            return row
+    return None
+
+
+def _ratio_target(
+    text: str,
+    rows: Sequence[Row],
+    subject: tuple[str, str, str],
+    reference: tuple[str, str, str],
+    minimum: float,
+    cpu: bool = False,
+) -> Target:
+    mine, theirs = _find(rows, *subject), _find(rows, *reference)
+    bound = f"<= {minimum}x" if cpu else f">= {minimum}x"
+    if mine is None or theirs is None:
+        missing = f"case {subject[0]} not run" if mine is None else f"{reference[1]} not installed"
+        return Target(text, None, bound, None, missing)
+    if not (mine.ok and theirs.ok):
+        failed = mine if not mine.ok else theirs
+        return Target(text, None, bound, None, f"{failed.label} failed")
+    if cpu:
+        value = mine.cpu / theirs.cpu if theirs.cpu > 0 else float("inf")
+        return Target(text, value, bound, value <= minimum)
+    value = mine.rate / theirs.rate
+    return Target(text, value, bound, value >= minimum)
+
+
+def _targets(rows: Sequence[Row]) -> list[Target]:
+    dl = "dlmanager"
+    targets = [
+        _ratio_target(
+            "(a) dlmanager throughput >= 0.9x curl",
+            rows,
+            ("a", dl, "1 conn"),
+            ("a", "curl", "1 conn"),
+            0.9,
+        ),
+        _ratio_target(
+            "(a) dlmanager CPU <= 1.5x curl",
+            rows,
+            ("a", dl, "1 conn"),
+            ("a", "curl", "1 conn"),
+            1.5,
+            cpu=True,
+        ),
+        _ratio_target(
+            "(b) dlmanager -x8 >= 6x dlmanager -x1 throughput",
+            rows,
+            ("b", dl, "8 conn"),
+            ("b", dl, "1 conn"),
+            6.0,
+        ),
+        _ratio_target(
+            "(b) dlmanager -x8 >= 0.9x aria2c -x8 throughput",
+            rows,
+            ("b", dl, "8 conn"),
+            ("b", "aria2c", "8 conn"),
+            0.9,
+        ),
+        _ratio_target(
+            "(c) dlmanager -j8 files/s >= aria2c -j8",
+            rows,
+            ("c", dl, "8 jobs"),
+            ("c", "aria2c", "8 jobs"),
+            1.0,
+        ),
+    ]
+    measured = [row for row in rows if row.tool == dl and row.ok]
+    text = "peak RSS < 100 MB in every dlmanager row"
+    if measured:
+        worst = max(measured, key=lambda row: row.peak_rss)
+        value = worst.peak_rss / MB
+        targets.append(Target(text, value, "< 100 MB", value < 100, f"largest: {worst.label}"))
+    else:
+        targets.append(Target(text, None, "< 100 MB", None, "no dlmanager row ran"))
+    return targets
+
+
+HEADER = (
+    f"{'case':<6}{'tool':<11}{'conn/jobs':<11}{'runs':>5}{'median s':>10}{'throughput':>16}"
+    f"{'CPU s':>9}{'peak RSS MB':>13}{'rate vs ref':>13}{'CPU vs ref':>12}"
+)
+
+
+def _table(rows: Sequence[Row]) -> list[str]:
+    lines = [HEADER, "-" * len(HEADER)]
+    previous = ""
+    for row in rows:
+        case = row.case.key if row.case.key != previous else ""
+        previous = row.case.key
+        start = f"{case:<6}{row.tool:<11}{row.setting:<11}{len(row.walls):>5}"
+        if not row.ok:
+            lines.append(f"{start}{'FAILED':>10}  {row.error[: len(HEADER) - len(start) - 12]}")
+            continue
+        unit = "files/s" if row.case.per_file else "MB/s"
+        ref = _reference(row, rows)
+        rate_ratio = f"{row.rate / ref.rate:.2f}x" if ref is not None else "-"
+        cpu_ratio = "-"
+        if ref is not None and row.case.key == "a" and ref.cpu > 0:
+            cpu_ratio = f"{row.cpu / ref.cpu:.2f}x"
+        lines.append(
+            f"{start}{row.wall:>10.3f}{f'{row.rate:.1f} {unit}':>16}{row.cpu:>9.3f}"
+            f"{row.peak_rss / MB:>13.1f}{rate_ratio:>13}{cpu_ratio:>12}"
+        )
+    lines.append("-" * len(HEADER))
+    return lines
+
+
+def _row_json(row: Row, rows: Sequence[Row]) -> dict[str, Any]:
+    ref = _reference(row, rows)
+    data: dict[str, Any] = {
+        "case": row.case.key,
+        "case_title": row.case.title,
+        "tool": row.tool,
+        "setting": row.setting,
+        "files": len(row.case.files),
+        "bytes": row.case.nbytes,
+        "runs": [
+            {"wall_s": w, "cpu_s": c, "peak_rss_bytes": r}
+            for w, c, r in zip(row.walls, row.cpus, row.rss)
+        ],
+        "error": row.error or None,
+        "reference": f"{ref.tool} {ref.setting}" if ref is not None else None,
+    }
+    if row.ok:
+        data.update(
+            median_wall_s=row.wall,
+            mb_per_s=row.case.nbytes / row.wall / MB,
+            files_per_s=len(row.case.files) / row.wall,
+            median_cpu_s=row.cpu,
+            peak_rss_mb=row.peak_rss / MB,
+            rate_vs_reference=row.rate / ref.rate if ref is not None else None,
+            cpu_vs_reference=(
+                row.cpu / ref.cpu if ref is not None and row.case.key == "a" and ref.cpu else None
+            ),
+        )
+    return data
+
+
+# -- the benchmark ------------------------------------------------------------------------------
+
+
+def _parse_cases(text: str) -> list[str]:
+    keys = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [key for key in keys if key not in CASE_KEYS]
+    if not keys or unknown:
+        raise argparse.ArgumentTypeError(f"a comma list of a, b, c: {text!r}")
+    return [key for key in CASE_KEYS if key in keys]
+
+
+def _make_cases(data_dir: str, base_url: str, sizes: Sizes, keys: Sequence[str]) -> list[Case]:
+    cases: list[Case] = []
+    if "a" in keys:
+        big = _make_file(data_dir, "big.bin", sizes.big, random.Random(SEED))
+        cases.append(
+            Case("a", f"one {_size_label(sizes.big)} file", (big,), (f"{base_url}/{big.path}",))
+        )
+    if "b" in keys:
+        slow = _make_file(data_dir, "limited.bin", sizes.limited, random.Random(SEED + 1))
+        title = f"one {_size_label(sizes.limited)} file at 20 MiB/s per connection"
+        cases.append(Case("b", title, (slow,), (f"{base_url}/limited/{slow.path}",)))
+    if "c" in keys:
+        os.makedirs(os.path.join(data_dir, "small"), exist_ok=True)
+        rng = random.Random(SEED + 2)
+        small = tuple(
+            _make_file(data_dir, f"small/f{i:04d}.bin", sizes.small_size, rng)
+            for i in range(sizes.small_count)
+        )
+        title = f"{sizes.small_count} files of {_size_label(sizes.small_size)}"
+        cases.append(Case("c", title, small, tuple(f"{base_url}/{s.path}" for s in small)))
+    return cases
+
+
+def _check_server(cases: Sequence[Case]) -> None:
+    """Fetch a little of every case through the server (no proxy) and check the bytes."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for case in cases:
+        url, source = case.urls[0], case.files[0]
+        request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+        with opener.open(request, timeout=30) as response:
+            if response.status != 206 or len(response.read()) != 1:
+                raise RuntimeError(f"the server did not answer a Range request for {url}")
+        if source.size <= 4 * MIB:
+            with opener.open(url, timeout=30) as response:
+                body = response.read()
+            if hashlib.sha256(body).hexdigest() != source.sha256:
+                raise RuntimeError(f"the server sent the wrong bytes for {url}")
+
+
+def _dlmanager_info(env: dict[str, str], tmp: str) -> tuple[str, str]:
+    code = "import dlmanager, os; print(os.path.dirname(os.path.abspath(dlmanager.__file__)));"
+    code += " print(dlmanager.__version__)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"cannot import dlmanager from {REPO}:\n{done.stderr.strip()}")
+    where, version = done.stdout.split()[:2]
+    return where, version
+
+
+def _bench(args: argparse.Namespace) -> int:
+    sizes = QUICK if args.quick else FULL
+    missing = [tool for tool in ("curl", "aria2c") if shutil.which(tool) is None]
+    for tool in missing:
+        print(f"{tool} not found: `{APT_TOOLS}` provides curl and aria2c; its rows are skipped")
+    tmp = tempfile.mkdtemp(prefix="dlmanager-compare-", dir=args.tmpdir)
+    server: ServerHandle | None = None
+    rows: list[Row] = []
+    env = _child_env()
+    try:
+        where, version = _dlmanager_info(env, tmp)
+        print(f"dlmanager {version} from {where} (python -m dlmanager, PYTHONPATH={REPO})")
+        if os.path.realpath(where) != os.path.realpath(os.path.join(REPO, "dlmanager")):
+            print(f"warning: that is not this checkout's {os.path.join(REPO, 'dlmanager')}")
+        data_dir = os.path.join(tmp, "data")
+        os.makedirs(data_dir)
+        print(f"writing the data files into {data_dir} ...", file=sys.stderr, flush=True)
+        # The cases need the base URL; the files do not depend on it, so write them first
+        # with a placeholder and rebuild the URLs once the server has its port.
+        cases = _make_cases(data_dir, "", sizes, args.cases)
+        server = _start_server(args.server, tmp, data_dir)
+        print(f"server: {server.description}")
+        cases = [
+            Case(c.key, c.title, c.files, tuple(server.base_url + url for url in c.urls))
+            for c in cases
+        ]
+        _warm_page_cache(data_dir, [source for case in cases for source in case.files])
+        _check_server(cases)
+        startup = [
+            _run_once(
+                [sys.executable, "-m", "dlmanager", "--version"],
+                tmp,
+                env,
+                os.path.join(tmp, "tool.log"),
+            )
+            for _ in range(3)
+        ]
+        # The least peak RSS a tool can report: the launcher's memory at fork, which is
+        # what its forked child reports when there is no program to exec.
+        floor = _run_once(
+            [os.path.join(tmp, "no-such-program")], tmp, env, os.path.join(tmp, "tool.log")
+        ).maxrss
+        for case in cases:
+            case_rows = [row for row in _rows_for(case) if row.tool not in missing]
+            rows += case_rows
+            print(f"case {case.key}: {case.title}", file=sys.stderr, flush=True)
+            for run in range(1, args.repeat + 1):
+                for row in case_rows:
+                    if not row.error:
+                        _run_row(row, tmp, env, run, args.repeat)
+                    if server.proc.poll() is not None:
+                        raise RuntimeError("the server exited during the benchmark")
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    lines = [f"case {case.key}: {case.title}" for case in cases]
+    lines += _table(rows)
+    targets = _targets(rows)
+    lines.append("targets (ratio of dlmanager to the reference; n/a when not measurable here):")
+    lines += [target.line() for target in targets]
+    lines.append("-" * len(HEADER))
+    start_wall = statistics.median(m.wall for m in startup)
+    start_cpu = statistics.median(m.cpu for m in startup)
+    start_rss = max(m.maxrss for m in startup)
+    fs = _fs_type(os.path.realpath(os.path.dirname(tmp)))
+    tools = {
+        "curl": (
+            " ".join(_first_line(["curl", "--version"]).split()[:2])
+            if "curl" not in missing
+            else "curl not installed"
+        ),
+        "aria2c": (
+            "aria2c " + _first_line(["aria2c", "--version"]).split()[-1]
+            if "aria2c" not in missing
+            else "aria2c not installed"
+        ),
+    }
+    notes = [
+        f"{args.repeat} run(s) per row, round-robin within a case, after one warm-up of the"
+        " page cache; medians, except peak RSS (maximum). Each run: a fresh empty directory, the"
+        " tool as a child process, every file checked against its sha256, then deleted and"
+        " os.sync().",
+        "MB = 10^6 bytes. CPU s: user + sys of the tool's process (os.wait4), all threads;"
+        " peak RSS: its ru_maxrss (Linux counts at least the launcher's memory at fork,"
+        f" {floor / MB:.1f} MB here). The server is another process and not counted.",
+        "rate vs ref: throughput ratio to curl (a), to aria2c with the same connections (b),"
+        " to aria2c -j8 (c); CPU vs ref only for (a).",
+        f"dlmanager rows include the interpreter: python -m dlmanager --version alone takes"
+        f" {start_wall:.3f} s, {start_cpu:.3f} s CPU, {start_rss / MB:.1f} MB peak RSS."
+        " dlmanager fsyncs every file (and its directory) before the rename; curl and aria2c"
+        " do not.",
+        f"server: {server.description if server else '?'}",
+        f"tools: {tools['curl']}, {tools['aria2c']}",
+        f"dlmanager {version} from {where}",
+        f"files in {os.path.dirname(tmp)}{f' ({fs})' if fs else ''}",
+    ]
+    for note in notes:
+        lines += textwrap.wrap(note, width=len(HEADER), subsequent_indent="  ")
+    machine = (
+        f"{os.cpu_count()} CPUs, {platform.platform()},"
+        f" {platform.python_implementation()} {platform.python_version()}"
+    )
+    command = f"python {shlex.join(sys.argv)}"
+    lines += [f"machine: {machine}", f"command: {command}"]
+    print("\n".join(lines), flush=True)
+
+    failed = [row for row in rows if row.error]
+    if args.json:
+        report = {
+            "command": command,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": f"{platform.python_implementation()} {platform.python_version()}",
+            },
+            "quick": args.quick,
+            "repeat": args.repeat,
+            "server": server.description if server else None,
+            "tools": tools,
+            "dlmanager": {"version": version, "path": where},
+            "peak_rss_floor_mb": floor / MB,
+            "dlmanager_startup": {
+                "wall_s": start_wall,
+                "cpu_s": start_cpu,
+                "peak_rss_mb": start_rss / MB,
+            },
+            "files_dir": os.path.dirname(tmp),
+            "filesystem": fs or None,
+            "cases": {
+                case.key: {"title": case.title, "files": len(case.files), "bytes": case.nbytes}
+                for case in cases
+            },
+            "rows": [_row_json(row, rows) for row in rows],
+            "targets": [
+                {
+                    "text": t.text,
+                    "value": t.value,
+                    "bound": t.bound,
+                    "met": t.met,
+                    "note": t.note or None,
+                }
+                for t in targets
+            ],
+            "table": lines,
+        }
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+            handle.write("\n")
+    if failed:
+        print(
+            f"compare: {len(failed)} row(s) failed: " + ", ".join(row.label for row in failed),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Compare the dlmanager command line with curl and aria2c against a"
+        " loopback server (nginx when installed): throughput, CPU and peak memory."
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="bounded variant: 64 MiB, 32 MiB limited, 100 small files, 1 run per row",
+    )
+    parser.add_argument("--repeat", type=int, default=None, help="runs per row (default 3)")
+    parser.add_argument(
+        "--cases",
+        type=_parse_cases,
+        default=list(CASE_KEYS),
+        help="comma list of cases to run: a (one big file), b (rate-limited file, 1 and 8"
+        " connections), c (many small files); default a,b,c",
+    )
+    parser.add_argument(
+        "--tmpdir", default=None, help="directory for the temporary files (default: system's)"
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument(
+        "--server",
+        choices=["auto", "nginx", "python"],
+        default="auto",
+        help="the loopback server (default auto: nginx when installed, else Python)",
+    )
+    parser.add_argument("--serve", metavar="DATA_DIR", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.serve:
+        return _serve(args.serve)
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if args.repeat <= 0:
+        parser.error("--repeat must be positive")
+    try:
+        return _bench(args)
+    except KeyboardInterrupt:
+        print("compare: interrupted", file=sys.stderr)
+        return 130
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"compare: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

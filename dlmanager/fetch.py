@@ -1,0 +1,324 @@
+"""Fetch one URL into its temporary file: retries, resume, connections, checks.
+
+:class:`Fetch` is the work of a :class:`~dlmanager.Download`'s thread
+between "a transfer slot is free" and "the file may take its final name". It
+reports to the download through a small :class:`Host` interface (progress,
+events, and the registry of open attempts that ``cancel()`` aborts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from typing import Protocol
+
+from dlmanager import checksum as checksums
+from dlmanager.checkpoint import Checkpoint
+from dlmanager.config import Timeouts
+from dlmanager.errors import (
+    ChecksumError,
+    DownloadError,
+    DownloadInterrupt,
+    ResumeError,
+    StallError,
+)
+from dlmanager.parallel import CHECKPOINT_INTERVAL, ParallelFetch, RangesIgnored
+from dlmanager.retry import RetryPolicy
+from dlmanager.segments import Plan
+from dlmanager.stall import stall_guard
+from dlmanager.storage import PartFile
+from dlmanager.transfer import Attempt, ResponseInfo
+
+__all__ = ["Fetch", "FetchOptions", "Host"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchOptions:
+    """How one download transfers (validated by :class:`~dlmanager.Download`)."""
+
+    chunk_size: int
+    timeouts: Timeouts
+    retry: RetryPolicy
+    connections: int
+    min_split_size: int
+    checksum: checksums.Checksum | None
+
+
+class Host(Protocol):
+    """What a :class:`Fetch` needs from its download."""
+
+    def _open_attempt(self, offset: int, end: int | None, validator: str | None) -> Attempt: ...
+
+    def _release_attempt(self, attempt: Attempt) -> None: ...
+
+    def _abort_attempts(self) -> None: ...
+
+    def _set_total(self, total: int | None) -> None: ...
+
+    def _advance(self, received: int) -> None: ...
+
+    def _restarted(self) -> None: ...
+
+    def _resumed(self, offset: int) -> None: ...
+
+    def _retrying(self, error: DownloadError, delay: float) -> None: ...
+
+
+class Fetch:
+    """Fill *part* with the bytes of *url*, then check them.
+
+    :param resume: a checkpoint of the bytes *part* already holds (an
+        adopted temporary file), or None for an empty *part*
+    """
+
+    def __init__(
+        self,
+        host: Host,
+        url: str,
+        part: PartFile,
+        options: FetchOptions,
+        cancel: threading.Event,
+        resume: Checkpoint | None = None,
+    ) -> None:
+        self.host = host
+        self.url = url
+        self.part = part
+        self.options = options
+        self.cancel = cancel
+        self.total: int | None = resume.total if resume else None
+        self.validator: str | None = resume.validator if resume else None
+        self._pending = list(resume.ranges) if resume else None
+        self._split = True  # False once the server was seen to ignore ranges
+        self._digests: tuple[checksums.Checksum, ...] = ()  # sent by the server
+        self._hasher: checksums.Hasher | None = None  # valid while streaming from byte 0
+        self._next_checkpoint = 0.0
+
+    @property
+    def decode(self) -> bool:
+        """Store a compressed response decoded, except for ``.gz``/``.tgz`` names."""
+        return not self.part.dest.endswith((".gz", ".tgz"))
+
+    def run(self) -> None:
+        """Fetch with retries, then verify; raises the final error."""
+        policy = self.options.retry
+        while True:
+            mark = self._received()
+            try:
+                self._attempt()
+                break
+            except _Final as final:
+                raise final.error from final.error.__cause__
+            except DownloadError as exc:
+                if self.cancel.is_set():
+                    raise DownloadInterrupt() from exc
+                if isinstance(exc, ResumeError):
+                    self._start_over(exc)
+                gain = self._received() - mark
+                progressed = gain >= policy.progress_bytes and not isinstance(exc, StallError)
+                policy = policy.increment(exc, progressed=progressed)
+                delay = policy.sleep_time(exc)
+                log.info("Retrying %s in %.1fs after: %s", self.url, delay, exc)
+                self.host._retrying(exc, delay)
+                if self.cancel.wait(delay):
+                    raise DownloadInterrupt() from exc
+        if self.cancel.is_set():
+            raise DownloadInterrupt()
+        self._verify()
+
+    # -- attempts ---------------------------------------------------------------------
+
+    def _received(self) -> int:
+        return self.part.size
+
+    def _start_over(self, exc: ResumeError) -> None:
+        log.info("%s: %s; starting over", self.url, exc)
+        if isinstance(exc, RangesIgnored):
+            self._split = False
+        self.validator = None
+        self._pending = None
+        self._digests = ()
+        self.part.truncate()
+        self.host._restarted()
+
+    def _attempt(self) -> None:
+        if self._pending is not None:
+            assert self.total is not None and self.validator is not None
+            plan = self._plan(self.total, self._pending)
+            self._pending = None
+            self._parallel(plan, None)
+            return
+        offset = self.part.size if self.validator is not None else 0
+        attempt: Attempt | None = self.host._open_attempt(offset, None, self.validator)
+        assert attempt is not None
+        try:
+            info = attempt.open()
+            self._accept(offset, info)
+            if self._should_split(info):
+                assert info.total is not None
+                plan = self._plan(info.total, [(0, offset)] if offset else [])
+                attempt, first = None, attempt
+                self._parallel(plan, first)
+                return
+            self._stream(attempt, info)
+        finally:
+            if attempt is not None:
+                self.host._release_attempt(attempt)
+
+    def _accept(self, offset: int, info: ResponseInfo) -> None:
+        """Make the part file ready for the body that *info* announces.
+
+        :raises ResumeError: when a partial response belongs to another
+            version of the file (a server that ignored ``If-Range``)
+        """
+        changed = info.validator is not None and info.validator != self.validator
+        if info.start and (info.total != self.total or changed):
+            raise ResumeError(
+                f"{self.url}: the server resumed another version of the file "
+                f"(validator {info.validator!r}, size {info.total})",
+                url=self.url,
+                dest=self.part.dest,
+            )
+        self.total = info.total
+        self.host._set_total(info.total)
+        if not info.start or info.validator is not None:
+            self.validator = info.validator if info.resumable else None
+        if info.start == 0:
+            full = info.encoding is None or not self.decode
+            self._digests = checksums.server_digests(info.headers) if full else ()
+            if self.part.size:
+                log.info("%s: %s; restarting", self.url,
+                         "the server sent the whole file again" if offset
+                         else "cannot resume safely")  # fmt: skip
+                self.part.truncate()
+                self.host._restarted()
+            wanted = (*self._expected(), *self._digests)
+            self._hasher = checksums.Hasher(wanted) if wanted else None
+        else:
+            log.info("Resuming %s at byte %d", self.url, info.start)
+            self._hasher = None
+            self.host._resumed(info.start)
+        self.host._advance(self.part.size)
+
+    def _should_split(self, info: ResponseInfo) -> bool:
+        return (
+            self._split
+            and self.options.connections > 1
+            and info.resumable
+            and info.total is not None
+            and info.total - info.start >= self.options.min_split_size
+            and (info.accept_ranges or info.status_code == 206)
+        )
+
+    def _stream(self, attempt: Attempt, info: ResponseInfo) -> None:
+        """Append *attempt*'s body to the part file, checkpointing as it goes."""
+        part, hasher = self.part, self._hasher
+        with stall_guard.watch(attempt):
+            for chunk in attempt.body():
+                part.write(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
+                self.host._advance(part.size)
+                if self.cancel.is_set():
+                    raise DownloadInterrupt()
+                if info.resumable and time.monotonic() >= self._next_checkpoint:
+                    self._save_checkpoint([(0, part.size)])
+        if info.total is not None and part.size != info.total:
+            raise attempt.length_error(info.total, "shorter", part.size)
+
+    # -- several connections ----------------------------------------------------------
+
+    def _plan(self, total: int, done: list[tuple[int, int]]) -> Plan:
+        return Plan(total, done, min_steal=max(1024 * 1024, 2 * self.options.chunk_size))
+
+    def _parallel(self, plan: Plan, first: Attempt | None) -> None:
+        assert self.validator is not None
+        self._hasher = None
+        self.part.preallocate(plan.total)
+        validator = self.validator
+
+        def on_bytes() -> None:
+            self.host._advance(plan.received())
+
+        engine = ParallelFetch(
+            url=self.url,
+            plan=plan,
+            part=self.part,
+            validator=validator,
+            connections=self.options.connections,
+            min_split=self.options.min_split_size,
+            retry=self.options.retry,
+            cancel=self.cancel,
+            new_attempt=lambda offset, end: self.host._open_attempt(offset, end, validator),
+            release=self.host._release_attempt,
+            on_bytes=on_bytes,
+            on_retry=self.host._retrying,
+            save_checkpoint=lambda p: self._save_checkpoint(p.written(), force=True),
+            abort=self.host._abort_attempts,
+        )
+        try:
+            engine.run(first)
+        except (DownloadInterrupt, ResumeError):
+            raise
+        except DownloadError as exc:
+            # Every connection already spent its own retry budget.
+            raise _Final(exc) from exc
+        self.part.size = plan.total
+
+    def _save_checkpoint(self, ranges: list[tuple[int, int]], force: bool = False) -> None:
+        if self.total is None or self.validator is None:
+            return
+        now = time.monotonic()
+        if not force and now < self._next_checkpoint:
+            return
+        self._next_checkpoint = now + CHECKPOINT_INTERVAL
+        state = Checkpoint(self.url, self.total, self.validator, tuple(ranges))
+        self.part.save_checkpoint(state)
+
+    # -- integrity --------------------------------------------------------------------
+
+    def _expected(self) -> tuple[checksums.Checksum, ...]:
+        return (self.options.checksum,) if self.options.checksum else ()
+
+    def _verify(self) -> None:
+        """Compare the file with the caller's checksum and the server's digests.
+
+        :raises ChecksumError: on the first mismatch
+        """
+        wanted = (*self._expected(), *self._digests)
+        if not wanted:
+            return
+        if self._hasher is not None:
+            actual = self._hasher.hexdigests()
+        else:
+            actual = checksums.file_digests(self.part.path, {c.algorithm for c in wanted})
+        for expected in wanted:
+            got = actual.get(expected.algorithm)
+            if got is None:
+                log.debug("Cannot check %s of %s: no %s support", expected, self.url,
+                          expected.algorithm)  # fmt: skip
+                continue
+            if got != expected.hexdigest:
+                raise ChecksumError(
+                    f"{self.url}: {expected.algorithm} is {got}, expected {expected.hexdigest}"
+                    f" ({expected.source})",
+                    algorithm=expected.algorithm,
+                    expected=expected.hexdigest,
+                    actual=got,
+                    source=expected.source,
+                    url=self.url,
+                    dest=self.part.dest,
+                    received=self.part.size,
+                )
+        log.debug("%s matches %s", self.part.dest, ", ".join(str(c) for c in wanted))
+
+
+class _Final(Exception):
+    """Carries an error that must not be retried at the top level."""
+
+    def __init__(self, error: DownloadError) -> None:
+        super().__init__(str(error))
+        self.error = error
