@@ -467,13 +467,6 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _warm_page_cache(data_dir: str, files: Sequence[SourceFile]) -> None:
-    for source in files:
-        with open(os.path.join(data_dir, *source.path.split("/")), "rb") as handle:
-            while handle.read(4 * MIB):
-                pass
-
-
 # -- cases and tools ----------------------------------------------------------------------
 
 
@@ -517,6 +510,7 @@ class Row:
     build: Builder
     walls: list[float] = field(default_factory=list)
     cpus: list[float] = field(default_factory=list)
+    users: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)  # bytes
     error: str = ""
 
@@ -640,6 +634,7 @@ def _reference(row: Row, rows: Sequence[Row]) -> Row | None:
 class Measure:
     wall: float
     cpu: float
+    user: float
     maxrss: int  # bytes
     returncode: int
     timed_out: bool
@@ -682,6 +677,7 @@ wall = time.perf_counter() - start
 print(json.dumps({
     "wall": wall,
     "cpu": usage.ru_utime + usage.ru_stime,
+    "user": usage.ru_utime,
     "maxrss": usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024,
     "returncode": os.waitstatus_to_exitcode(status),
 }))
@@ -714,13 +710,14 @@ def _run_once(argv: Sequence[str], cwd: str, env: dict[str, str], log_path: str)
         proc.wait()
         raise
     if timed_out:
-        return Measure(RUN_TIMEOUT, 0.0, 0, -9, timed_out=True)
+        return Measure(RUN_TIMEOUT, 0.0, 0.0, 0, -9, timed_out=True)
     if proc.returncode != 0:
         raise RuntimeError(f"the launcher failed ({proc.returncode}):\n{err.strip()}")
     result = json.loads(out.strip().splitlines()[-1])
     return Measure(
         wall=float(result["wall"]),
         cpu=float(result["cpu"]),
+        user=float(result["user"]),
         maxrss=int(result["maxrss"]),
         returncode=int(result["returncode"]),
         timed_out=False,
@@ -780,9 +777,11 @@ def _run_row(row: Row, tmp: str, env: dict[str, str], run: int, runs: int) -> No
             return
         row.walls.append(measure.wall)
         row.cpus.append(measure.cpu)
+        row.users.append(measure.user)
         row.rss.append(measure.maxrss)
         print(
-            f"  {row.label}: run {run}/{runs} {measure.wall:.3f} s, CPU {measure.cpu:.3f} s,"
+            f"  {row.label}: run {run}/{runs} {measure.wall:.3f} s, CPU {measure.cpu:.3f} s"
+            f" ({measure.user:.3f} user),"
             f" RSS {measure.maxrss / MB:.1f} MB",
             file=sys.stderr,
             flush=True,
@@ -972,8 +971,8 @@ def _row_json(row: Row, rows: Sequence[Row]) -> dict[str, Any]:
         "files": len(row.case.files),
         "bytes": row.case.nbytes,
         "runs": [
-            {"wall_s": w, "cpu_s": c, "peak_rss_bytes": r}
-            for w, c, r in zip(row.walls, row.cpus, row.rss)
+            {"wall_s": w, "cpu_s": c, "user_s": u, "sys_s": c - u, "peak_rss_bytes": r}
+            for w, c, u, r in zip(row.walls, row.cpus, row.users, row.rss)
         ],
         "error": row.error or None,
         "reference": f"{ref.tool} {ref.setting}" if ref is not None else None,
@@ -1027,19 +1026,26 @@ def _make_cases(data_dir: str, base_url: str, sizes: Sizes, keys: Sequence[str])
     return cases
 
 
-def _check_server(cases: Sequence[Case]) -> None:
-    """Fetch a little of every case through the server (no proxy) and check the bytes."""
+def _warm_up(cases: Sequence[Case], base_url: str) -> None:
+    """Fetch every file once through the server (no proxy) and check its bytes.
+
+    This warms the server and the page cache, and proves the server right before any tool
+    is measured. The rate-limited file is fetched from the unlimited location (the same
+    file); ``/limited/`` gets a one-byte Range request.
+    """
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     for case in cases:
-        url, source = case.urls[0], case.files[0]
-        request = urllib.request.Request(url, headers={"Range": "bytes=0-0"})
+        request = urllib.request.Request(case.urls[0], headers={"Range": "bytes=0-0"})
         with opener.open(request, timeout=30) as response:
             if response.status != 206 or len(response.read()) != 1:
-                raise RuntimeError(f"the server did not answer a Range request for {url}")
-        if source.size <= 4 * MIB:
-            with opener.open(url, timeout=30) as response:
-                body = response.read()
-            if hashlib.sha256(body).hexdigest() != source.sha256:
+                raise RuntimeError(f"the server did not answer a Range request for {case.urls[0]}")
+        for source in case.files:
+            url = f"{base_url}/{source.path}"
+            digest = hashlib.sha256()
+            with opener.open(url, timeout=60) as response:
+                while block := response.read(MIB):
+                    digest.update(block)
+            if digest.hexdigest() != source.sha256:
                 raise RuntimeError(f"the server sent the wrong bytes for {url}")
 
 
@@ -1081,14 +1087,15 @@ def _bench(args: argparse.Namespace) -> int:
         # The cases need the base URL; the files do not depend on it, so write them first
         # with a placeholder and rebuild the URLs once the server has its port.
         cases = _make_cases(data_dir, "", sizes, args.cases)
+        if hasattr(os, "sync"):
+            os.sync()  # written back now, not during the first measured runs
         server = _start_server(args.server, tmp, data_dir)
         print(f"server: {server.description}")
         cases = [
             Case(c.key, c.title, c.files, tuple(server.base_url + url for url in c.urls))
             for c in cases
         ]
-        _warm_page_cache(data_dir, [source for case in cases for source in case.files])
-        _check_server(cases)
+        _warm_up(cases, server.base_url)
         startup = [
             _run_once(
                 [sys.executable, "-m", "dlmanager", "--version"],
@@ -1141,10 +1148,10 @@ def _bench(args: argparse.Namespace) -> int:
         ),
     }
     notes = [
-        f"{args.repeat} run(s) per row, round-robin within a case, after one warm-up of the"
-        " page cache; medians, except peak RSS (maximum). Each run: a fresh empty directory, the"
-        " tool as a child process, every file checked against its sha256, then deleted and"
-        " os.sync().",
+        f"{args.repeat} run(s) per row, round-robin within a case, after one warm-up (every"
+        " file fetched through the server once and checked); medians, except peak RSS"
+        " (maximum). Each run: a fresh empty directory, the tool as a child process, every"
+        " file checked against its sha256, then deleted and os.sync().",
         "MB = 10^6 bytes. CPU s: user + sys of the tool's process (os.wait4), all threads;"
         " peak RSS: its ru_maxrss (Linux counts at least the launcher's memory at fork,"
         f" {floor / MB:.1f} MB here). The server is another process and not counted.",
