@@ -288,3 +288,44 @@ def test_subdirectories_are_not_searched(tmp_path: Path) -> None:
     nested = make(sub, temporary_name("x.bin"))
     assert remove_stale_temporaries(str(tmp_path)) == []
     assert os.path.exists(nested)
+
+
+# -- leftovers with checkpoints ----------------------------------------------------------------
+
+
+def _checkpointed(directory: Path, age: float) -> tuple[str, str]:
+    from dlmanager.checkpoint import Checkpoint, checkpoint_path, save
+
+    part = make(directory, temporary_name("f.bin"), time.time() - age)
+    ckpt = checkpoint_path(part)
+    save(ckpt, Checkpoint("http://h/f.bin", 10, '"e"', ((0, 4),)))
+    os.utime(ckpt, (time.time() - age, time.time() - age))
+    return part, ckpt
+
+
+def test_resumable_leftover_is_kept(tmp_path: Path) -> None:
+    part, ckpt = _checkpointed(tmp_path, age=3600)
+    assert remove_stale_temporaries(str(tmp_path)) == []
+    assert os.path.exists(part) and os.path.exists(ckpt)
+
+
+def test_resumable_leftover_expires(tmp_path: Path) -> None:
+    part, ckpt = _checkpointed(tmp_path, age=3600)
+    removed = remove_stale_temporaries(str(tmp_path), resumable_max_age=60)
+    assert removed == [part]
+    assert os.listdir(tmp_path) == []
+
+
+def test_leftover_with_unreadable_checkpoint_is_removed(tmp_path: Path) -> None:
+    part, ckpt = _checkpointed(tmp_path, age=3600)
+    with open(ckpt, "w") as handle:
+        handle.write("garbage")
+    assert remove_stale_temporaries(str(tmp_path)) == [part]
+    assert os.listdir(tmp_path) == []
+
+
+def test_checkpoint_without_its_part_is_removed(tmp_path: Path) -> None:
+    part, ckpt = _checkpointed(tmp_path, age=3600)
+    os.unlink(part)
+    assert remove_stale_temporaries(str(tmp_path)) == [ckpt]
+    assert os.listdir(tmp_path) == []
