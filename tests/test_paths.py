@@ -310,7 +310,7 @@ def test_resumable_leftover_is_kept(tmp_path: Path) -> None:
 
 
 def test_resumable_leftover_expires(tmp_path: Path) -> None:
-    part, ckpt = _checkpointed(tmp_path, age=3600)
+    part, _ = _checkpointed(tmp_path, age=3600)
     removed = remove_stale_temporaries(str(tmp_path), resumable_max_age=60)
     assert removed == [part]
     assert os.listdir(tmp_path) == []
