@@ -1,7 +1,7 @@
 """The ``dlmanager`` command line.
 
 ``dlmanager URL... [-d DIR] [-i FILE] [-j JOBS] [-x CONNECTIONS] [--retries N]
-[--timeout SECONDS] [--quiet]``
+[--timeout SECONDS] [--checksum ALGO:HEX] [--quiet]``
 
 Exit status: 0 when every file is in place, 1 when any download failed (one
 line per failure on stderr), 2 for bad usage, 130 when interrupted.

@@ -189,12 +189,16 @@ class Download:
 
         :raises RuntimeError: when called twice
         """
+        self._claim_start()
+        self.thread.start()
+
+    def _claim_start(self) -> None:
+        """Mark the download started (queued) before its thread runs."""
         with self._lock:
             if self._state is not DownloadState.PENDING:
                 raise RuntimeError(f"download of {self._url} was already started")
             self._state = DownloadState.QUEUED
         _live.add(self)
-        self.thread.start()
 
     def cancel(self) -> None:
         """Cancel the download: it stops within about a second, leaving nothing on disk."""
@@ -353,7 +357,7 @@ class Download:
             validator=validator if offset or end is not None else None,
             timeouts=self._options.timeouts,
             chunk_size=self._options.chunk_size,
-            decode=not self._dest.endswith((".gz", ".tgz")),
+            keep_gzip=self._dest.lower().endswith((".gz", ".tgz")),
         )
         with self._lock:
             if self._cancel.is_set():

@@ -8,10 +8,11 @@ events, and the registry of open attempts that ``cancel()`` aborts).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
-import time
+from collections.abc import Callable
 from typing import Protocol
 
 from dlmanager import checksum as checksums
@@ -25,6 +26,7 @@ from dlmanager.errors import (
     StallError,
 )
 from dlmanager.parallel import CHECKPOINT_INTERVAL, ParallelFetch, RangesIgnored
+from dlmanager.periodic import Periodic
 from dlmanager.retry import RetryPolicy
 from dlmanager.segments import Plan
 from dlmanager.stall import stall_guard
@@ -34,6 +36,13 @@ from dlmanager.transfer import Attempt, ResponseInfo
 __all__ = ["Fetch", "FetchOptions", "Host"]
 
 log = logging.getLogger(__name__)
+
+#: Start-overs (the file changed, ranges unusable) per download that are not
+#: counted as failed attempts: the server answered, so there is no backoff.
+FREE_RESTARTS = 2
+
+#: Checkpoints of single-stream downloads, saved from one background thread.
+checkpoints = Periodic(CHECKPOINT_INTERVAL, "dlmanager-checkpoints")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,12 +104,10 @@ class Fetch:
         self._split = True  # False once the server was seen to ignore ranges
         self._digests: tuple[checksums.Checksum, ...] = ()  # sent by the server
         self._hasher: checksums.Hasher | None = None  # valid while streaming from byte 0
-        self._next_checkpoint = 0.0
-
-    @property
-    def decode(self) -> bool:
-        """Store a compressed response decoded, except for ``.gz``/``.tgz`` names."""
-        return not self.part.dest.endswith((".gz", ".tgz"))
+        # Held while the part file is checkpointed or thrown away, so that a
+        # checkpoint never describes bytes of another version.
+        self._checkpoint_lock = threading.Lock()
+        self._restarts = 0  # start-overs so far
 
     def run(self) -> None:
         """Fetch with retries, then verify; raises the final error."""
@@ -117,6 +124,9 @@ class Fetch:
                     raise DownloadInterrupt() from exc
                 if isinstance(exc, ResumeError):
                     self._start_over(exc)
+                    self._restarts += 1
+                    if self._restarts <= FREE_RESTARTS:
+                        continue  # the server answered: start over at once
                 gain = self._received() - mark
                 progressed = gain >= policy.progress_bytes and not isinstance(exc, StallError)
                 policy = policy.increment(exc, progressed=progressed)
@@ -138,10 +148,11 @@ class Fetch:
         log.info("%s: %s; starting over", self.url, exc)
         if isinstance(exc, RangesIgnored):
             self._split = False
-        self.validator = None
-        self._pending = None
-        self._digests = ()
-        self.part.truncate()
+        with self._checkpoint_lock:
+            self.validator = None
+            self._pending = None
+            self._digests = ()
+            self.part.truncate()
         self.host._restarted()
 
     def _attempt(self) -> None:
@@ -149,6 +160,9 @@ class Fetch:
             assert self.total is not None and self.validator is not None
             plan = self._plan(self.total, self._pending)
             self._pending = None
+            self.host._set_total(self.total)
+            self.host._resumed(plan.received())
+            self.host._advance(plan.received())
             self._parallel(plan, None)
             return
         offset = self.part.size if self.validator is not None else 0
@@ -156,7 +170,7 @@ class Fetch:
         assert attempt is not None
         try:
             info = attempt.open()
-            self._accept(offset, info)
+            self._accept(attempt, offset, info)
             if self._should_split(info):
                 assert info.total is not None
                 plan = self._plan(info.total, [(0, offset)] if offset else [])
@@ -168,7 +182,7 @@ class Fetch:
             if attempt is not None:
                 self.host._release_attempt(attempt)
 
-    def _accept(self, offset: int, info: ResponseInfo) -> None:
+    def _accept(self, attempt: Attempt, offset: int, info: ResponseInfo) -> None:
         """Make the part file ready for the body that *info* announces.
 
         :raises ResumeError: when a partial response belongs to another
@@ -187,13 +201,14 @@ class Fetch:
         if not info.start or info.validator is not None:
             self.validator = info.validator if info.resumable else None
         if info.start == 0:
-            full = info.encoding is None or not self.decode
+            full = info.encoding is None or not attempt.decode
             self._digests = checksums.server_digests(info.headers) if full else ()
             if self.part.size:
                 log.info("%s: %s; restarting", self.url,
                          "the server sent the whole file again" if offset
                          else "cannot resume safely")  # fmt: skip
-                self.part.truncate()
+                with self._checkpoint_lock:
+                    self.part.truncate()
                 self.host._restarted()
             wanted = (*self._expected(), *self._digests)
             self._hasher = checksums.Hasher(wanted) if wanted else None
@@ -214,9 +229,21 @@ class Fetch:
         )
 
     def _stream(self, attempt: Attempt, info: ResponseInfo) -> None:
-        """Append *attempt*'s body to the part file, checkpointing as it goes."""
+        """Append *attempt*'s body to the part file.
+
+        Once a second (from another thread, so even while the server stalls)
+        the bytes received so far are checkpointed; a file fetched within a
+        second never pays for one.
+        """
         part, hasher = self.part, self._hasher
-        with stall_guard.watch(attempt):
+
+        def checkpoint() -> None:
+            self._save_checkpoint(lambda: [(0, part.size)])
+
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(stall_guard.watch(attempt))
+            if info.resumable:
+                stack.enter_context(checkpoints.every(checkpoint))
             for chunk in attempt.body():
                 part.write(chunk)
                 if hasher is not None:
@@ -224,8 +251,6 @@ class Fetch:
                 self.host._advance(part.size)
                 if self.cancel.is_set():
                     raise DownloadInterrupt()
-                if info.resumable and time.monotonic() >= self._next_checkpoint:
-                    self._save_checkpoint([(0, part.size)])
         if info.total is not None and part.size != info.total:
             raise attempt.length_error(info.total, "shorter", part.size)
 
@@ -256,7 +281,7 @@ class Fetch:
             release=self.host._release_attempt,
             on_bytes=on_bytes,
             on_retry=self.host._retrying,
-            save_checkpoint=lambda p: self._save_checkpoint(p.written(), force=True),
+            save_checkpoint=lambda p: self._save_checkpoint(p.written),
             abort=self.host._abort_attempts,
         )
         try:
@@ -268,15 +293,13 @@ class Fetch:
             raise _Final(exc) from exc
         self.part.size = plan.total
 
-    def _save_checkpoint(self, ranges: list[tuple[int, int]], force: bool = False) -> None:
-        if self.total is None or self.validator is None:
-            return
-        now = time.monotonic()
-        if not force and now < self._next_checkpoint:
-            return
-        self._next_checkpoint = now + CHECKPOINT_INTERVAL
-        state = Checkpoint(self.url, self.total, self.validator, tuple(ranges))
-        self.part.save_checkpoint(state)
+    def _save_checkpoint(self, ranges: Callable[[], list[tuple[int, int]]]) -> None:
+        """Record the ranges written so far (taken before the data is flushed)."""
+        with self._checkpoint_lock:
+            if self.total is None or self.validator is None or self.cancel.is_set():
+                return
+            state = Checkpoint(self.url, self.total, self.validator, tuple(ranges()))
+            self.part.save_checkpoint(state)
 
     # -- integrity --------------------------------------------------------------------
 

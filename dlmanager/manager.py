@@ -92,7 +92,8 @@ class DownloadManager:
     :param min_split_size: the smallest part of a file worth a connection
     :raises NotADirectoryError: when *destdir* is a file
     :raises PermissionError: when *destdir* is not writable
-    :raises ValueError: for an invalid *max_workers*, *retry* or *timeout*
+    :raises ValueError: for an invalid *max_workers*, *retry*, *timeout*,
+        *connections* or *min_split_size*
     """
 
     def __init__(
@@ -108,8 +109,13 @@ class DownloadManager:
         connections: int = DEFAULT_CONNECTIONS,
         min_split_size: int = DEFAULT_MIN_SPLIT_SIZE,
     ) -> None:
-        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
-            raise ValueError(f"max_workers must be an integer >= 1, not {max_workers!r}")
+        for name, value in (
+            ("max_workers", max_workers),
+            ("connections", connections),
+            ("min_split_size", min_split_size),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
         self.retry = RetryPolicy.from_value(retry)
         self.timeout = Timeouts.from_value(timeout)
         self.chunk_size = chunk_size
@@ -219,13 +225,14 @@ class DownloadManager:
         check_url(url)
         expected = parse_checksum(checksum)
         dest = self.get_dest(fname if fname is not None else name_from_url(url))
+        if expected is not None and self._running(dest, progress) is None:
+            # Hash a file already there outside the lock: it may be big.
+            self._drop_if_mismatching(dest, expected)
         with self._lock:
-            running = self._downloads.get(dest)
+            running = self._running(dest, progress)
             if running is not None:
-                if progress is not None:
-                    running.set_progress(progress)
                 return running
-            if os.path.exists(dest) and self._present(dest, expected):
+            if os.path.exists(dest):
                 self.persist_limit.touch(dest)
                 return None
             download = Download(
@@ -245,21 +252,33 @@ class DownloadManager:
             )
             self._downloads[dest] = download
             self._download_started(download)
-            download.start()
-            return download
+            download._claim_start()  # running for everyone from here on
+        download.thread.start()  # outside the lock: finishing downloads need it
+        return download
+
+    def _running(self, dest: str, progress: ProgressCallback | None) -> Download | None:
+        """The download of *dest* in flight, with *progress* attached, or None."""
+        with self._lock:
+            running = self._downloads.get(dest)
+            if running is not None and progress is not None:
+                running.set_progress(progress)
+            return running
 
     @staticmethod
-    def _present(dest: str, expected: Checksum | None) -> bool:
-        """Whether the file at *dest* can be used as is."""
-        if expected is None:
-            return True
-        actual = file_digests(dest, [expected.algorithm]).get(expected.algorithm)
+    def _drop_if_mismatching(dest: str, expected: Checksum) -> None:
+        """Remove the file at *dest* if it does not match *expected*."""
+        try:
+            actual = file_digests(dest, [expected.algorithm]).get(expected.algorithm)
+        except FileNotFoundError:
+            return
         if actual == expected.hexdigest:
-            return True
-        log.warning(
-            "%s does not match %s (it has %s): downloading it again", dest, expected, actual
-        )
-        return False
+            return
+        log.warning("%s does not match %s (it has %s): downloading it again",
+                    dest, expected, actual)  # fmt: skip
+        try:
+            os.remove(dest)
+        except FileNotFoundError:
+            pass
 
     def _download_started(self, dl: Download) -> None:
         """Hook called when *dl* is about to start. Subclasses call the base."""

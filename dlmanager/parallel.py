@@ -89,6 +89,8 @@ class ParallelFetch:
         self.save_checkpoint = save_checkpoint
         self.abort = abort
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._unclaimed: list[Segment] = []
 
     def run(self, first: Attempt | None = None) -> None:
         """Fetch every missing byte.
@@ -101,17 +103,21 @@ class ParallelFetch:
         :raises DownloadInterrupt: cancelled
         """
         segments = self.plan.assign(self.connections, self.min_split)
-        log.debug("Fetching %s over %d connections: %s", self.url, len(segments), segments)
         if not segments:
             if first is not None:
                 self.release(first)
             return
+        # More gaps than connections (a resumed checkpoint): the workers take
+        # the segments nobody fetches yet before they split others.
+        self._unclaimed = list(reversed(segments[self.connections :]))
+        workers = segments[: self.connections]
+        log.debug("Fetching %s over %d connections: %s", self.url, len(workers), segments)
         with concurrent.futures.ThreadPoolExecutor(
-            max_workers=len(segments), thread_name_prefix="dlmanager-segment"
+            max_workers=len(workers), thread_name_prefix="dlmanager-segment"
         ) as pool:
             futures = [
                 pool.submit(self._work, segment, first if i == 0 else None)
-                for i, segment in enumerate(segments)
+                for i, segment in enumerate(workers)
             ]
             self._supervise(futures)
         if not self.plan.complete():
@@ -146,9 +152,17 @@ class ParallelFetch:
         while segment is not None and not self._stop.is_set():
             self._fetch(segment, attempt)
             attempt = None
-            segment = self.plan.steal()
-            if segment is not None:
-                log.debug("%s: took over %s", self.url, segment)
+            segment = self._next()
+
+    def _next(self) -> Segment | None:
+        """A segment nobody fetches yet, else half of the largest remaining one."""
+        with self._lock:
+            if self._unclaimed:
+                return self._unclaimed.pop()
+        segment = self.plan.steal()
+        if segment is not None:
+            log.debug("%s: took over %s", self.url, segment)
+        return segment
 
     def _fetch(self, segment: Segment, attempt: Attempt | None) -> None:
         """Fetch *segment*, retrying and resuming under the retry policy."""

@@ -152,7 +152,7 @@ class ResponseInfo:
 
 
 def _response_info(
-    response: Any, url: str, dest: str | None, offset: int, end: int | None, decode: bool
+    response: Any, url: str, dest: str | None, offset: int, end: int | None
 ) -> ResponseInfo:
     headers = getattr(response, "headers", None)
     status = response.status_code if isinstance(response.status_code, int) else None
@@ -164,8 +164,7 @@ def _response_info(
         length = _int_header(headers, "x-goog-stored-content-length")
     etag = header(headers, "ETag")
     validator = etag if etag and not etag.startswith("W/") else header(headers, "Last-Modified")
-    # A body stored as sent (not decoded) has the length on the wire.
-    start, total = 0, length if encoding is None or not decode else None
+    start, total = 0, length if encoding is None else None
     if status == 206:
         content_range = header(headers, "Content-Range") or ""
         try:
@@ -226,7 +225,8 @@ class Attempt:
     :param end: ask only for the bytes before this offset (None: to the end)
     :param validator: the ETag or Last-Modified the bytes before *offset* came
         with; sent as ``If-Range`` so a changed file comes back whole (200)
-    :param decode: decode a compressed response (False keeps the bytes as sent)
+    :param keep_gzip: keep a gzip-encoded body as sent instead of decoding it
+        (for ``.gz``/``.tgz`` destinations)
     """
 
     def __init__(
@@ -240,13 +240,13 @@ class Attempt:
         timeouts: Timeouts,
         chunk_size: int,
         end: int | None = None,
-        decode: bool = True,
+        keep_gzip: bool = False,
     ) -> None:
         self.url = url
         self.dest = dest
         self.offset = offset
         self.end = end
-        self.decode = decode
+        self.keep_gzip = keep_gzip
         self.validator = validator
         self.timeouts = timeouts
         self.chunk_size = chunk_size
@@ -254,6 +254,8 @@ class Attempt:
         #: body bytes delivered so far (read by the stall guard)
         self.received = 0
         self.info: ResponseInfo | None = None
+        #: decode a compressed body (decided when the response arrives)
+        self.decode = True
         self._response: Any = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -373,7 +375,11 @@ class Attempt:
                     dest=self.dest,
                 ) from exc
         try:
-            return _response_info(response, self.url, self.dest, self.offset, self.end, self.decode)
+            info = _response_info(response, self.url, self.dest, self.offset, self.end)
+            self.decode = not (self.keep_gzip and info.encoding in ("gzip", "x-gzip"))
+            if not self.decode:  # stored as sent: the length on the wire is the file's
+                info = dataclasses.replace(info, total=info.length)
+            return info
         except BaseException:
             self.close()
             raise

@@ -211,10 +211,13 @@ class _Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         headers = {name.lower(): value for name, value in self.headers.items()}
         owner._record(RecordedRequest(self.command, self.path, headers))
+        owner._busy(+1)
         try:
             self._respond(owner)
         except ConnectionError:
             self.close_connection = True
+        finally:
+            owner._busy(-1)
 
     def _respond(self, owner: FaultServer) -> None:
         """Answer with a redirect, a 404, an injected status or the resource itself."""
@@ -399,6 +402,9 @@ class FaultServer:
         self._resources: dict[str, Resource] = {}
         self._redirects: dict[str, tuple[int, str]] = {}
         self._bytes_sent = 0
+        self._active = 0
+        self.max_concurrent = 0
+        """The most requests answered at the same time so far."""
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -487,6 +493,12 @@ class FaultServer:
         with self._lock:
             resource = self._resources.get(path)
             return None if resource is None else resource._take_plan(is_get)
+
+    def _busy(self, change: int) -> None:
+        """Count a request starting (+1) or ending (-1) to track :attr:`max_concurrent`."""
+        with self._lock:
+            self._active += change
+            self.max_concurrent = max(self.max_concurrent, self._active)
 
     def _count_sent(self, count: int) -> None:
         """Add ``count`` to :attr:`bytes_sent`."""

@@ -522,3 +522,40 @@ def test_manager_passes_connections(server: FaultServer, destdir: str) -> None:
 def test_invalid_connections(destdir: str, value: Any) -> None:
     with pytest.raises(ValueError, match="connections"):
         Download("http://127.0.0.1:9/x", os.path.join(destdir, "x"), connections=value)
+
+
+def test_resumed_gaps_never_exceed_the_connections(server: FaultServer, destdir: str) -> None:
+    resource = Resource(DATA)
+    server.add("/file.bin", resource)
+    assert resource.etag is not None
+    # Eight separate gaps left by a killed multi-connection download.
+    step = len(DATA) // 8
+    held = tuple((i * step, i * step + step // 2) for i in range(8))
+    part = _leftover(destdir, server.url("/file.bin"), DATA, len(DATA), validator=resource.etag)
+    save_checkpoint(
+        checkpoint_path(part),
+        Checkpoint(server.url("/file.bin"), len(DATA), resource.etag, held),
+    )
+    with open(part, "r+b") as handle:  # only the held ranges hold the right bytes
+        handle.write(bytes(len(DATA)))
+        for start, end in held:
+            handle.seek(start)
+            handle.write(DATA[start:end])
+    dl = Download(server.url("/file.bin"), os.path.join(destdir, "file.bin"), connections=2)
+    dl.start()
+    dl.wait()
+    assert read(os.path.join(destdir, "file.bin")) == DATA
+    assert len(server.requests) == 8  # one per gap, two at a time
+    assert server.max_concurrent <= 2
+
+
+def test_gz_name_check_ignores_case(server: FaultServer, destdir: str) -> None:
+    data = b"text " * 10_000
+    start(server, destdir, Resource(data, gzip=True), name="F.TGZ").wait()
+    assert read(os.path.join(destdir, "F.TGZ")) == gzip.compress(data, mtime=0)
+
+
+@pytest.mark.parametrize("name", ["connections", "min_split_size"])
+def test_manager_validates_split_options(destdir: str, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        DownloadManager(destdir, **{name: 0})

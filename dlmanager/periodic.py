@@ -1,0 +1,59 @@
+"""One background thread that calls registered functions at a fixed interval."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+
+__all__ = ["Periodic"]
+
+log = logging.getLogger(__name__)
+
+
+class Periodic:
+    """Call every registered function each *interval* seconds, from one thread.
+
+    The thread runs only while something is registered. A function that
+    raises is logged and keeps being called.
+    """
+
+    def __init__(self, interval: float, name: str) -> None:
+        self.interval = interval
+        self.name = name
+        self._lock = threading.Lock()
+        self._functions: dict[int, Callable[[], None]] = {}
+        self._next_key = 0
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+
+    @contextlib.contextmanager
+    def every(self, function: Callable[[], None]) -> Iterator[None]:
+        """Call *function* periodically for the duration of the ``with`` block."""
+        with self._lock:
+            key = self._next_key
+            self._next_key += 1
+            self._functions[key] = function
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._functions.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            with self._lock:
+                functions = list(self._functions.values())
+                if not functions:
+                    self._thread = None
+                    return
+            for function in functions:
+                try:
+                    function()
+                except Exception:
+                    log.exception("%s: periodic call failed", self.name)
