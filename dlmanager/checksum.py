@@ -20,9 +20,11 @@ import functools
 import hashlib
 import importlib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from dlmanager.headers import header
 
 __all__ = [
     "ALGORITHMS",
@@ -169,20 +171,6 @@ def parse_checksum(value: Checksum | str | None) -> Checksum | None:
 # --- server headers -----------------------------------------------------------------------
 
 
-def _header(headers: Any, name: str) -> str | None:
-    """The value of header *name*, looked up case-insensitively in any mapping.
-
-    Like :func:`dlmanager.transfer.header`, without importing ``requests``.
-    """
-    if not isinstance(headers, Mapping):
-        return None
-    value = headers.get(name)
-    if value is None:
-        wanted = name.lower()
-        value = next((v for k, v in headers.items() if str(k).lower() == wanted), None)
-    return value if isinstance(value, str) else None
-
-
 def _b64_hex(text: str, algorithm: str) -> str | None:
     """The hex of base64 *text* when it decodes to a digest of *algorithm*, else None."""
     text = text.strip()
@@ -232,19 +220,19 @@ def server_digests(headers: Any) -> tuple[Checksum, ...]:
         if hexdigest is not None and (algorithm, hexdigest) not in found:
             found[algorithm, hexdigest] = Checksum(algorithm, hexdigest, source)
 
-    value = _header(headers, "Content-MD5")
+    value = header(headers, "Content-MD5")
     if value is not None:
         for item in value.split(","):
             add("md5", _b64_hex(item, "md5"), "Content-MD5")
 
-    value = _header(headers, "x-goog-hash")
+    value = header(headers, "x-goog-hash")
     if value is not None:
         for name, encoded in _members(value):
             if name in _GOOG_ALGORITHMS:
                 algorithm = _GOOG_ALGORITHMS[name]
                 add(algorithm, _b64_hex(encoded, algorithm), "x-goog-hash")
 
-    value = _header(headers, "Repr-Digest")
+    value = header(headers, "Repr-Digest")
     if value is not None:
         for name, item in _members(value):
             encoded = item.partition(";")[0].strip()  # drop any parameters
@@ -253,7 +241,7 @@ def server_digests(headers: Any) -> tuple[Checksum, ...]:
                 algorithm = _REPR_DIGEST_ALGORITHMS[name]
                 add(algorithm, _b64_hex(encoded[1:-1], algorithm), "Repr-Digest")
 
-    value = _header(headers, "Digest")
+    value = header(headers, "Digest")
     if value is not None:
         for name, encoded in _members(value):
             if name in _DIGEST_ALGORITHMS:

@@ -14,7 +14,6 @@ from types import TracebackType
 from typing import Any
 
 import requests
-import requests.adapters
 
 from dlmanager.checksum import Checksum, file_digests, parse_checksum
 from dlmanager.config import (
@@ -28,24 +27,11 @@ from dlmanager.errors import DownloadInterrupt
 from dlmanager.paths import check_url, name_from_url, remove_stale_temporaries, validate_fname
 from dlmanager.persist_limit import PersistLimit
 from dlmanager.retry import RetryLike, RetryPolicy
+from dlmanager.session import DownloadSession
 
 __all__ = ["Download", "DownloadInterrupt", "DownloadManager"]
 
 log = logging.getLogger(__name__)
-
-
-def _default_session(pool_size: int) -> requests.Session:
-    """A session whose connection pool fits *pool_size* concurrent transfers.
-
-    The adapter does not retry by itself: the download's retry policy does.
-    """
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(
-        pool_connections=10, pool_maxsize=max(10, pool_size), max_retries=0
-    )
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 def _prepare_destdir(destdir: str) -> None:
@@ -126,7 +112,7 @@ class DownloadManager:
         _prepare_destdir(destdir)
         self._own_session: requests.Session | None = None
         if session is None:
-            session = self._own_session = _default_session(max_workers * connections)
+            session = self._own_session = DownloadSession(max_workers * connections)
         self.session = session
         self.persist_limit = persist_limit or PersistLimit(0)
         self._downloads: dict[str, Download] = {}

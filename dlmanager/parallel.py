@@ -13,7 +13,6 @@ are never mixed in one file.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -91,6 +90,8 @@ class ParallelFetch:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._unclaimed: list[Segment] = []
+        self._errors: dict[int, BaseException] = {}
+        self._changed = threading.Event()  # a worker finished
 
     def run(self, first: Attempt | None = None) -> None:
         """Fetch every missing byte.
@@ -112,14 +113,20 @@ class ParallelFetch:
         self._unclaimed = list(reversed(segments[self.connections :]))
         workers = segments[: self.connections]
         log.debug("Fetching %s over %d connections: %s", self.url, len(workers), segments)
-        with concurrent.futures.ThreadPoolExecutor(
-            max_workers=len(workers), thread_name_prefix="dlmanager-segment"
-        ) as pool:
-            futures = [
-                pool.submit(self._work, segment, first if i == 0 else None)
-                for i, segment in enumerate(workers)
-            ]
-            self._supervise(futures)
+        # Daemon threads, not a ThreadPoolExecutor: the interpreter would wait
+        # for its threads at exit before dlmanager's exit hook cancels them.
+        threads = [
+            threading.Thread(
+                target=self._run_worker,
+                args=(i, segment, first if i == 0 else None),
+                name=f"dlmanager-segment-{i} {self.url}",
+                daemon=True,
+            )
+            for i, segment in enumerate(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        self._supervise(threads)
         if not self.plan.complete():
             raise IncompleteBodyError(
                 f"{self.url}: connections ended with bytes missing ({self.plan.gaps()})",
@@ -129,24 +136,29 @@ class ParallelFetch:
                 received=self.plan.received(),
             )
 
-    def _supervise(self, futures: list[concurrent.futures.Future[None]]) -> None:
+    def _run_worker(self, index: int, segment: Segment, attempt: Attempt | None) -> None:
+        try:
+            self._work(segment, attempt)
+        except BaseException as exc:
+            self._errors[index] = exc
+        finally:
+            self._changed.set()
+
+    def _supervise(self, threads: list[threading.Thread]) -> None:
         """Checkpoint while the workers run; on the first failure, stop them all."""
-        pending: set[concurrent.futures.Future[None]] = set(futures)
-        while pending:
-            done, pending = concurrent.futures.wait(
-                pending,
-                timeout=CHECKPOINT_INTERVAL,
-                return_when=concurrent.futures.FIRST_EXCEPTION,
-            )
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
+        while any(thread.is_alive() for thread in threads):
+            self._changed.wait(CHECKPOINT_INTERVAL)
+            self._changed.clear()
+            if self._errors:
                 self._stop.set()
                 self.abort()
-                concurrent.futures.wait(pending)
+                for thread in threads:
+                    thread.join()
                 self.save_checkpoint(self.plan)
-                error = _first_error(f.exception() for f in futures if f.done())
-                raise error
+                raise _first_error(self._errors.values())
             self.save_checkpoint(self.plan)
+        if self._errors:
+            raise _first_error(self._errors.values())
 
     def _work(self, segment: Segment | None, attempt: Attempt | None) -> None:
         while segment is not None and not self._stop.is_set():

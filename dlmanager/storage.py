@@ -73,8 +73,9 @@ class PartFile:
         :return: the adopted file and its checkpoint, or None
         """
         directory, fname = os.path.split(dest)
+        prefix = f".{fname}."
         try:
-            names = [n for n in os.listdir(directory or ".") if is_part(n)]
+            names = [n for n in os.listdir(directory or ".") if n.startswith(prefix) and is_part(n)]
         except OSError:
             return None
         found: list[tuple[int, PartFile, Checkpoint]] = []

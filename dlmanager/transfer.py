@@ -16,7 +16,7 @@ import logging
 import re
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -32,6 +32,7 @@ from dlmanager.errors import (
     StallError,
     TransferError,
 )
+from dlmanager.headers import header
 from dlmanager.retry import parse_retry_after
 
 __all__ = [
@@ -87,17 +88,6 @@ def map_transport_errors(
         if not sockets:
             raise
         raise TransferError(f"{url}: {exc}", url=url, dest=dest, received=received) from exc
-
-
-def header(headers: Any, name: str) -> str | None:
-    """The value of header *name*, looked up case-insensitively in any mapping."""
-    if not isinstance(headers, Mapping):
-        return None
-    value = headers.get(name)
-    if value is None and not isinstance(headers, requests.structures.CaseInsensitiveDict):
-        wanted = name.lower()
-        value = next((v for k, v in headers.items() if str(k).lower() == wanted), None)
-    return value if isinstance(value, str) else None
 
 
 def _int_header(headers: Any, name: str) -> int | None:

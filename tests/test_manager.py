@@ -284,18 +284,25 @@ CHILD = textwrap.dedent(
     """
     import sys
     from dlmanager import DownloadManager, Timeouts
-    manager = DownloadManager(sys.argv[2], timeout=Timeouts(read=None, stall=None))
+    manager = DownloadManager(sys.argv[2], timeout=Timeouts(read=None, stall=None),
+                              connections=int(sys.argv[4]), min_split_size=16 * 1024)
     dl = manager.download(sys.argv[1])
     print("started", flush=True)
     if sys.argv[3] == "wait":
         dl.wait()
+    else:  # exit once every connection is transferring
+        import threading, time
+        deadline = time.monotonic() + 10
+        while dl.received < 30_000 * int(sys.argv[4]) - 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert dl.is_running() and dl.received, "the download never ran"
     """
 )
 
 
-def start_child(url: str, destdir: str, mode: str) -> subprocess.Popen[str]:
+def start_child(url: str, destdir: str, mode: str, connections: int = 1) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD, url, destdir, mode],
+        [sys.executable, "-c", CHILD, url, destdir, mode, str(connections)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -331,9 +338,13 @@ def test_killed_process_resumes_in_the_next_run(server: FaultServer, destdir: st
     assert 0 < server.bytes_sent - sent < len(DATA)
 
 
-def test_exit_with_running_downloads_is_quick_and_clean(server: FaultServer, destdir: str) -> None:
-    server.add("/f.bin", Resource(DATA, stall_after=[30_000]))
-    child = start_child(server.url("/f.bin"), destdir, "exit")
+@pytest.mark.parametrize("connections", [1, 4])
+def test_exit_with_running_downloads_is_quick_and_clean(
+    server: FaultServer, destdir: str, connections: int
+) -> None:
+    data = make_data(400_000)  # 100 kB per connection, each stalling after 30 kB
+    server.add("/f.bin", Resource(data, stall_after=[30_000] * connections))
+    child = start_child(server.url("/f.bin"), destdir, "exit", connections)
     out, err = child.communicate(timeout=20)
     assert child.returncode == 0, err
     assert out.strip() == "started"
