@@ -527,6 +527,14 @@ class Row:
         return statistics.median(self.cpus)
 
     @property
+    def best(self) -> float:
+        return min(self.walls)
+
+    @property
+    def user(self) -> float:
+        return statistics.median(self.users)
+
+    @property
     def peak_rss(self) -> int:
         return max(self.rss)
 
@@ -932,8 +940,9 @@ def _targets(rows: Sequence[Row]) -> list[Target]:
 
 
 HEADER = (
-    f"{'case':<6}{'tool':<11}{'conn/jobs':<11}{'runs':>5}{'median s':>10}{'throughput':>16}"
-    f"{'CPU s':>9}{'peak RSS MB':>13}{'rate vs ref':>13}{'CPU vs ref':>12}"
+    f"{'case':<6}{'tool':<11}{'conn/jobs':<11}{'runs':>5}{'median s':>10}{'best s':>8}"
+    f"{'throughput':>16}{'CPU s':>9}{'user s':>8}{'peak RSS MB':>13}{'rate vs ref':>13}"
+    f"{'CPU vs ref':>12}"
 )
 
 
@@ -954,8 +963,9 @@ def _table(rows: Sequence[Row]) -> list[str]:
         if ref is not None and row.case.key == "a" and ref.cpu > 0:
             cpu_ratio = f"{row.cpu / ref.cpu:.2f}x"
         lines.append(
-            f"{start}{row.wall:>10.3f}{f'{row.rate:.1f} {unit}':>16}{row.cpu:>9.3f}"
-            f"{row.peak_rss / MB:>13.1f}{rate_ratio:>13}{cpu_ratio:>12}"
+            f"{start}{row.wall:>10.3f}{row.best:>8.3f}{f'{row.rate:.1f} {unit}':>16}"
+            f"{row.cpu:>9.3f}{row.user:>8.3f}{row.peak_rss / MB:>13.1f}{rate_ratio:>13}"
+            f"{cpu_ratio:>12}"
         )
     lines.append("-" * len(HEADER))
     return lines
@@ -1150,7 +1160,9 @@ def _bench(args: argparse.Namespace) -> int:
     notes = [
         f"{args.repeat} run(s) per row, round-robin within a case, after one warm-up (every"
         " file fetched through the server once and checked); medians, except peak RSS"
-        " (maximum). Each run: a fresh empty directory, the tool as a child process, every"
+        " (maximum); best s is the fastest run, user s the median user-mode CPU time (the"
+        " tool's own work, less sensitive than wall and sys time to the machine's noise)."
+        " Each run: a fresh empty directory, the tool as a child process, every"
         " file checked against its sha256, then deleted and os.sync().",
         "MB = 10^6 bytes. CPU s: user + sys of the tool's process (os.wait4), all threads;"
         " peak RSS: its ru_maxrss (Linux counts at least the launcher's memory at fork,"

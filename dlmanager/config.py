@@ -16,8 +16,9 @@ __all__ = [
 #: Read size used when the caller gives no ``chunk_size`` (measured with
 #: ``python benchmarks/chunk_size.py``; see docs/performance.rst).
 DEFAULT_CHUNK_SIZE = 256 * 1024
-#: Connections per file when the caller gives no ``connections``.
-DEFAULT_CONNECTIONS = 1
+#: Connections per file when the caller gives no ``connections`` (measured with
+#: ``python benchmarks/compare.py``; see docs/performance.rst).
+DEFAULT_CONNECTIONS = 4
 #: A file (or the rest of one) smaller than this is fetched over one connection.
 DEFAULT_MIN_SPLIT_SIZE = 4 * 1024 * 1024
 
