@@ -178,6 +178,9 @@ class Download:
         self._received = 0  # high-water mark of the file's bytes, for progress
         self._total: int | None = None
         self._started = False
+        # Look for a leftover to resume (a DownloadManager that scanned the
+        # directory once turns this off for names that have none).
+        self._adopt_leftovers = True
 
     def __repr__(self) -> str:
         return f"<Download {self._url!r} -> {self._dest!r} {self._state.value}>"
@@ -331,7 +334,7 @@ class Download:
     def _transfer(self) -> None:
         if self.is_canceled():
             raise DownloadInterrupt()
-        adopted = PartFile.adopt(self._dest, self._url)
+        adopted = PartFile.adopt(self._dest, self._url) if self._adopt_leftovers else None
         part, resume = adopted if adopted is not None else (PartFile.create(self._dest), None)
         try:
             if resume is not None:

@@ -24,7 +24,13 @@ from dlmanager.config import (
 )
 from dlmanager.download import Download, DownloadState, EventCallback, ProgressCallback
 from dlmanager.errors import DownloadInterrupt
-from dlmanager.paths import check_url, name_from_url, remove_stale_temporaries, validate_fname
+from dlmanager.paths import (
+    check_url,
+    leftover_fnames,
+    name_from_url,
+    remove_stale_temporaries,
+    validate_fname,
+)
 from dlmanager.persist_limit import PersistLimit
 from dlmanager.retry import RetryLike, RetryPolicy
 from dlmanager.session import DownloadSession
@@ -120,6 +126,8 @@ class DownloadManager:
         self._limiter = threading.BoundedSemaphore(max_workers)
         for path in remove_stale_temporaries(destdir):
             log.info("Removed a temporary file left by a stopped process: %s", path)
+        # Names with a leftover to resume; other downloads skip the scan.
+        self._leftovers = leftover_fnames(destdir)
         self.persist_limit.register_dir_content(destdir)
 
     def __enter__(self) -> DownloadManager:
@@ -236,6 +244,8 @@ class DownloadManager:
                 min_split_size=self.min_split_size,
                 checksum=expected,
             )
+            download._adopt_leftovers = os.path.basename(dest) in self._leftovers
+            self._leftovers.discard(os.path.basename(dest))
             self._downloads[dest] = download
             self._download_started(download)
             download._claim_start()  # running for everyone from here on

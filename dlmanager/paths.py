@@ -24,6 +24,7 @@ __all__ = [
     "TEMP_SUFFIX",
     "check_url",
     "is_temporary",
+    "leftover_fnames",
     "name_from_url",
     "remove_stale_temporaries",
     "temporary_name",
@@ -170,6 +171,23 @@ def remove_stale_temporaries(
                 _unlink(entry.path, removed)
                 checkpoint.remove(ckpt)
     return removed
+
+
+def leftover_fnames(directory: str) -> set[str]:
+    """The destination names that have a checkpointed temporary file in *directory*.
+
+    One scan of the directory, so that each download need not scan it again.
+    """
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return set()
+    found = set()
+    for name in names:
+        match = _TEMP_RE.fullmatch(name)
+        if match is not None and match.group("kind") == "ckpt":
+            found.add(match.group("fname"))
+    return found
 
 
 @contextlib.contextmanager

@@ -13,10 +13,11 @@ import contextlib
 import dataclasses
 import http.client
 import logging
+import queue
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
@@ -322,8 +323,7 @@ class Attempt:
                 if abandoned and outcome and not isinstance(outcome[0], BaseException):
                     _close(outcome[0])
 
-        sender = threading.Thread(target=send, name=f"dlmanager-request {self.url}", daemon=True)
-        sender.start()
+        _senders.submit(send)
         self._wake.wait()
         with self._lock:
             if not done.is_set() or self._abort_reason is not None:
@@ -409,13 +409,14 @@ class Attempt:
             if error is not None:
                 raise error from exc
             announced = self.info.length
-            if (
-                isinstance(exc, TransferError)
-                and not isinstance(exc, IncompleteBodyError)
-                and announced is not None
-                and on_wire() < announced
-            ):
-                raise self.length_error(announced, "shorter", on_wire()) from exc
+            if isinstance(exc, TransferError):
+                exc.received = self.received
+                if (
+                    not isinstance(exc, IncompleteBodyError)
+                    and announced is not None
+                    and on_wire() < announced
+                ):
+                    raise self.length_error(announced, "shorter", on_wire()) from exc
             raise
         error = self._abort_error()
         if error is not None:
@@ -426,21 +427,21 @@ class Attempt:
             raise self.length_error(self.info.length, "shorter", on_wire())
 
     def _read1_chunks(self, raw: Any) -> Iterator[bytes]:
-        while True:
-            with map_transport_errors(self.url, self.dest, self.received, sockets=True):
-                data = raw.read1(self.chunk_size, decode_content=self.decode)
-            if not data:
-                return
-            yield data
+        # The hot loop: one read per chunk, nothing else. An identity body is
+        # read without urllib3's decoding machinery, which would copy every
+        # chunk through its buffer for nothing.
+        read1, size = raw.read1, self.chunk_size
+        decode = self.decode and self.info is not None and self.info.encoding is not None
+        with map_transport_errors(self.url, self.dest, sockets=True):
+            while True:
+                data = read1(size, decode_content=decode)
+                if not data:
+                    return
+                yield data
 
     def _iter_content_chunks(self) -> Iterator[bytes]:
-        chunks = iter(self._response.iter_content(self.chunk_size))
-        while True:
-            with map_transport_errors(self.url, self.dest, self.received):
-                data = next(chunks, None)
-            if data is None:
-                return
-            yield data
+        with map_transport_errors(self.url, self.dest):
+            yield from self._response.iter_content(self.chunk_size)
 
     def length_error(self, expected: int, how: str, got: int | None = None) -> IncompleteBodyError:
         got = self.received if got is None else got
@@ -457,6 +458,46 @@ class Attempt:
             response, self._response = self._response, None
         if response is not None:
             _close(response)
+
+
+class _Senders:
+    """Daemon threads that send requests, reused from one request to the next.
+
+    A thread idle for *idle_timeout* seconds ends. Daemon threads, so that a
+    request abandoned by a cancel never holds up the interpreter's exit.
+    """
+
+    def __init__(self, idle_timeout: float = 5.0) -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._idle_timeout = idle_timeout
+
+    def submit(self, task: Callable[[], None]) -> None:
+        self._tasks.put(task)
+        with self._lock:
+            spawn = self._idle == 0
+        if spawn:
+            threading.Thread(target=self._work, name="dlmanager-request", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            try:
+                task = self._tasks.get(timeout=self._idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    self._idle -= 1
+                    if self._tasks.empty():
+                        return  # a task put meanwhile is taken on the next turn
+                continue
+            with self._lock:
+                self._idle -= 1
+            task()
+
+
+_senders = _Senders()
 
 
 def _close(response: Any) -> None:
