@@ -1124,8 +1124,11 @@ def _bench(args: argparse.Namespace) -> int:
             case_rows = [row for row in _rows_for(case) if row.tool not in missing]
             rows += case_rows
             print(f"case {case.key}: {case.title}", file=sys.stderr, flush=True)
+            order = random.Random(f"{case.key}-order")
             for run in range(1, args.repeat + 1):
-                for row in case_rows:
+                # A new order each round (seeded): on a shared machine, a tool that
+                # always runs right after another inherits the same memory state.
+                for row in order.sample(case_rows, len(case_rows)):
                     if not row.error:
                         _run_row(row, tmp, env, run, args.repeat)
                     if server.proc.poll() is not None:
@@ -1158,7 +1161,8 @@ def _bench(args: argparse.Namespace) -> int:
         ),
     }
     notes = [
-        f"{args.repeat} run(s) per row, round-robin within a case, after one warm-up (every"
+        f"{args.repeat} run(s) per row, in a new (seeded) order each round, after one warm-up"
+        " (every"
         " file fetched through the server once and checked); medians, except peak RSS"
         " (maximum); best s is the fastest run, user s the median user-mode CPU time (the"
         " tool's own work, less sensitive than wall and sys time to the machine's noise)."
