@@ -6,6 +6,7 @@ import atexit
 import dataclasses
 import enum
 import logging
+import os
 import sys
 import threading
 import time
@@ -15,7 +16,7 @@ from typing import Any, Union
 
 import requests
 
-from dlmanager.checksum import Checksum, parse_checksum
+from dlmanager.checksum import Checksum, file_digests, parse_checksum
 from dlmanager.config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONNECTIONS,
@@ -25,8 +26,9 @@ from dlmanager.config import (
 )
 from dlmanager.errors import DownloadError, DownloadInterrupt
 from dlmanager.fetch import Fetch, FetchOptions
+from dlmanager.locking import DestinationLock
 from dlmanager.retry import RetryLike, RetryPolicy
-from dlmanager.storage import PartFile
+from dlmanager.storage import PartFile, leftover_progress
 from dlmanager.transfer import CANCEL, Attempt
 
 __all__ = ["Download", "DownloadEvent", "DownloadState", "EventKind"]
@@ -181,6 +183,8 @@ class Download:
         # Look for a leftover to resume (a DownloadManager that scanned the
         # directory once turns this off for names that have none).
         self._adopt_leftovers = True
+        # The inter-process lock of the destination (set by a DownloadManager).
+        self._dest_lock: DestinationLock | None = None
 
     def __repr__(self) -> str:
         return f"<Download {self._url!r} -> {self._dest!r} {self._state.value}>"
@@ -291,13 +295,19 @@ class Download:
 
     def _run(self, finished_callback: Callable[[Download], Any] | None) -> None:
         try:
-            self._wait_for_slot()
+            self._wait_for_dest_lock()
             try:
-                self._state = DownloadState.RUNNING
-                self._transfer()
+                if not self._done_elsewhere():
+                    self._wait_for_slot()
+                    try:
+                        self._state = DownloadState.RUNNING
+                        self._transfer()
+                    finally:
+                        if self._limiter is not None:
+                            self._limiter.release()
             finally:
-                if self._limiter is not None:
-                    self._limiter.release()
+                if self._dest_lock is not None:
+                    self._dest_lock.release()
             self._state = DownloadState.DONE
         except DownloadInterrupt:
             self._state = DownloadState.CANCELLED
@@ -320,6 +330,37 @@ class Download:
                 log.exception("finished_callback of %s failed", self._url)
             finally:
                 self._done.set()
+
+    def _wait_for_dest_lock(self) -> None:
+        """Wait while another process downloads the same destination.
+
+        Meanwhile, progress is reported from that process's temporary file.
+        """
+        lock = self._dest_lock
+        if lock is None or lock.try_acquire():
+            return
+        log.info("%s is being downloaded by another process: waiting", self._dest)
+        while not lock.try_acquire():
+            if self._cancel.wait(_QUEUE_POLL * 2):
+                raise DownloadInterrupt()
+            held = leftover_progress(self._dest)
+            if held is not None:
+                self._total = held[1] if held[1] is not None else self._total
+                self._advance(held[0])
+        # The other process finished, or died: then resume what it left.
+        self._adopt_leftovers = True
+
+    def _done_elsewhere(self) -> bool:
+        """Whether another process finished the file while this one waited."""
+        if self._dest_lock is None or not os.path.isfile(self._dest):
+            return False
+        expected = self._options.checksum
+        if expected is not None:
+            actual = file_digests(self._dest, [expected.algorithm]).get(expected.algorithm)
+            if actual != expected.hexdigest:
+                return False  # downloaded again, replacing it atomically
+        log.info("%s was downloaded by another process", self._dest)
+        return True
 
     def _wait_for_slot(self) -> None:
         if self._limiter is None:

@@ -6,12 +6,13 @@ For compatibility with dlmanager 0.1.1 this module also exports
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import requests
 
@@ -24,6 +25,7 @@ from dlmanager.config import (
 )
 from dlmanager.download import Download, DownloadState, EventCallback, ProgressCallback
 from dlmanager.errors import DownloadInterrupt
+from dlmanager.locking import Pins, StateDir
 from dlmanager.paths import (
     check_url,
     leftover_fnames,
@@ -128,6 +130,9 @@ class DownloadManager:
             log.info("Removed a temporary file left by a stopped process: %s", path)
         # Names with a leftover to resume; other downloads skip the scan.
         self._leftovers = leftover_fnames(destdir)
+        self._state = StateDir(destdir)
+        self._state.remove_stale()
+        self._pins = Pins(self._state, destdir)
         self.persist_limit.register_dir_content(destdir)
 
     def __enter__(self) -> DownloadManager:
@@ -245,6 +250,7 @@ class DownloadManager:
                 checksum=expected,
             )
             download._adopt_leftovers = os.path.basename(dest) in self._leftovers
+            download._dest_lock = self._state.lock(os.path.basename(dest))
             self._leftovers.discard(os.path.basename(dest))
             self._downloads[dest] = download
             self._download_started(download)
@@ -289,4 +295,42 @@ class DownloadManager:
                 del self._downloads[dl.get_dest()]
         if dl.state is DownloadState.DONE:
             self.persist_limit.touch(dl.get_dest())
-            self.persist_limit.remove_old_files()
+            self._evict()
+
+    def _evict(self) -> None:
+        """Apply the persist limit, sparing the files any process has pinned."""
+        limit = self.persist_limit
+        with self._pins.evicting() as protect:
+            previous = getattr(limit, "protect", None)
+            limit.protect = protect  # type: ignore[attr-defined]
+            try:
+                removed = limit.remove_old_files()
+            finally:
+                limit.protect = previous  # type: ignore[attr-defined]
+            self._pins.forget(removed or [])
+
+    @contextlib.contextmanager
+    def pin(self, fname: str) -> Iterator[str]:
+        """Keep *fname* from eviction, by this or any other process, in a ``with`` block.
+
+        A harness that is about to use a downloaded build pins it, so that a
+        download finishing meanwhile (here or in another process sharing the
+        directory) cannot evict it.
+
+        .. code-block:: python
+
+            with manager.pin("firefox.tar.bz2") as path:
+                run_tests(path)
+
+        :return: the file's path
+        :raises FileNotFoundError: when the file is not there
+        """
+        with self._pins.pin(self.get_dest(fname)) as path:
+            self.persist_limit.touch(path)
+            yield path
+
+    @contextlib.contextmanager
+    def open(self, fname: str, mode: str = "rb") -> Iterator[IO[Any]]:
+        """Open *fname*, pinned for as long as it is open (see :meth:`pin`)."""
+        with self.pin(fname) as path, open(path, mode) as handle:
+            yield handle

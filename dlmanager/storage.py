@@ -14,7 +14,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["PartFile"]
+__all__ = ["PartFile", "leftover_progress"]
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,34 @@ class PartFile:
         except OSError as exc:
             log.warning("Could not remove temporary file %s: %s", self.path, exc)
         checkpoint.remove(self.checkpoint_path)
+
+
+def leftover_progress(dest: str) -> tuple[int, int | None] | None:
+    """``(bytes held, total or None)`` of a temporary file of *dest* being written.
+
+    Read from its checkpoint when it has one, else from its size; None when
+    there is none. Used to report the progress of another process.
+    """
+    directory, fname = os.path.split(dest)
+    prefix = f".{fname}."
+    try:
+        names = [n for n in os.listdir(directory or ".") if n.startswith(prefix) and is_part(n)]
+    except OSError:
+        return None
+    best: tuple[int, int | None] | None = None
+    for name in names:
+        path = os.path.join(directory, name)
+        saved = checkpoint.load(checkpoint.checkpoint_path(path))
+        if saved is not None:
+            held: tuple[int, int | None] = (saved.received, saved.total)
+        else:
+            try:
+                held = (os.stat(path).st_size, None)
+            except OSError:
+                continue
+        if best is None or held[0] > best[0]:
+            best = held
+    return best
 
 
 def _fsync_directory(directory: str) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from dlmanager import RetryPolicy
-from dlmanager.paths import is_part, is_temporary
+from dlmanager.paths import STATE_DIR, is_part, is_temporary
 from tests.server import FaultServer
 
 
@@ -36,6 +36,11 @@ def fast_retry() -> RetryPolicy:
 def temporaries(directory: str) -> list[str]:
     """dlmanager's temporary files left in *directory*."""
     return sorted(name for name in os.listdir(directory) if is_temporary(name))
+
+
+def listing(directory: str) -> list[str]:
+    """The names in *directory*, without dlmanager's hidden state folder."""
+    return [name for name in os.listdir(directory) if name != STATE_DIR]
 
 
 def parts(directory: str) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 
 import dlmanager
 from dlmanager.cli import main
-from tests.conftest import read, temporaries
+from tests.conftest import listing, read, temporaries
 from tests.server import FaultServer, Resource, make_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +62,7 @@ def test_success_downloads_every_file(
     out, err = capsys.readouterr()
     for name, data in files.items():
         assert read(os.path.join(destdir, name)) == data
-    assert sorted(os.listdir(destdir)) == sorted(files)
+    assert sorted(listing(destdir)) == sorted(files)
     assert temporaries(destdir) == []
     assert err == ""
     out_lines = lines(out)
@@ -127,7 +127,7 @@ def test_404_fails_and_the_others_are_downloaded(
     out, err = capsys.readouterr()
     for name, data in good.items():
         assert read(os.path.join(destdir, name)) == data
-    assert sorted(os.listdir(destdir)) == sorted(good)
+    assert sorted(listing(destdir)) == sorted(good)
     (failure,) = lines(err)
     assert missing in failure
     assert "404" in failure
@@ -163,8 +163,8 @@ def test_input_file_ignores_blank_lines_and_comments(
     for name, data in files.items():
         server.add(f"/{name}", data)
     server.add("/commented.bin", b"must not be downloaded")
-    listing = os.path.join(os.fspath(tmp_path), "urls.txt")
-    with open(listing, "w", encoding="utf-8") as handle:
+    urls_file = os.path.join(os.fspath(tmp_path), "urls.txt")
+    with open(urls_file, "w", encoding="utf-8") as handle:
         handle.write(
             "# a comment\n"
             f"{server.url('/x.bin')}\n"
@@ -175,13 +175,13 @@ def test_input_file_ignores_blank_lines_and_comments(
             f"   #{server.url('/commented.bin')}\n"
         )
 
-    assert main([server.url("/z.bin"), "-i", listing, "-d", destdir]) == 0
+    assert main([server.url("/z.bin"), "-i", urls_file, "-d", destdir]) == 0
 
     out, err = capsys.readouterr()
     assert err == ""
     for name, data in files.items():
         assert read(os.path.join(destdir, name)) == data
-    assert sorted(os.listdir(destdir)) == sorted(files)
+    assert sorted(listing(destdir)) == sorted(files)
     assert server.requests_for("/commented.bin") == []
     assert len(lines(out)) == len(files)
 
@@ -195,11 +195,11 @@ def test_duplicate_urls_are_downloaded_once(
     data = make_data(6_000)
     server.add("/dup.bin", data)
     url = server.url("/dup.bin")
-    listing = os.path.join(os.fspath(tmp_path), "urls.txt")
-    with open(listing, "w", encoding="utf-8") as handle:
+    urls_file = os.path.join(os.fspath(tmp_path), "urls.txt")
+    with open(urls_file, "w", encoding="utf-8") as handle:
         handle.write(f"{url}\n{url}\n")
 
-    assert main([url, url, "-i", listing, "-d", destdir]) == 0
+    assert main([url, url, "-i", urls_file, "-d", destdir]) == 0
 
     out, err = capsys.readouterr()
     assert err == ""
@@ -234,7 +234,7 @@ def test_retries_0_fails_on_a_dropped_connection(
     assert out == ""
     (failure,) = lines(err)
     assert url in failure
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
     assert [r.method for r in server.requests_for("/drop.bin")].count("GET") == 1
 
 
@@ -271,7 +271,7 @@ def test_timeout_ends_a_stalled_download(
     (failure,) = lines(err)
     assert failure.startswith("failed ")
     assert url in failure
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 @pytest.mark.parametrize(
@@ -303,7 +303,7 @@ def test_bad_usage_exits_2(
     assert problem in err
     assert "usage:" in err
     assert server.requests == []
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 @pytest.mark.parametrize("kind", ["missing", "directory"])
@@ -417,7 +417,7 @@ def test_entry_point_404(server: FaultServer, destdir: str) -> None:
     (failure,) = lines(result.stderr)
     assert url in failure
     assert "404" in failure
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 def test_entry_point_help() -> None:
@@ -467,4 +467,4 @@ def test_ctrl_c_exits_130_and_cleans_up(server: FaultServer, destdir: str) -> No
     assert "Traceback" not in err
     assert out == ""
     assert temporaries(destdir) == []
-    assert "big.bin" not in os.listdir(destdir)
+    assert "big.bin" not in listing(destdir)

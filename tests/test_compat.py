@@ -16,7 +16,7 @@ from unittest.mock import Mock
 import pytest
 
 from dlmanager import manager as download_manager
-from tests.conftest import read, temporaries
+from tests.conftest import listing, read, temporaries
 
 
 def mock_session(
@@ -140,7 +140,7 @@ def test_error_in_thread(dest: str) -> None:
     error = dl.error()
     assert error is not None and error[0] is OSError
     finished.assert_called_once_with(dl)
-    assert os.listdir(os.path.dirname(dest)) == []
+    assert listing(os.path.dirname(dest)) == []
 
 
 def test_http_error_detected_with_raise_for_status(dest: str) -> None:
@@ -152,7 +152,7 @@ def test_http_error_detected_with_raise_for_status(dest: str) -> None:
     dl.start()
     with pytest.raises(HTTPStatusError, match="404 Client Error"):
         dl.wait()
-    assert os.listdir(os.path.dirname(dest)) == []
+    assert listing(os.path.dirname(dest)) == []
 
 
 def test_longer_body_than_announced_is_an_error(dest: str) -> None:
@@ -163,7 +163,7 @@ def test_longer_body_than_announced_is_an_error(dest: str) -> None:
     dl.start()
     with pytest.raises(IncompleteBodyError, match="longer"):
         dl.wait()
-    assert os.listdir(os.path.dirname(dest)) == []
+    assert listing(os.path.dirname(dest)) == []
 
 
 def test_cancel(dest: str) -> None:
@@ -249,7 +249,7 @@ class TestManager:
         assert not dl3.is_canceled()
         dl1.wait(raise_if_error=False)
         dl2.wait(raise_if_error=False)
-        assert os.listdir(destdir) == ["foobar"]
+        assert listing(destdir) == ["foobar"]
         assert read(os.path.join(destdir, "foobar")) == b"foobar" * 4
         assert manager._downloads == {}
 

@@ -22,7 +22,7 @@ from dlmanager import (
     StallError,
     Timeouts,
 )
-from tests.conftest import read, temporaries
+from tests.conftest import listing, read, temporaries
 from tests.server import FaultServer, Resource, make_data
 
 DATA = make_data(300_000, seed=1)
@@ -90,7 +90,7 @@ def assert_cancelled_cleanly(dl: Download) -> None:
     assert not dl.thread.is_alive()
     with pytest.raises(DownloadInterrupt):
         dl.wait()
-    assert os.listdir(os.path.dirname(dl.get_dest())) == []
+    assert listing(os.path.dirname(dl.get_dest())) == []
 
 
 def test_plain_download(server: FaultServer, destdir: str) -> None:
@@ -98,7 +98,7 @@ def test_plain_download(server: FaultServer, destdir: str) -> None:
     dl = run_download(server, destdir, DATA, recorder=recorder)
     dl.wait()
     assert read(os.path.join(destdir, "file.bin")) == DATA
-    assert os.listdir(destdir) == ["file.bin"]
+    assert listing(destdir) == ["file.bin"]
     assert dl.state is DownloadState.DONE
     assert_monotonic_progress(recorder, len(DATA))
     (request,) = server.requests
@@ -215,7 +215,7 @@ def test_client_errors_fail_at_once_and_write_nothing(
     assert info.value.url == dl.get_url()
     assert str(status) in str(info.value)
     assert len(server.requests) == 1
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
     assert dl.state is DownloadState.FAILED
 
 
@@ -227,7 +227,7 @@ def test_retry_budget_exhausted_raises_last_error(server: FaultServer, destdir: 
     assert info.value.status_code == 500
     assert len(info.value.history) == 3
     assert len(server.requests) == 4
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 def test_retry_zero_disables_retries(server: FaultServer, destdir: str) -> None:
@@ -236,7 +236,7 @@ def test_retry_zero_disables_retries(server: FaultServer, destdir: str) -> None:
         dl.wait()
     assert info.value.expected == len(DATA)
     assert len(server.requests) == 1
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 def test_progress_resets_retry_budget(server: FaultServer, destdir: str) -> None:
@@ -279,7 +279,7 @@ def test_stall_guard_catches_a_trickle(server: FaultServer, destdir: str) -> Non
     with pytest.raises(StallError, match="stalled"):
         dl.wait()
     assert len(server.requests) == 2
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 def test_read_timeout_is_retried(server: FaultServer, destdir: str) -> None:
@@ -300,7 +300,7 @@ def test_cancel_while_server_stalls(server: FaultServer, destdir: str) -> None:
     assert_cancelled_cleanly(dl)
     assert dl.state is DownloadState.CANCELLED
     assert dl.error() is None
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 def test_cancel_during_backoff(server: FaultServer, destdir: str) -> None:
@@ -311,7 +311,7 @@ def test_cancel_during_backoff(server: FaultServer, destdir: str) -> None:
     assert recorder.retrying.wait(5)
     dl.cancel()
     assert_cancelled_cleanly(dl)
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 @pytest.fixture
@@ -331,7 +331,7 @@ def test_cancel_while_waiting_for_headers(silent_listener: str, destdir: str) ->
     dl.start()
     dl.cancel()
     assert_cancelled_cleanly(dl)
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 def test_headers_read_timeout(silent_listener: str, destdir: str) -> None:
@@ -342,7 +342,7 @@ def test_headers_read_timeout(silent_listener: str, destdir: str) -> None:
     dl.start()
     with pytest.raises(TransferError):
         dl.wait()
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 def test_connection_refused_is_a_transfer_error(destdir: str) -> None:
@@ -357,7 +357,7 @@ def test_connection_refused_is_a_transfer_error(destdir: str) -> None:
     with pytest.raises(TransferError) as info:
         dl.wait()
     assert info.value.url.endswith("/x")
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 def test_gzip_response_is_stored_decoded(server: FaultServer, destdir: str) -> None:
@@ -374,7 +374,7 @@ def test_gzip_truncated_is_an_error(server: FaultServer, destdir: str) -> None:
     dl = run_download(server, destdir, Resource(data, gzip=True, drop_after=[5000]), retry=0)
     with pytest.raises(IncompleteBodyError):
         dl.wait()
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 @pytest.mark.parametrize("framing", ["no_length", "chunked"])
@@ -417,7 +417,7 @@ def test_progress_callback_error_fails_the_download(server: FaultServer, destdir
     dl.start()
     with pytest.raises(ZeroDivisionError):
         dl.wait()
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 def test_start_twice_is_an_error(server: FaultServer, destdir: str) -> None:
@@ -470,7 +470,7 @@ def test_cancel_and_set_progress_from_the_progress_callback(
     with pytest.raises(DownloadInterrupt):
         dl.wait()
     assert calls[0] == 0 and len(calls) == 2
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 def test_failing_on_event_hook_does_not_skip_cleanup(server: FaultServer, destdir: str) -> None:

@@ -25,7 +25,7 @@ from dlmanager import (
     Timeouts,
 )
 from dlmanager.paths import temporary_name
-from tests.conftest import parts, read, temporaries
+from tests.conftest import listing, parts, read, temporaries
 from tests.server import FaultServer, Resource, make_data
 
 DATA = make_data(100_000, seed=7)
@@ -66,14 +66,14 @@ def test_unusable_names_from_urls_are_refused(
     with pytest.raises(ValueError, match="file name"):
         manager.download(server.url(path))
     assert server.requests == []
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 @pytest.mark.parametrize("fname", ["", ".", "..", "../x", "/etc/passwd", "a/b", "a\\b", "a\x00"])
 def test_escaping_fnames_are_refused(manager: DownloadManager, destdir: str, fname: str) -> None:
     with pytest.raises(ValueError, match="file name"):
         manager.download("http://127.0.0.1:9/x", fname)
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "file:///etc/passwd", "x", "http://"])
@@ -152,7 +152,7 @@ def test_concurrency_bound_queues_without_connecting(server: FaultServer, destdi
         manager.cancel()
         manager.wait(raise_if_error=False)
     assert len(server.requests) == 2
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
     manager.close()
 
 
@@ -246,7 +246,7 @@ def test_try_finally_cancel_idiom_leaves_nothing(server: FaultServer, destdir: s
         assert not dl.thread.is_alive()
         with pytest.raises(DownloadInterrupt):
             dl.wait()
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
     manager.close()
 
 
@@ -259,13 +259,13 @@ def test_persist_limit_evicts_least_recently_used(server: FaultServer, destdir: 
         dl = manager.download(server.url(f"/{name}.bin"))
         assert dl is not None
         dl.wait()
-    assert sorted(os.listdir(destdir)) == ["a.bin", "b.bin"]
+    assert sorted(listing(destdir)) == ["a.bin", "b.bin"]
     # A use of "a" makes "b" the least recently used.
     assert manager.download(server.url("/a.bin")) is None
     dl = manager.download(server.url("/c.bin"))
     assert dl is not None
     dl.wait()
-    assert sorted(os.listdir(destdir)) == ["a.bin", "c.bin"]
+    assert sorted(listing(destdir)) == ["a.bin", "c.bin"]
     manager.close()
 
 
@@ -276,7 +276,7 @@ def test_stale_temporary_is_removed_and_not_counted(destdir: str) -> None:
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     limit = PersistLimit(size_limit=1)
     DownloadManager(destdir, persist_limit=limit).close()
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
     assert limit.files == []
 
 
@@ -314,12 +314,12 @@ def test_killed_process_resumes_in_the_next_run(server: FaultServer, destdir: st
     server.add("/f.bin", Resource(DATA, stall_after=[60_000]))
     child = start_child(server.url("/f.bin"), destdir, "wait")
     try:
-        wait_until(lambda: any(name.endswith(".ckpt") for name in os.listdir(destdir)))
+        wait_until(lambda: any(name.endswith(".ckpt") for name in listing(destdir)))
     finally:
         child.send_signal(signal.SIGKILL)
         child.communicate(timeout=10)
     left = temporaries(destdir)
-    assert len(left) == 2 and sorted(os.listdir(destdir)) == left  # never under the final name
+    assert len(left) == 2 and sorted(listing(destdir)) == left  # never under the final name
     limit = PersistLimit(size_limit=1)
     limit.register_dir_content(destdir)
     assert limit.files == []
@@ -330,7 +330,7 @@ def test_killed_process_resumes_in_the_next_run(server: FaultServer, destdir: st
     with DownloadManager(destdir) as manager:
         assert temporaries(destdir) == left  # resumable: kept
         manager.download(server.url("/f.bin"))
-    assert os.listdir(destdir) == ["f.bin"]
+    assert listing(destdir) == ["f.bin"]
     assert read(os.path.join(destdir, "f.bin")) == DATA
     resumed = server.requests[-1]
     assert resumed.range is not None and resumed.range.startswith("bytes=")
@@ -348,4 +348,4 @@ def test_exit_with_running_downloads_is_quick_and_clean(
     out, err = child.communicate(timeout=20)
     assert child.returncode == 0, err
     assert out.strip() == "started"
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []

@@ -30,7 +30,7 @@ from dlmanager import (
 from dlmanager.checkpoint import Checkpoint, checkpoint_path
 from dlmanager.checkpoint import save as save_checkpoint
 from dlmanager.paths import temporary_name
-from tests.conftest import parts, read, temporaries
+from tests.conftest import listing, parts, read, temporaries
 from tests.server import FaultServer, Resource, make_data
 
 KIB = 1024
@@ -101,7 +101,7 @@ def test_four_connections(server: FaultServer, destdir: str) -> None:
     resource = Resource(DATA)
     start(server, destdir, resource, connections=4, progress=progress).wait()
     assert read(os.path.join(destdir, "file.bin")) == DATA
-    assert os.listdir(destdir) == ["file.bin"]
+    assert listing(destdir) == ["file.bin"]
     requests = server.requests
     assert requests[0].range is None
     quarter = len(DATA) // 4
@@ -240,7 +240,7 @@ def test_retry_budget_exhausted_in_one_connection_fails_the_download(
     )
     with pytest.raises(IncompleteBodyError):
         dl.wait()
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 def test_cancel_stops_every_connection(server: FaultServer, destdir: str) -> None:
@@ -263,7 +263,7 @@ def test_cancel_stops_every_connection(server: FaultServer, destdir: str) -> Non
     assert time.monotonic() - began < 2
     with pytest.raises(DownloadInterrupt):
         dl.wait()
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
     deadline = time.monotonic() + 5
     while own_threads() > before:
         assert time.monotonic() < deadline, threading.enumerate()
@@ -311,7 +311,7 @@ def test_sigkill_then_resume_fetches_only_missing_bytes(
             if saved is not None and saved.received >= wanted:
                 break
             assert child.poll() is None, child.stderr.read() if child.stderr else ""
-            assert time.monotonic() < deadline, f"no checkpoint: {os.listdir(destdir)}"
+            assert time.monotonic() < deadline, f"no checkpoint: {listing(destdir)}"
             time.sleep(0.05)
     finally:
         child.send_signal(signal.SIGKILL)
@@ -325,7 +325,7 @@ def test_sigkill_then_resume_fetches_only_missing_bytes(
     dl.start()
     dl.wait()
     assert read(dest) == DATA
-    assert os.listdir(destdir) == ["file.bin"]
+    assert listing(destdir) == ["file.bin"]
     resumed = server.requests[requests:]
     assert all(r.range is not None for r in resumed)
     assert all(r.headers["if-range"] == resource.etag for r in resumed)
@@ -438,7 +438,7 @@ def test_checksum_mismatch_leaves_nothing(
     assert info.value.algorithm == "sha256"
     assert info.value.expected == wrong.split(":")[1]
     assert info.value.actual == hashlib.sha256(DATA).hexdigest()
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
     assert len(server.requests) == (1 if connections == 1 else 4)  # not retried
 
 
@@ -472,7 +472,7 @@ def test_wrong_server_digest_is_an_error(
     with pytest.raises(ChecksumError) as info:
         dl.wait()
     assert info.value.source.lower() == name.lower()
-    assert os.listdir(destdir) == []
+    assert listing(destdir) == []
 
 
 def test_right_server_digest_passes(server: FaultServer, destdir: str) -> None:

@@ -1,0 +1,196 @@
+"""Coordination of processes sharing one destination directory.
+
+Everything lives in the hidden ``.dlmanager/`` folder of the directory, which
+:class:`~dlmanager.PersistLimit` never counts or evicts:
+
+- ``locks/NAME.lock``: the inter-process lock of one destination (the
+  ``filelock`` package). The process holding it transfers the file; the
+  others wait, then find the finished file, or take over if the holder died
+  (the operating system releases a dead process's lock).
+- ``pins/NAME.pin``: a shared ``flock`` held by every process that uses the
+  file (:meth:`DownloadManager.pin <dlmanager.DownloadManager.pin>`); an
+  evicting process takes it exclusively, without waiting, before removing
+  the file, and skips the file when it cannot.
+
+Correctness never depends on these locks: every writer writes its own
+uniquely named temporary file and publishes it with an atomic rename, so on
+a filesystem whose locks do not work (some NFS, CIFS or cluster filesystem
+setups) a broken lock costs bandwidth, never bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+
+import filelock
+
+from dlmanager.paths import STATE_DIR
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["DestinationLock", "Pins", "StateDir"]
+
+log = logging.getLogger(__name__)
+
+_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+#: A lock or pin file unused for this long (seconds) is removed at start-up.
+STALE_LOCK_AGE = 600.0
+
+
+class StateDir:
+    """The ``.dlmanager/`` folder of a destination directory."""
+
+    def __init__(self, destdir: str) -> None:
+        self.path = os.path.join(destdir, STATE_DIR)
+        self.locks = os.path.join(self.path, "locks")
+        self.pins = os.path.join(self.path, "pins")
+        for folder in (self.locks, self.pins):
+            os.makedirs(folder, exist_ok=True)
+
+    def lock(self, fname: str) -> DestinationLock:
+        return DestinationLock(os.path.join(self.locks, fname + ".lock"))
+
+    def remove_stale(self, min_age: float = STALE_LOCK_AGE) -> list[str]:
+        """Remove lock and pin files that no process holds and nobody used lately.
+
+        A process opening one at the very moment it is removed may end up with
+        a lock nobody else sees: that costs a duplicate transfer, never a
+        wrong file.
+        """
+        removed = []
+        now = time.time()
+        for folder in (self.locks, self.pins):
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if now - entry.stat(follow_symlinks=False).st_mtime < min_age:
+                        continue
+                except OSError:
+                    continue
+                with _exclusive(entry.path) as free:
+                    if free:
+                        with contextlib.suppress(OSError):
+                            os.unlink(entry.path)
+                            removed.append(entry.path)
+        return removed
+
+
+class DestinationLock:
+    """The inter-process lock of one destination file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = filelock.FileLock(path, thread_local=False)
+
+    def try_acquire(self) -> bool:
+        """Take the lock if no process holds it; never waits."""
+        try:
+            self._lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return False
+        with contextlib.suppress(OSError):
+            os.utime(self.path)  # recently used: not stale
+        return True
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self._lock.release()
+
+
+@contextlib.contextmanager
+def _exclusive(path: str) -> Iterator[bool]:
+    """Hold *path*'s flock exclusively for the block if nobody holds it."""
+    if fcntl is None:  # pragma: no cover
+        yield True
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        yield True
+        return
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+class Pins:
+    """Pins of the files of one destination directory, shared by all processes."""
+
+    def __init__(self, state: StateDir, destdir: str) -> None:
+        self.state = state
+        self.destdir = destdir
+
+    def _pin_path(self, path: str) -> str:
+        return os.path.join(self.state.pins, os.path.basename(path) + ".pin")
+
+    @contextlib.contextmanager
+    def pin(self, path: str) -> Iterator[str]:
+        """Keep *path* from eviction, by any process, for the ``with`` block.
+
+        :raises FileNotFoundError: when the file is not (or no longer) there
+        """
+        fd = os.open(self._pin_path(path), _FLAGS, 0o666)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # waits only for an eviction in progress
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"cannot pin {path}: no such file")
+            yield path
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def evicting(self) -> Iterator[Callable[[str], bool]]:
+        """A ``protect(path)`` function for one eviction round.
+
+        A file is protected when another process pins it; otherwise its pin is
+        held exclusively until the round ends, so nobody pins it in between.
+        """
+        held: list[int] = []
+
+        def protect(path: str) -> bool:
+            if fcntl is None:  # pragma: no cover
+                return False
+            try:
+                fd = os.open(self._pin_path(path), _FLAGS, 0o666)
+            except OSError:
+                return True  # cannot tell: keep it
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                log.debug("Not evicting %s: pinned by a process", path)
+                return True
+            held.append(fd)
+            return False
+
+        try:
+            yield protect
+        finally:
+            for fd in held:
+                os.close(fd)
+
+    def forget(self, removed: list[str]) -> None:
+        """Remove the pin files of evicted files (call inside :meth:`evicting`)."""
+        for path in removed:
+            with contextlib.suppress(OSError):
+                os.unlink(self._pin_path(path))
