@@ -23,7 +23,14 @@ from dlmanager.config import (
     TimeoutLike,
     Timeouts,
 )
-from dlmanager.download import Download, DownloadState, EventCallback, ProgressCallback
+from dlmanager.download import (
+    Download,
+    DownloadEvent,
+    DownloadState,
+    EventCallback,
+    EventKind,
+    ProgressCallback,
+)
 from dlmanager.errors import DownloadInterrupt
 from dlmanager.locking import Pins, StateDir
 from dlmanager.paths import (
@@ -123,6 +130,8 @@ class DownloadManager:
             session = self._own_session = DownloadSession(max_workers * connections)
         self.session = session
         self.persist_limit = persist_limit or PersistLimit(0)
+        # Whether this manager started the limit's live accounting (and stops it).
+        self._watching = False
         self._downloads: dict[str, Download] = {}
         self._lock = threading.RLock()
         self._limiter = threading.BoundedSemaphore(max_workers)
@@ -133,7 +142,15 @@ class DownloadManager:
         self._state = StateDir(destdir)
         self._state.remove_stale()
         self._pins = Pins(self._state, destdir)
-        self.persist_limit.register_dir_content(destdir)
+        try:
+            if self.persist_limit.size_limit > 0 and not self.persist_limit.watching:
+                # Live accounting: other processes' changes reach the index.
+                self.persist_limit.watch(destdir)  # registers what is there
+                self._watching = True
+        except RuntimeError:  # the limit already accounts for another directory
+            pass
+        if not self._watching:
+            self.persist_limit.register_dir_content(destdir)
 
     def __enter__(self) -> DownloadManager:
         return self
@@ -161,6 +178,9 @@ class DownloadManager:
         self.wait(raise_if_error=False)
         if self._own_session is not None:
             self._own_session.close()
+        if self._watching:
+            self.persist_limit.close()
+            self._watching = False
 
     def get_dest(self, fname: str) -> str:
         """The path of *fname* in the destination directory.
@@ -243,7 +263,7 @@ class DownloadManager:
                 progress=progress,
                 retry=self.retry,
                 timeout=self.timeout,
-                on_event=on_event,
+                on_event=self._reserving(dest, on_event),
                 limiter=self._limiter,
                 connections=self.connections,
                 min_split_size=self.min_split_size,
@@ -299,15 +319,29 @@ class DownloadManager:
 
     def _evict(self) -> None:
         """Apply the persist limit, sparing the files any process has pinned."""
-        limit = self.persist_limit
         with self._pins.evicting() as protect:
-            previous = getattr(limit, "protect", None)
-            limit.protect = protect  # type: ignore[attr-defined]
-            try:
-                removed = limit.remove_old_files()
-            finally:
-                limit.protect = previous  # type: ignore[attr-defined]
-            self._pins.forget(removed or [])
+            removed = self.persist_limit.remove_old_files(protect=protect)
+            self._pins.forget(removed)
+
+    def _reserving(self, dest: str, on_event: EventCallback | None) -> EventCallback:
+        """An ``on_event`` hook that reserves the download's size against the cap.
+
+        As soon as a download knows its size, that much room is made for it
+        (evicting if needed), so that many downloads in flight do not overshoot
+        the cap; the reservation ends with the download.
+        """
+
+        def hook(event: DownloadEvent) -> None:
+            limit = self.persist_limit
+            if event.kind is EventKind.STARTED and event.total and limit.size_limit > 0:
+                limit.reserve(dest, event.total)
+                self._evict()
+            elif event.kind is EventKind.FINISHED:
+                limit.release(dest)
+            if on_event is not None:
+                on_event(event)
+
+        return hook
 
     @contextlib.contextmanager
     def pin(self, fname: str) -> Iterator[str]:

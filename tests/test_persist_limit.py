@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import glob
 import os
 import time
 from pathlib import Path
@@ -327,3 +329,271 @@ def test_touch_of_a_deleted_file_is_harmless(tmp_path: Path) -> None:
     assert not os.path.exists(b)
     assert limit.remove_old_files() == [a]
     assert not os.path.exists(a)
+
+
+def test_touch_records_the_access_time_as_stored(tmp_path: Path) -> None:
+    # The index holds what other processes see on disk; the mtime is kept to the ns.
+    a = make(tmp_path, "a.bin", 100, BASE)
+    os.utime(a, ns=(BASE * 10**9, BASE * 10**9 + 123))
+    limit = PersistLimit(1000)
+    limit.touch(a)
+    [file] = limit.files
+    st = os.stat(a)
+    assert file.stat.st_atime_ns == st.st_atime_ns
+    assert st.st_mtime_ns == BASE * 10**9 + 123
+
+
+# -- protect -------------------------------------------------------------------------------
+
+
+def test_protect_skips_a_file_and_goes_on(tmp_path: Path) -> None:
+    limit, (b, d, c, a) = four_files(tmp_path)
+    asked: list[str] = []
+
+    def protect(path: str) -> bool:
+        asked.append(path)
+        return path == b
+
+    limit.protect = protect
+    # 400 >= 250: b is protected, d goes; 300 >= 250: c goes; 200 < 250.
+    assert limit.remove_old_files() == [d, c]
+    assert asked == [b, d, c]
+    assert os.path.exists(b)
+    assert paths(limit) == [b, a]
+    assert limit.total_size == 200  # the protected file still counts
+    # Once unprotected, it is the least recently used again.
+    limit.protect = None
+    limit.size_limit = 150
+    assert limit.remove_old_files() == [b]
+
+
+def test_protect_keyword(tmp_path: Path) -> None:
+    files = [make(tmp_path, f"{i}.bin", 100, BASE + i) for i in range(3)]
+    limit = PersistLimit(150, file_limit=1, protect=lambda path: True)
+    for path in files:
+        limit.register_file(path)
+    assert limit.remove_old_files() == []
+    assert paths(limit) == files
+    assert limit.total_size == 300
+    assert all(os.path.exists(path) for path in files)
+    with pytest.raises(TypeError):
+        PersistLimit(150, 1, lambda path: True)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="protect must be callable"):
+        PersistLimit(150, protect="yes")  # type: ignore[arg-type]
+
+
+def test_protect_that_fails_keeps_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    limit, (b, d, c, _) = four_files(tmp_path)
+
+    def protect(path: str) -> bool:
+        if path == b:
+            raise RuntimeError("cannot tell")
+        return False
+
+    limit.protect = protect
+    assert limit.remove_old_files() == [d, c]
+    assert os.path.exists(b)
+    assert "cannot tell" in caplog.text
+
+
+def test_protect_may_use_the_limit(tmp_path: Path) -> None:
+    # protect() runs without the index lock: it may call back, even from another thread.
+    import threading
+
+    limit, (b, d, c, a) = four_files(tmp_path)
+
+    def protect(path: str) -> bool:
+        worker = threading.Thread(target=limit.touch, args=(c,))
+        worker.start()
+        worker.join()  # would never end if the index lock were held here
+        assert limit.files  # and it may read the index
+        return path == b
+
+    limit.protect = protect
+    assert limit.remove_old_files() == [d, a]  # c was used meanwhile
+    assert paths(limit) == [b, c]
+
+
+# -- reservations --------------------------------------------------------------------------
+
+
+def test_reserve_and_release() -> None:
+    limit = PersistLimit(1000)
+    assert limit.reserved == 0
+    limit.reserve("x", 100)
+    limit.reserve("y", 50)
+    assert limit.reserved == 150
+    limit.reserve("x", 10)  # replaces
+    assert limit.reserved == 60
+    limit.release("x")
+    limit.release("x")  # unknown now: nothing
+    limit.release("never reserved")
+    assert limit.reserved == 50
+    assert limit.total_size == 0
+    for bad in (-1, 1.5, True, "1", None):
+        with pytest.raises(ValueError, match="nbytes must be an integer >= 0"):
+            limit.reserve("z", bad)  # type: ignore[arg-type]
+    assert limit.reserved == 50
+
+
+def test_reserved_bytes_make_eviction_earlier(tmp_path: Path) -> None:
+    limit, (b, d, c, a) = four_files(tmp_path)
+    limit.size_limit = 450
+    assert limit.remove_old_files() == []  # 400 < 450
+    limit.reserve("dl", 60)
+    assert limit.remove_old_files() == [b]  # 460 >= 450, then 360 < 450
+    assert limit.total_size == 300  # the files only
+    limit.reserve("dl", 250)
+    assert limit.remove_old_files() == [d, c]  # 550, 450, then 350
+    limit.release("dl")
+    assert limit.remove_old_files() == []
+    assert paths(limit) == [a]
+
+
+def test_reservation_ends_when_its_path_is_registered(tmp_path: Path) -> None:
+    limit = PersistLimit(1000)
+    dest = str(tmp_path / "a.bin")
+    limit.reserve(dest, 100)
+    limit.reserve("other", 7)
+    make(tmp_path, "a.bin", 100, BASE)
+    limit.touch(dest)
+    assert limit.total_size == 100
+    assert limit.reserved == 7  # counted once, as the file
+    limit.release(dest)
+    assert limit.reserved == 7
+
+
+# -- scanning ------------------------------------------------------------------------------
+
+
+def test_register_dir_content_scans_without_globbing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = make(tmp_path, "a.bin", 10, BASE + 1)
+    (tmp_path / "target.bin").write_bytes(b"y" * 20)
+    os.utime(tmp_path / "target.bin", (BASE, BASE))
+    link = tmp_path / "link.bin"
+    link.symlink_to(tmp_path / "target.bin")  # like glob + os.stat: counted
+    (tmp_path / "broken").symlink_to(tmp_path / "missing")
+    (tmp_path / "dirlink").symlink_to(tmp_path)
+    os.mkfifo(tmp_path / "fifo")
+
+    def no_glob(*args: object, **kwargs: object) -> list[str]:
+        raise AssertionError("glob.glob called")
+
+    monkeypatch.setattr("glob.glob", no_glob)
+    limit = PersistLimit(1000)
+    limit.register_dir_content(str(tmp_path))
+    assert sorted(paths(limit)) == sorted([a, str(link), str(tmp_path / "target.bin")])
+    assert limit.total_size == 50
+    monkeypatch.undo()
+    globbed = PersistLimit(1000)
+    for path in glob.glob(os.path.join(glob.escape(str(tmp_path)), "*")):
+        globbed.register_file(path)
+    assert sorted(paths(globbed)) == sorted(paths(limit))
+
+
+def test_register_dir_content_of_a_missing_directory(tmp_path: Path) -> None:
+    limit = PersistLimit(1000)
+    limit.register_dir_content(str(tmp_path / "missing"))
+    assert limit.files == []
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_scanning_restores_the_garbage_collector(tmp_path: Path, enabled: bool) -> None:
+    make(tmp_path, "a.bin", 10, BASE)
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        PersistLimit(1000).register_dir_content(str(tmp_path))
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_refresh_without_a_watched_directory_does_nothing(tmp_path: Path) -> None:
+    a = make(tmp_path, "a.bin", 10, BASE)
+    limit = PersistLimit(1000)
+    limit.register_file(a)
+    os.remove(a)
+    limit.refresh()
+    assert paths(limit) == [a]
+    assert not limit.watching
+    limit.close()  # nothing to close
+
+
+def test_unchanged_registration_keeps_the_order(tmp_path: Path) -> None:
+    # Same access time: the registration order decides, and registering an
+    # unchanged file again (an observer event for our own touch) keeps it.
+    a = make(tmp_path, "a.bin", 100, BASE)
+    b = make(tmp_path, "b.bin", 100, BASE)
+    limit = PersistLimit(1000)
+    limit.register_file(a)
+    limit.register_file(b)
+    limit.register_file(a)
+    assert paths(limit) == [a, b]
+
+
+def test_concurrent_touches_and_evictions(tmp_path: Path) -> None:
+    import threading
+
+    files = [make(tmp_path, f"{i}.bin", 10, BASE + i) for i in range(200)]
+    limit = PersistLimit(1000, file_limit=1)
+    limit.register_dir_content(str(tmp_path))
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for i in range(300):
+                limit.touch(files[(i * 7 + offset) % len(files)])
+                limit.remove_old_files()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    present = [path for path in files if os.path.exists(path)]
+    assert sorted(paths(limit)) == sorted(present)
+    assert limit.total_size == 10 * len(present) < 1000
+
+
+def test_protect_for_one_call(tmp_path: Path) -> None:
+    # Each call may bring its own protect (holding pins until it returns), in
+    # addition to the attribute; concurrent calls do not see each other's.
+    limit, (b, d, c, a) = four_files(tmp_path)
+    limit.protect = lambda path: path == b
+    # c goes; a, the most recently used, is the file file_limit keeps.
+    assert limit.remove_old_files(protect=lambda path: path == d) == [c]
+    assert paths(limit) == [b, d, a]
+    assert limit.protect(b)
+
+
+def test_a_protected_file_does_not_take_the_place_of_a_recent_one(tmp_path: Path) -> None:
+    # file_limit keeps the most recently used files: an old pinned file kept
+    # anyway does not make the newest one go, even over the size limit.
+    old = make(tmp_path, "old.bin", 100, BASE + 1)
+    new = make(tmp_path, "new.bin", 100, BASE + 2)
+    limit = PersistLimit(150, file_limit=1, protect=lambda path: path == old)
+    limit.register_dir_content(str(tmp_path))
+    assert limit.remove_old_files() == []
+    assert limit.total_size == 200
+    newer = make(tmp_path, "newer.bin", 100, BASE + 3)
+    limit.register_file(newer)
+    assert limit.remove_old_files() == [new]
+    assert paths(limit) == [old, newer]
+
+
+def test_a_protected_recent_file_counts_as_kept(tmp_path: Path) -> None:
+    # The most recently used file is protected and is the one file_limit keeps.
+    old = make(tmp_path, "old.bin", 100, BASE + 1)
+    new = make(tmp_path, "new.bin", 100, BASE + 2)
+    limit = PersistLimit(150, file_limit=1, protect=lambda path: path == new)
+    limit.register_dir_content(str(tmp_path))
+    assert limit.remove_old_files() == [old]
+    assert paths(limit) == [new]

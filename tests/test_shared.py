@@ -1,0 +1,166 @@
+"""Several processes sharing one destination directory (real processes, not threads)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+
+import pytest
+
+from dlmanager import DownloadManager, PersistLimit
+from dlmanager.paths import STATE_DIR
+from tests.conftest import listing, read
+from tests.server import FaultServer, Resource, make_data
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    from dlmanager import DownloadManager
+    destdir, urls = sys.argv[1], sys.argv[2:]
+    with DownloadManager(destdir, max_workers=4) as manager:
+        for url in urls:
+            manager.download(url)
+    """
+)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(0.02)
+
+
+def spawn(code: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(child: subprocess.Popen[str], timeout: float = 60) -> None:
+    _, err = child.communicate(timeout=timeout)
+    assert child.returncode == 0, err
+
+
+def test_four_processes_transfer_each_file_once(server: FaultServer, destdir: str) -> None:
+    files = {f"/f{i}.bin": make_data(150_000, seed=i) for i in range(20)}
+    for path, data in files.items():
+        # Slow enough that the processes overlap on every file.
+        server.add(path, Resource(data, trickle=(30_000, 0.01)))
+    urls = [server.url(path) for path in files]
+    children = [spawn(WORKER, destdir, *urls) for _ in range(4)]
+    for child in children:
+        finish(child)
+    for path, data in files.items():
+        assert len(server.requests_for(path)) == 1, path
+        assert read(os.path.join(destdir, path[1:])) == data
+    assert sorted(listing(destdir)) == sorted(path[1:] for path in files)
+    state = os.path.join(destdir, STATE_DIR)
+    assert sorted(os.listdir(state)) == ["locks", "pins"]
+    assert sorted(os.listdir(os.path.join(state, "locks"))) == sorted(
+        path[1:] + ".lock" for path in files
+    )
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from dlmanager import DownloadManager, Timeouts
+    manager = DownloadManager(sys.argv[1], timeout=Timeouts(read=None, stall=None))
+    manager.download(sys.argv[2]).wait()
+    """
+)
+
+
+def test_a_killed_downloader_is_taken_over(server: FaultServer, destdir: str) -> None:
+    data = make_data(400_000, seed=3)
+    resource = Resource(data, stall_after=[150_000], stall_seconds=60)
+    server.add("/big.bin", resource)
+    url = server.url("/big.bin")
+    first = spawn(HOLDER, destdir, url)
+    # It holds the lock once its checkpoint exists.
+    wait_until(lambda: any(n.endswith(".ckpt") for n in os.listdir(destdir)))
+    events: list[int] = []
+    with DownloadManager(destdir) as manager:
+        dl = manager.download(url, progress=lambda d, current, total: events.append(current))
+        assert dl is not None
+        wait_until(lambda: bool(events))  # progress reported from the other's file
+        assert len(server.requests_for("/big.bin")) == 1  # it waits, it does not fetch
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=10)
+        dl.wait()
+    assert read(os.path.join(destdir, "big.bin")) == data
+    resumed = server.requests_for("/big.bin")[1]
+    assert resumed.range is not None  # took over the dead process's bytes
+    assert listing(destdir) == ["big.bin"]
+
+
+PINNER = textwrap.dedent(
+    """
+    import sys
+    from dlmanager import DownloadManager
+    manager = DownloadManager(sys.argv[1])
+    with manager.pin(sys.argv[2]):
+        print("pinned", flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+def test_a_file_pinned_by_another_process_is_not_evicted(server: FaultServer, destdir: str) -> None:
+    data = {f"f{i}.bin": make_data(100_000, seed=i) for i in range(4)}
+    for name, body in data.items():
+        server.add("/" + name, body)
+    limit = PersistLimit(size_limit=150_000, file_limit=1)
+    with DownloadManager(destdir, persist_limit=limit) as manager:
+        manager.download(server.url("/f0.bin"))
+        manager.wait()
+    pinner = subprocess.Popen(
+        [sys.executable, "-c", PINNER, destdir, "f0.bin"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert pinner.stdout is not None
+        assert pinner.stdout.readline().strip() == "pinned"
+        limit = PersistLimit(size_limit=150_000, file_limit=1)
+        with DownloadManager(destdir, persist_limit=limit) as manager:
+            for name in ("f1.bin", "f2.bin", "f3.bin"):
+                dl = manager.download(server.url("/" + name))
+                assert dl is not None
+                dl.wait()
+        # f0 is the least recently used, but pinned: the others went instead.
+        assert sorted(listing(destdir)) == ["f0.bin", "f3.bin"]
+    finally:
+        pinner.communicate("\n", timeout=10)
+    assert pinner.returncode == 0
+
+
+def test_pin_of_a_missing_file_raises(destdir: str) -> None:
+    manager = DownloadManager(destdir)
+    try:
+        with pytest.raises(FileNotFoundError), manager.pin("absent.bin"):
+            pass
+    finally:
+        manager.close()
+
+
+def test_open_pins_while_open(server: FaultServer, destdir: str) -> None:
+    server.add("/f.bin", b"content")
+    with DownloadManager(destdir) as manager:
+        manager.download(server.url("/f.bin"))
+        manager.wait()
+        with manager.open("f.bin") as handle:
+            assert handle.read() == b"content"
