@@ -164,3 +164,35 @@ def test_open_pins_while_open(server: FaultServer, destdir: str) -> None:
         manager.wait()
         with manager.open("f.bin") as handle:
             assert handle.read() == b"content"
+
+
+CAPPED = textwrap.dedent(
+    """
+    import sys
+    from dlmanager import DownloadManager, PersistLimit
+    destdir, cap, urls = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    limit = PersistLimit(size_limit=cap, file_limit=1)
+    with DownloadManager(destdir, persist_limit=limit, max_workers=2) as manager:
+        for url in urls:
+            manager.download(url)
+    """
+)
+
+
+def test_the_cap_holds_when_processes_share_a_directory(server: FaultServer, destdir: str) -> None:
+    size, cap = 100_000, 450_000
+    names = [f"p{p}-f{i}.bin" for p in range(4) for i in range(6)]
+    for name in names:
+        server.add("/" + name, Resource(make_data(size, seed=hash(name) % 1000),
+                                        trickle=(20_000, 0.01)))  # fmt: skip
+    children = [
+        spawn(CAPPED, destdir, str(cap), *(server.url(f"/p{p}-f{i}.bin") for i in range(6)))
+        for p in range(4)
+    ]
+    for child in children:
+        finish(child)
+    left = listing(destdir)
+    total = sum(os.path.getsize(os.path.join(destdir, name)) for name in left)
+    assert total <= cap, (total, left)
+    assert left  # file_limit keeps at least the newest
+    assert not [n for n in left if not n.endswith(".bin")]
