@@ -196,3 +196,36 @@ def test_the_cap_holds_when_processes_share_a_directory(server: FaultServer, des
     assert total <= cap, (total, left)
     assert left  # file_limit keeps at least the newest
     assert not [n for n in left if not n.endswith(".bin")]
+
+
+def test_changes_behind_the_managers_back_are_seen(destdir: str) -> None:
+    limit = PersistLimit(size_limit=10**9)
+    with DownloadManager(destdir, persist_limit=limit):
+        subprocess.run(
+            [sys.executable, "-c", "import sys; open(sys.argv[1], 'wb').write(b'x' * 5000)",
+             os.path.join(destdir, "added.bin")],
+            check=True,
+        )  # fmt: skip
+        wait_until(lambda: limit.total_size == 5000, timeout=3)
+        os.remove(os.path.join(destdir, "added.bin"))
+        wait_until(lambda: limit.total_size == 0, timeout=3)
+    assert not limit.watching  # the manager stopped what it started
+
+
+def test_without_a_working_lock_two_writers_still_publish_one_good_file(
+    server: FaultServer, destdir: str
+) -> None:
+    # As on a filesystem where locks succeed for everyone: no destination lock.
+    from dlmanager import Download
+
+    data = make_data(300_000, seed=9)
+    server.add("/same.bin", Resource(data, trickle=(20_000, 0.01)))
+    dest = os.path.join(destdir, "same.bin")
+    downloads = [Download(server.url("/same.bin"), dest) for _ in range(2)]
+    for dl in downloads:
+        dl.start()
+    for dl in downloads:
+        dl.wait()
+    assert len(server.requests) == 2  # the bandwidth a broken lock costs
+    assert read(dest) == data
+    assert listing(destdir) == ["same.bin"]
