@@ -11,6 +11,9 @@ Everything lives in the hidden ``.dlmanager/`` folder of the directory, which
   file (:meth:`DownloadManager.pin <dlmanager.DownloadManager.pin>`); an
   evicting process takes it exclusively, without waiting, before removing
   the file, and skips the file when it cannot.
+- ``reservations/NAME``: the size of a download in flight, held locked by
+  the process downloading it; every process counts the held ones against
+  the cap, and a dead process's reservation stops counting by itself.
 
 Correctness never depends on these locks: every writer writes its own
 uniquely named temporary file and publishes it with an atomic rename, so on
@@ -35,7 +38,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["DestinationLock", "Pins", "StateDir"]
+__all__ = ["DestinationLock", "Pins", "Reservations", "StateDir"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +54,8 @@ class StateDir:
         self.path = os.path.join(destdir, STATE_DIR)
         self.locks = os.path.join(self.path, "locks")
         self.pins = os.path.join(self.path, "pins")
-        for folder in (self.locks, self.pins):
+        self.reservations = os.path.join(self.path, "reservations")
+        for folder in (self.locks, self.pins, self.reservations):
             os.makedirs(folder, exist_ok=True)
 
     def lock(self, fname: str) -> DestinationLock:
@@ -66,7 +70,7 @@ class StateDir:
         """
         removed = []
         now = time.time()
-        for folder in (self.locks, self.pins):
+        for folder in (self.locks, self.pins, self.reservations):
             try:
                 entries = list(os.scandir(folder))
             except OSError:
@@ -194,3 +198,74 @@ class Pins:
         for path in removed:
             with contextlib.suppress(OSError):
                 os.unlink(self._pin_path(path))
+
+
+class Reservations:
+    """Room reserved against the cap by the downloads in flight of every process."""
+
+    def __init__(self, state: StateDir) -> None:
+        self.folder = state.reservations
+        self._held: dict[str, int] = {}  # name -> fd of this process's reservations
+
+    def hold(self, fname: str, nbytes: int) -> None:
+        """Reserve *nbytes* for the download of *fname* until :meth:`release`."""
+        if fcntl is None or fname in self._held:  # pragma: no cover - Windows
+            return
+        path = os.path.join(self.folder, fname)
+        try:
+            fd = os.open(path, _FLAGS, 0o666)
+        except OSError as exc:
+            log.debug("Cannot reserve room for %s: %s", fname, exc)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another process downloads the same name
+            os.close(fd)
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(nbytes).encode(), 0)
+        self._held[fname] = fd
+
+    def release(self, fname: str) -> None:
+        fd = self._held.pop(fname, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.folder, fname))
+            os.close(fd)
+
+    def total(self) -> int:
+        """Bytes reserved by live downloads of every process (this one included)."""
+        if fcntl is None:  # pragma: no cover
+            return 0
+        total = 0
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return 0
+        for name in names:
+            fd = self._held.get(name)
+            if fd is None:
+                total += _held_size(os.path.join(self.folder, name))
+            else:
+                with contextlib.suppress(OSError, ValueError):
+                    total += int(os.pread(fd, 32, 0) or b"0")
+        return total
+
+
+def _held_size(path: str) -> int:
+    """The size in a reservation file that a live process holds, else 0."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return 0
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # held: a download in flight
+            try:
+                return int(os.pread(fd, 32, 0) or b"0")
+            except ValueError:
+                return 0
+        return 0  # nobody holds it: its process is gone
+    finally:
+        os.close(fd)

@@ -32,7 +32,7 @@ from dlmanager.download import (
     ProgressCallback,
 )
 from dlmanager.errors import DownloadInterrupt
-from dlmanager.locking import Pins, StateDir
+from dlmanager.locking import Pins, Reservations, StateDir
 from dlmanager.paths import (
     check_url,
     leftover_fnames,
@@ -47,6 +47,10 @@ from dlmanager.session import DownloadSession
 __all__ = ["Download", "DownloadInterrupt", "DownloadManager"]
 
 log = logging.getLogger(__name__)
+
+#: The key under which the room reserved by every process's downloads in
+#: flight is counted in the persist limit.
+_IN_FLIGHT = "\x00downloads in flight"
 
 
 def _prepare_destdir(destdir: str) -> None:
@@ -142,6 +146,7 @@ class DownloadManager:
         self._state = StateDir(destdir)
         self._state.remove_stale()
         self._pins = Pins(self._state, destdir)
+        self._reservations = Reservations(self._state)
         try:
             if self.persist_limit.size_limit > 0 and not self.persist_limit.watching:
                 # Live accounting: other processes' changes reach the index.
@@ -319,8 +324,12 @@ class DownloadManager:
 
     def _evict(self) -> None:
         """Apply the persist limit, sparing the files any process has pinned."""
+        limit = self.persist_limit
+        if limit.size_limit <= 0:
+            return
         with self._pins.evicting() as protect:
-            removed = self.persist_limit.remove_old_files(protect=protect)
+            limit.reserve(_IN_FLIGHT, self._reservations.total())
+            removed = limit.remove_old_files(protect=protect)
             self._pins.forget(removed)
 
     def _reserving(self, dest: str, on_event: EventCallback | None) -> EventCallback:
@@ -331,13 +340,15 @@ class DownloadManager:
         the cap; the reservation ends with the download.
         """
 
+        fname = os.path.basename(dest)
+
         def hook(event: DownloadEvent) -> None:
-            limit = self.persist_limit
-            if event.kind is EventKind.STARTED and event.total and limit.size_limit > 0:
-                limit.reserve(dest, event.total)
-                self._evict()
-            elif event.kind is EventKind.FINISHED:
-                limit.release(dest)
+            if self.persist_limit.size_limit > 0:
+                if event.kind is EventKind.STARTED and event.total:
+                    self._reservations.hold(fname, event.total)
+                    self._evict()
+                elif event.kind is EventKind.FINISHED:
+                    self._reservations.release(fname)
             if on_event is not None:
                 on_event(event)
 

@@ -66,7 +66,8 @@ def test_four_processes_transfer_each_file_once(server: FaultServer, destdir: st
         assert read(os.path.join(destdir, path[1:])) == data
     assert sorted(listing(destdir)) == sorted(path[1:] for path in files)
     state = os.path.join(destdir, STATE_DIR)
-    assert sorted(os.listdir(state)) == ["locks", "pins"]
+    assert sorted(os.listdir(state)) == ["locks", "pins", "reservations"]
+    assert os.listdir(os.path.join(state, "reservations")) == []
     assert sorted(os.listdir(os.path.join(state, "locks"))) == sorted(
         path[1:] + ".lock" for path in files
     )
@@ -229,3 +230,43 @@ def test_without_a_working_lock_two_writers_still_publish_one_good_file(
     assert len(server.requests) == 2  # the bandwidth a broken lock costs
     assert read(dest) == data
     assert listing(destdir) == ["same.bin"]
+
+
+def test_room_is_reserved_for_other_processes_downloads(server: FaultServer, destdir: str) -> None:
+    from dlmanager.locking import Reservations, StateDir
+
+    for i in range(3):
+        server.add(f"/old{i}.bin", make_data(100_000, seed=i))
+    limit = PersistLimit(size_limit=350_000, file_limit=1)
+    with DownloadManager(destdir, persist_limit=limit) as manager:
+        for i in range(3):
+            manager.download(server.url(f"/old{i}.bin"))
+            manager.wait()
+        assert len(listing(destdir)) == 3
+        # Another process starts a 200 kB download: room is made for it.
+        holder = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from dlmanager.locking import Reservations, StateDir;"
+                " r = Reservations(StateDir(sys.argv[1])); r.hold('big.bin', 200_000);"
+                " print('held', flush=True); sys.stdin.readline()",
+                destdir,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "held"
+            assert Reservations(StateDir(destdir)).total() == 200_000
+            server.add("/new.bin", make_data(10, seed=5))
+            manager.download(server.url("/new.bin"))
+            manager.wait()
+        finally:
+            holder.kill()  # killed, not released: the reservation must lapse by itself
+            holder.communicate(timeout=10)
+    # 300 kB of old files + 200 kB reserved + the new one: the oldest two went.
+    assert sorted(listing(destdir)) == ["new.bin", "old2.bin"]
+    assert Reservations(StateDir(destdir)).total() == 0  # a dead holder stops counting
