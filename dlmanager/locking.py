@@ -11,6 +11,7 @@ Everything lives in the hidden ``.dlmanager/`` folder of the directory, which
   file (:meth:`DownloadManager.pin <dlmanager.DownloadManager.pin>`); an
   evicting process takes it exclusively, without waiting, before removing
   the file, and skips the file when it cannot.
+- ``flock-probe``: tells at start-up whether file locks work here.
 - ``reservations/NAME``: the size of a download in flight, held locked by
   the process downloading it; every process counts the held ones against
   the cap, and a dead process's reservation stops counting by itself.
@@ -57,8 +58,12 @@ class StateDir:
         self.reservations = os.path.join(self.path, "reservations")
         for folder in (self.locks, self.pins, self.reservations):
             os.makedirs(folder, exist_ok=True)
+        self.locks_work = _flock_works(self.path)
 
-    def lock(self, fname: str) -> DestinationLock:
+    def lock(self, fname: str) -> DestinationLock | None:
+        """The destination's lock, or None where file locks do not work."""
+        if not self.locks_work:
+            return None
         return DestinationLock(os.path.join(self.locks, fname + ".lock"))
 
     def remove_stale(self, min_age: float = STALE_LOCK_AGE) -> list[str]:
@@ -71,6 +76,8 @@ class StateDir:
         removed = []
         now = time.time()
         for folder in (self.locks, self.pins, self.reservations):
+            if not self.locks_work:
+                break  # cannot tell held files from stale ones
             try:
                 entries = list(os.scandir(folder))
             except OSError:
@@ -109,6 +116,33 @@ class DestinationLock:
     def release(self) -> None:
         if self._lock.is_locked:
             self._lock.release()
+
+
+def _flock_works(folder: str) -> bool:
+    """Whether ``flock`` works in *folder* (not on every network filesystem)."""
+    if fcntl is None:  # pragma: no cover
+        return False
+    probe = os.path.join(folder, "flock-probe")
+    try:
+        fd = os.open(probe, _FLAGS, 0o666)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True  # another process holds it: locks work
+    except OSError as exc:
+        log.warning(
+            "File locks do not work in %s (%s): processes sharing it may download a file "
+            "twice, and pins are not honoured; files are still never corrupted",
+            folder,
+            exc,
+        )
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 @contextlib.contextmanager
@@ -152,10 +186,17 @@ class Pins:
 
         :raises FileNotFoundError: when the file is not (or no longer) there
         """
-        fd = os.open(self._pin_path(path), _FLAGS, 0o666)
+        while True:
+            fd = os.open(self._pin_path(path), _FLAGS, 0o666)
+            if fcntl is None or not self.state.locks_work:
+                break
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only for an eviction in progress
+            if os.fstat(fd).st_nlink:
+                if os.utime in os.supports_fd:
+                    os.utime(fd)  # in use: not stale
+                break
+            os.close(fd)  # removed as stale meanwhile: pin the new one
         try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_SH)  # waits only for an eviction in progress
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"cannot pin {path}: no such file")
             yield path
@@ -172,7 +213,7 @@ class Pins:
         held: list[int] = []
 
         def protect(path: str) -> bool:
-            if fcntl is None:  # pragma: no cover
+            if fcntl is None or not self.state.locks_work:  # pins cannot be seen
                 return False
             try:
                 fd = os.open(self._pin_path(path), _FLAGS, 0o666)

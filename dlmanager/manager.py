@@ -291,9 +291,12 @@ class DownloadManager:
                 running.set_progress(progress)
             return running
 
-    @staticmethod
-    def _drop_if_mismatching(dest: str, expected: Checksum) -> None:
-        """Remove the file at *dest* if it does not match *expected*."""
+    def _drop_if_mismatching(self, dest: str, expected: Checksum) -> None:
+        """Remove the file at *dest* if it does not match *expected*.
+
+        A file pinned by some process is left in place: the new download
+        replaces it atomically when it completes.
+        """
         try:
             actual = file_digests(dest, [expected.algorithm]).get(expected.algorithm)
         except FileNotFoundError:
@@ -302,10 +305,10 @@ class DownloadManager:
             return
         log.warning("%s does not match %s (it has %s): downloading it again",
                     dest, expected, actual)  # fmt: skip
-        try:
-            os.remove(dest)
-        except FileNotFoundError:
-            pass
+        with self._pins.evicting() as protect:
+            if not protect(dest):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(dest)
 
     def _download_started(self, dl: Download) -> None:
         """Hook called when *dl* is about to start. Subclasses call the base."""

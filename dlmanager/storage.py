@@ -154,6 +154,10 @@ class PartFile:
         """
         if total is not None and os.fstat(self._fd).st_size != total:
             os.ftruncate(self._fd, total)
+        # Used now: the file is the most recently used one from its first
+        # instant under the final name, for every process's eviction order.
+        if os.utime in os.supports_fd:
+            os.utime(self._fd)
         os.fsync(self._fd)
         os.replace(self.path, self.dest)
         checkpoint.remove(self.checkpoint_path)

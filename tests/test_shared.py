@@ -66,7 +66,7 @@ def test_four_processes_transfer_each_file_once(server: FaultServer, destdir: st
         assert read(os.path.join(destdir, path[1:])) == data
     assert sorted(listing(destdir)) == sorted(path[1:] for path in files)
     state = os.path.join(destdir, STATE_DIR)
-    assert sorted(os.listdir(state)) == ["locks", "pins", "reservations"]
+    assert sorted(os.listdir(state)) == ["flock-probe", "locks", "pins", "reservations"]
     assert os.listdir(os.path.join(state, "reservations")) == []
     assert sorted(os.listdir(os.path.join(state, "locks"))) == sorted(
         path[1:] + ".lock" for path in files
