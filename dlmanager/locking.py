@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 
 import filelock
 
-from dlmanager.paths import STATE_DIR
+from dlmanager.paths import STATE_DIR, try_exclusive
 
 try:
     import fcntl
@@ -88,7 +88,7 @@ class StateDir:
                         continue
                 except OSError:
                     continue
-                with _exclusive(entry.path) as free:
+                with try_exclusive(entry.path) as free:
                     if free:
                         with contextlib.suppress(OSError):
                             os.unlink(entry.path)
@@ -143,31 +143,6 @@ def _flock_works(folder: str) -> bool:
     finally:
         os.close(fd)
     return True
-
-
-@contextlib.contextmanager
-def _exclusive(path: str) -> Iterator[bool]:
-    """Hold *path*'s flock exclusively for the block if nobody holds it."""
-    if fcntl is None:  # pragma: no cover
-        yield True
-        return
-    try:
-        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        yield True
-        return
-    except OSError:
-        yield False
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
 
 
 class Pins:

@@ -28,6 +28,7 @@ __all__ = [
     "name_from_url",
     "remove_stale_temporaries",
     "temporary_name",
+    "try_exclusive",
     "validate_fname",
 ]
 
@@ -166,7 +167,7 @@ def remove_stale_temporaries(
             continue
         ckpt = checkpoint.checkpoint_path(entry.path)
         resumable = age < resumable_max_age and checkpoint.load(ckpt) is not None
-        with _try_lock(entry.path) as locked:
+        with try_exclusive(entry.path) as locked:
             if locked and not resumable:
                 _unlink(entry.path, removed)
                 checkpoint.remove(ckpt)
@@ -191,8 +192,11 @@ def leftover_fnames(directory: str) -> set[str]:
 
 
 @contextlib.contextmanager
-def _try_lock(path: str) -> Iterator[bool]:
-    """Hold *path*'s flock for the block if no one else does; yield whether we got it."""
+def try_exclusive(path: str) -> Iterator[bool]:
+    """Hold *path*'s flock for the block if no one else does; yield whether we got it.
+
+    False too when the file cannot be opened.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
