@@ -270,3 +270,44 @@ def test_room_is_reserved_for_other_processes_downloads(server: FaultServer, des
     # 300 kB of old files + 200 kB reserved + the new one: the oldest two went.
     assert sorted(listing(destdir)) == ["new.bin", "old2.bin"]
     assert Reservations(StateDir(destdir)).total() == 0  # a dead holder stops counting
+
+
+def test_a_directory_without_working_file_locks(
+    server: FaultServer,
+    destdir: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import errno
+    import fcntl
+
+    from dlmanager import locking
+
+    class NoLocks:
+        """fcntl as on an NFSv3 mount without a lock manager."""
+
+        LOCK_EX, LOCK_SH, LOCK_NB, LOCK_UN = (
+            fcntl.LOCK_EX,
+            fcntl.LOCK_SH,
+            fcntl.LOCK_NB,
+            fcntl.LOCK_UN,
+        )
+
+        @staticmethod
+        def flock(fd: int, operation: int) -> None:
+            raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(locking, "fcntl", NoLocks)
+    server.add("/f.bin", b"data")
+    with caplog.at_level("WARNING", logger="dlmanager.locking"):
+        manager = DownloadManager(destdir)
+    try:
+        assert "File locks do not work" in caplog.text
+        dl = manager.download(server.url("/f.bin"))
+        assert dl is not None
+        dl.wait()
+        with manager.pin("f.bin") as path:  # not honoured, but usable
+            assert read(path) == b"data"
+    finally:
+        manager.close()
+    assert listing(destdir) == ["f.bin"]
