@@ -335,23 +335,24 @@ class DownloadManager:
             removed = limit.remove_old_files(protect=protect)
             self._pins.forget(removed)
 
-    def _reserving(self, dest: str, on_event: EventCallback | None) -> EventCallback:
+    def _reserving(self, dest: str, on_event: EventCallback | None) -> EventCallback | None:
         """An ``on_event`` hook that reserves the download's size against the cap.
 
         As soon as a download knows its size, that much room is made for it
         (evicting if needed), so that many downloads in flight do not overshoot
-        the cap; the reservation ends with the download.
+        the cap; the reservation ends with the download. Without a size limit
+        the caller's hook is used as is (no work added per chunk).
         """
-
+        if self.persist_limit.size_limit <= 0:
+            return on_event
         fname = os.path.basename(dest)
 
         def hook(event: DownloadEvent) -> None:
-            if self.persist_limit.size_limit > 0:
-                if event.kind is EventKind.STARTED and event.total:
-                    self._reservations.hold(fname, event.total)
-                    self._evict()
-                elif event.kind is EventKind.FINISHED:
-                    self._reservations.release(fname)
+            if event.kind is EventKind.STARTED and event.total:
+                self._reservations.hold(fname, event.total)
+                self._evict()
+            elif event.kind is EventKind.FINISHED:
+                self._reservations.release(fname)
             if on_event is not None:
                 on_event(event)
 
