@@ -42,6 +42,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+from benchutil import fs_type, sha256_file
+
 try:
     import resource
 except ImportError:  # pragma: no cover - Windows
@@ -175,14 +177,6 @@ def _max_rss() -> int:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(MIB):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _child(mode: str, url: str, dest: str, chunk_size: int) -> int:
     """Download *url* once and print one JSON line of measurements."""
     _use_checkout()
@@ -227,7 +221,7 @@ def _child(mode: str, url: str, dest: str, chunk_size: int) -> int:
         "calls": progress.calls,
         "rss_base": rss_base,
         "rss_peak": _max_rss(),
-        "sha256": _sha256(dest) if mode != RAW else "",
+        "sha256": sha256_file(dest) if mode != RAW else "",
         "dlmanager": os.path.dirname(os.path.abspath(dlmanager.__file__)),
     }
     print(json.dumps(result), flush=True)
@@ -306,24 +300,6 @@ def _parse_sizes(text: str) -> list[int]:
 
 def _kib_label(kib: int) -> str:
     return f"{kib // 1024} MiB" if kib % 1024 == 0 else f"{kib} KiB"
-
-
-def _fs_type(path: str) -> str:
-    """The filesystem type of *path* from /proc/mounts, or '' when unknown."""
-    best, kind = "", ""
-    try:
-        with open("/proc/mounts") as mounts:
-            for line in mounts:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                mount = fields[1]
-                inside = path == mount or path.startswith(mount.rstrip("/") + "/")
-                if inside and len(mount) > len(best):
-                    best, kind = mount, fields[2]
-    except OSError:
-        return ""
-    return kind
 
 
 def _version(distribution: str) -> str:
@@ -410,7 +386,7 @@ def _bench(args: argparse.Namespace) -> int:
         " the response read with socket.recv_into into a 1 MiB buffer and discarded)."
     )
     lines += textwrap.wrap(ceiling_note, width=len(lines[0]))
-    fs = _fs_type(os.path.realpath(os.path.dirname(tmpdir)))
+    fs = fs_type(os.path.realpath(os.path.dirname(tmpdir)))
     lines += [
         f"files in {os.path.dirname(tmpdir)}{f' ({fs})' if fs else ''}; dlmanager from {used};"
         f" requests {_version('requests')}, urllib3 {_version('urllib3')}",

@@ -54,6 +54,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchutil import fs_type, sha256_file
+
 HOST = "127.0.0.1"
 KIB = 1024
 MIB = 1024 * KIB
@@ -459,14 +461,6 @@ def _make_file(data_dir: str, relative: str, size: int, rng: random.Random) -> S
     return SourceFile(relative, size, made.sha256)
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(MIB):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # -- cases and tools ----------------------------------------------------------------------
 
 
@@ -743,7 +737,7 @@ def _verify(out: str, files: Sequence[SourceFile]) -> str:
         size = os.path.getsize(path)
         if size != source.size:
             wrong.append(f"{source.name} has {size} bytes, not {source.size}")
-        elif _sha256(path) != source.sha256:
+        elif sha256_file(path) != source.sha256:
             wrong.append(f"{source.name} has the wrong sha256")
     if not wrong:
         return ""
@@ -813,24 +807,6 @@ def _first_line(argv: Sequence[str]) -> str:
         return "?"
     text = (done.stdout or done.stderr).strip()
     return text.splitlines()[0] if text else "?"
-
-
-def _fs_type(path: str) -> str:
-    """The filesystem type of *path* from /proc/mounts, or '' when unknown."""
-    best, kind = "", ""
-    try:
-        with open("/proc/mounts", encoding="utf-8") as mounts:
-            for line in mounts:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                mount = fields[1]
-                inside = path == mount or path.startswith(mount.rstrip("/") + "/")
-                if inside and len(mount) > len(best):
-                    best, kind = mount, fields[2]
-    except OSError:
-        return ""
-    return kind
 
 
 def _size_label(size: int) -> str:
@@ -1147,7 +1123,7 @@ def _bench(args: argparse.Namespace) -> int:
     start_wall = statistics.median(m.wall for m in startup)
     start_cpu = statistics.median(m.cpu for m in startup)
     start_rss = max(m.maxrss for m in startup)
-    fs = _fs_type(os.path.realpath(os.path.dirname(tmp)))
+    fs = fs_type(os.path.realpath(os.path.dirname(tmp)))
     tools = {
         "curl": (
             " ".join(_first_line(["curl", "--version"]).split()[:2])
