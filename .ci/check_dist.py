@@ -58,9 +58,11 @@ def source_version() -> str:
 
 def package_files() -> set[str]:
     names = {"dlmanager/py.typed"}
-    for name in os.listdir(os.path.join(ROOT, "dlmanager")):
-        if name.endswith(".py"):
-            names.add(f"dlmanager/{name}")
+    package = os.path.join(ROOT, "dlmanager")
+    for folder, dirs, files in os.walk(package):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        relative = os.path.relpath(folder, ROOT).replace(os.sep, "/")
+        names.update(f"{relative}/{name}" for name in files if name.endswith(".py"))
     return names
 
 
