@@ -3,7 +3,7 @@
 - exactly one sdist and one wheel, both of the version in dlmanager/__init__.py;
 - the wheel holds the package (every module of the source tree and py.typed)
   and its metadata, nothing else;
-- the sdist holds the package, tests, docs, benchmarks, README, changelog and
+- the sdist holds the package, tests, docs, benchmarks, examples, README, changelog and
   license;
 - a wheel built from the unpacked sdist, elsewhere, has the same file list.
 
@@ -34,6 +34,7 @@ SDIST_MUST_HAVE = (
     "docs/conf.py",
     "docs/changelog.rst",
     "benchmarks/chunk_size.py",
+    "examples/prefetch_builds.py",
 )
 
 
