@@ -28,6 +28,7 @@ from dlmanager.errors import DownloadError, DownloadInterrupt
 from dlmanager.fetch import Fetch, FetchOptions
 from dlmanager.locking import DestinationLock
 from dlmanager.retry import RetryLike, RetryPolicy
+from dlmanager.slots import Slots, Turn
 from dlmanager.storage import PartFile, leftover_progress
 from dlmanager.transfer import CANCEL, Attempt
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 ProgressCallback = Callable[["Download", int, int], Any]
 EventCallback = Callable[["DownloadEvent"], Any]
-Limiter = Union[threading.Semaphore, threading.BoundedSemaphore]
+Limiter = Union[Slots, threading.Semaphore, threading.BoundedSemaphore]
 
 #: How often a queued download checks whether it was cancelled, in seconds.
 _QUEUE_POLL = 0.1
@@ -116,7 +117,8 @@ class Download:
     :param timeout: a :class:`~dlmanager.Timeouts`, a number of seconds, or
         None for the defaults
     :param on_event: ``on_event(event)`` receives every :class:`DownloadEvent`
-    :param limiter: a semaphore bounding how many downloads transfer at once
+    :param limiter: :class:`~dlmanager.slots.Slots` (or a semaphore) bounding how
+        many downloads transfer at once
         (a :class:`~dlmanager.DownloadManager` passes its own)
     :param connections: fetch the file over up to this many connections at
         once, when the server allows ranges and the file is big enough
@@ -168,6 +170,9 @@ class Download:
             checksum=parse_checksum(checksum),
         )
         self._limiter = limiter
+        #: The place in the queue of a Slots limiter, taken when the manager starts it.
+        self._turn: Turn | None = None
+        self._holds_semaphore = False  # a semaphore limiter was acquired
         self._lock = threading.Lock()  # guards the state shared with cancel()
         self._progress_lock = threading.RLock()  # held while the progress callback runs
         self._progress = progress
@@ -303,19 +308,23 @@ class Download:
                         self._state = DownloadState.RUNNING
                         self._transfer()
                     finally:
-                        if self._limiter is not None:
-                            self._limiter.release()
+                        self._release_slot()
             finally:
+                self._release_slot()  # the turn taken at start, if never used
                 if self._dest_lock is not None:
                     self._dest_lock.release()
             self._state = DownloadState.DONE
         except DownloadInterrupt:
             self._state = DownloadState.CANCELLED
             log.debug("Download of %s cancelled", self._url)
-        except BaseException:
+        except BaseException as exc:
             self._error = sys.exc_info()  # type: ignore[assignment]
             self._state = DownloadState.CANCELLED if self.is_canceled() else DownloadState.FAILED
-            log.debug("Download of %s failed", self._url, exc_info=True)
+            if self._state is DownloadState.CANCELLED:
+                log.debug("Download of %s cancelled: %s", self._url, exc, exc_info=True)
+            else:
+                log.info("Download of %s failed: %s", self._url, exc)
+                log.debug("Traceback of the failed download of %s", self._url, exc_info=True)
         finally:
             error = self._error[1] if self._error else None
             try:
@@ -340,6 +349,7 @@ class Download:
         if lock is None or lock.try_acquire():
             return
         log.info("%s is being downloaded by another process: waiting", self._dest)
+        self._release_slot()  # no place in the queue while waiting: others go first
         while not lock.try_acquire():
             if self._cancel.wait(_QUEUE_POLL * 2):
                 raise DownloadInterrupt()
@@ -363,14 +373,29 @@ class Download:
         return True
 
     def _wait_for_slot(self) -> None:
-        if self._limiter is None:
-            return
-        while not self._limiter.acquire(timeout=_QUEUE_POLL):
-            if self.is_canceled():
+        limiter = self._limiter
+        if isinstance(limiter, Slots):
+            if self._turn is None:
+                self._turn = limiter.take_turn()
+            if not self._turn.wait(self._cancel, _QUEUE_POLL):
                 raise DownloadInterrupt()
+        elif limiter is not None:
+            while not limiter.acquire(timeout=_QUEUE_POLL):
+                if self.is_canceled():
+                    raise DownloadInterrupt()
+            self._holds_semaphore = True
         if self.is_canceled():
+            raise DownloadInterrupt()  # the caller releases the slot
+
+    def _release_slot(self) -> None:
+        """Give back the slot or the place in the queue held, if any."""
+        if self._turn is not None:
+            self._turn.leave()
+            self._turn = None
+        if self._holds_semaphore:
+            assert self._limiter is not None and not isinstance(self._limiter, Slots)
+            self._holds_semaphore = False
             self._limiter.release()
-            raise DownloadInterrupt()
 
     def _transfer(self) -> None:
         if self.is_canceled():

@@ -108,6 +108,7 @@ class Fetch:
         # checkpoint never describes bytes of another version.
         self._checkpoint_lock = threading.Lock()
         self._restarts = 0  # start-overs so far
+        self._active_plan: Plan | None = None  # of the connections running (for the logs)
 
     def run(self) -> None:
         """Fetch with retries, then verify; raises the final error."""
@@ -131,7 +132,7 @@ class Fetch:
                 progressed = gain >= policy.progress_bytes and not isinstance(exc, StallError)
                 policy = policy.increment(exc, progressed=progressed)
                 delay = policy.sleep_time(exc)
-                log.info("Retrying %s in %.1fs after: %s", self.url, delay, exc)
+                log.info("Attempt on %s failed, retrying in %.1fs: %s", self.url, delay, exc)
                 self.host._retrying(exc, delay)
                 if self.cancel.wait(delay):
                     raise DownloadInterrupt() from exc
@@ -144,8 +145,15 @@ class Fetch:
     def _received(self) -> int:
         return self.part.size
 
+    def _held(self) -> int:
+        """The bytes of the file in the part file (for the logs)."""
+        plan = self._active_plan
+        return plan.received() if plan is not None else self.part.size
+
     def _start_over(self, exc: ResumeError) -> None:
-        log.info("%s: %s; starting over", self.url, exc)
+        log.info("Restarting %s from byte 0, throwing away %d bytes: %s",
+                 self.url, self._held(), exc)  # fmt: skip
+        self._active_plan = None
         if isinstance(exc, RangesIgnored):
             self._split = False
         with self._checkpoint_lock:
@@ -160,6 +168,8 @@ class Fetch:
             assert self.total is not None and self.validator is not None
             plan = self._plan(self.total, self._pending)
             self._pending = None
+            log.info("Resuming %s with %d of %d bytes from a leftover temporary file",
+                     self.url, plan.received(), plan.total)  # fmt: skip
             self.host._set_total(self.total)
             self.host._resumed(plan.received())
             self.host._advance(plan.received())
@@ -204,16 +214,16 @@ class Fetch:
             full = info.encoding is None or not attempt.decode
             self._digests = checksums.server_digests(info.headers) if full else ()
             if self.part.size:
-                log.info("%s: %s; restarting", self.url,
-                         "the server sent the whole file again" if offset
-                         else "cannot resume safely")  # fmt: skip
+                log.info("Restarting %s from byte 0, throwing away %d bytes: %s", self.url,
+                         self.part.size, "the server sent the whole file again" if offset
+                         else "it cannot be resumed safely (no validator)")  # fmt: skip
                 with self._checkpoint_lock:
                     self.part.truncate()
                 self.host._restarted()
             wanted = (*self._expected(), *self._digests)
             self._hasher = checksums.Hasher(wanted) if wanted else None
         else:
-            log.info("Resuming %s at byte %d", self.url, info.start)
+            log.info("Resuming %s at byte %d after a failed attempt", self.url, info.start)
             self._hasher = None
             self.host._resumed(info.start)
         self.host._advance(self.part.size)
@@ -264,6 +274,7 @@ class Fetch:
         self._hasher = None
         self.part.preallocate(plan.total)
         validator = self.validator
+        self._active_plan = plan
 
         def on_bytes() -> None:
             self.host._advance(plan.received())
@@ -281,6 +292,7 @@ class Fetch:
             release=self.host._release_attempt,
             on_bytes=on_bytes,
             on_retry=self.host._retrying,
+            on_resume=self.host._resumed,
             save_checkpoint=lambda p: self._save_checkpoint(p.written),
             abort=self.host._abort_attempts,
         )

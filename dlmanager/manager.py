@@ -43,6 +43,7 @@ from dlmanager.paths import (
 from dlmanager.persist_limit import PersistLimit
 from dlmanager.retry import RetryLike, RetryPolicy
 from dlmanager.session import DownloadSession
+from dlmanager.slots import Slots
 
 __all__ = ["Download", "DownloadInterrupt", "DownloadManager"]
 
@@ -138,7 +139,7 @@ class DownloadManager:
         self._watching = False
         self._downloads: dict[str, Download] = {}
         self._lock = threading.RLock()
-        self._limiter = threading.BoundedSemaphore(max_workers)
+        self._limiter = Slots(max_workers)  # first started, first to transfer
         for path in remove_stale_temporaries(destdir):
             log.info("Removed a temporary file left by a stopped process: %s", path)
         # Names with a leftover to resume; other downloads skip the scan.
@@ -148,7 +149,7 @@ class DownloadManager:
         self._pins = Pins(self._state, destdir)
         self._reservations = Reservations(self._state)
         try:
-            if self.persist_limit.size_limit > 0 and not self.persist_limit.watching:
+            if self.persist_limit.enabled and not self.persist_limit.watching:
                 # Live accounting: other processes' changes reach the index.
                 self.persist_limit.watch(destdir)  # registers what is there
                 self._watching = True
@@ -280,6 +281,7 @@ class DownloadManager:
             self._downloads[dest] = download
             self._download_started(download)
             download._claim_start()  # running for everyone from here on
+            download._turn = self._limiter.take_turn()  # in the order downloads start
         download.thread.start()  # outside the lock: finishing downloads need it
         return download
 
@@ -316,41 +318,63 @@ class DownloadManager:
 
     def _download_finished(self, dl: Download) -> None:
         """Hook called in the download thread when *dl* is over, whatever
-        the outcome. Subclasses call the base: it forgets the download and
-        applies the persist limit."""
+        the outcome. Subclasses call the base: it forgets the download and,
+        when the file is in place, applies the persist limit (:meth:`evict`)."""
         with self._lock:
             if self._downloads.get(dl.get_dest()) is dl:
                 del self._downloads[dl.get_dest()]
         if dl.state is DownloadState.DONE:
             self.persist_limit.touch(dl.get_dest())
-            self._evict()
+            self.evict()
 
-    def _evict(self) -> None:
-        """Apply the persist limit, sparing the files any process has pinned."""
+    def _files_evicted(self, paths: list[str]) -> None:
+        """Hook called when :meth:`evict` removed *paths* (never empty), in the
+        thread that evicted: a download's thread, or the caller of
+        :meth:`evict`. The base does nothing (:class:`PersistLimit` logs each
+        eviction); subclasses may report them. An exception it raises is
+        logged, and does not fail the download or :meth:`evict`.
+        """
+
+    def evict(self) -> list[str]:
+        """Apply the persist limit now, sparing the files any process has pinned.
+
+        The manager does it after each download and when a download knows its
+        size; call it to prune the directory without downloading (the room
+        reserved by downloads in flight, in any process, still counts). When
+        files were removed, :meth:`_files_evicted` is called with them.
+
+        :return: the paths removed, least recently used first
+        """
         limit = self.persist_limit
-        if limit.size_limit <= 0:
-            return
+        if not limit.enabled:
+            return []
         with self._pins.evicting() as protect:
             limit.reserve(_IN_FLIGHT, self._reservations.total())
             removed = limit.remove_old_files(protect=protect)
             self._pins.forget(removed)
+        if removed:
+            try:
+                self._files_evicted(removed)
+            except Exception:
+                log.exception("_files_evicted hook of %s failed", self.destdir)
+        return removed
 
     def _reserving(self, dest: str, on_event: EventCallback | None) -> EventCallback | None:
         """An ``on_event`` hook that reserves the download's size against the cap.
 
         As soon as a download knows its size, that much room is made for it
         (evicting if needed), so that many downloads in flight do not overshoot
-        the cap; the reservation ends with the download. Without a size limit
-        the caller's hook is used as is (no work added per chunk).
+        the cap; the reservation ends with the download. When the persist
+        limit is off, the caller's hook is used as is (no work added per chunk).
         """
-        if self.persist_limit.size_limit <= 0:
+        if not self.persist_limit.enabled:
             return on_event
         fname = os.path.basename(dest)
 
         def hook(event: DownloadEvent) -> None:
             if event.kind is EventKind.STARTED and event.total:
                 self._reservations.hold(fname, event.total)
-                self._evict()
+                self.evict()
             elif event.kind is EventKind.FINISHED:
                 self._reservations.release(fname)
             if on_event is not None:

@@ -51,6 +51,7 @@ class ParallelFetch:
     :param release: ``release(attempt)`` closes and unregisters an attempt
     :param on_bytes: called after every write (progress)
     :param on_retry: ``on_retry(error, delay)`` before a connection retries
+    :param on_resume: ``on_resume(offset)`` when a connection resumes its segment
     :param save_checkpoint: ``save_checkpoint(plan)`` persists what is written
     :param abort: aborts every open attempt (to stop the others after a failure)
     """
@@ -70,6 +71,7 @@ class ParallelFetch:
         release: Callable[[Attempt], None],
         on_bytes: Callable[[], None],
         on_retry: Callable[[DownloadError, float], None],
+        on_resume: Callable[[int], None],
         save_checkpoint: Callable[[Plan], None],
         abort: Callable[[], None],
     ) -> None:
@@ -85,6 +87,7 @@ class ParallelFetch:
         self.release = release
         self.on_bytes = on_bytes
         self.on_retry = on_retry
+        self.on_resume = on_resume
         self.save_checkpoint = save_checkpoint
         self.abort = abort
         self._stop = threading.Event()
@@ -179,12 +182,18 @@ class ParallelFetch:
     def _fetch(self, segment: Segment, attempt: Attempt | None) -> None:
         """Fetch *segment*, retrying and resuming under the retry policy."""
         policy = self.retry
+        retried = False
         while self.plan.limit(segment, 1):
             mark = segment.pos
             try:
                 if attempt is None:
                     attempt = self.new_attempt(segment.pos, segment.end)
                     self._open(attempt, segment)
+                    if retried:
+                        log.info("Resuming %s at byte %d after a failed attempt",
+                                 self.url, segment.pos)  # fmt: skip
+                        self.on_resume(segment.pos)
+                        retried = False
                 self._copy(attempt, segment)
             except (DownloadInterrupt, ResumeError):
                 raise
@@ -195,8 +204,9 @@ class ParallelFetch:
                 progressed = gain >= policy.progress_bytes and not isinstance(exc, StallError)
                 policy = policy.increment(exc, progressed=progressed)
                 delay = policy.sleep_time(exc)
-                log.info("Retrying bytes %d-%d of %s in %.1fs after: %s",
-                         segment.pos, segment.end, self.url, delay, exc)  # fmt: skip
+                log.info("Attempt on bytes %d-%d of %s failed, retrying in %.1fs: %s",
+                         segment.pos, segment.end - 1, self.url, delay, exc)  # fmt: skip
+                retried = True
                 self.on_retry(exc, delay)
                 if self.cancel.wait(delay):
                     raise DownloadInterrupt() from exc

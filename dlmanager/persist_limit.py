@@ -82,10 +82,22 @@ _HeapItem = tuple[float, int, str]
 class PersistLimit:
     """Remove the least recently used files once a directory grows too big.
 
-    Files are removed, least recently used first, while more than
-    *file_limit* files are registered and their total size plus the space
-    :meth:`reserved <reserve>` for downloads in flight is at least
-    *size_limit*. A limit of 0 disables removal.
+    Two rules say when files are removed, least recently used first:
+
+    * the size rule: while more than *file_limit* files are registered and
+      their total size plus the space :meth:`reserved <reserve>` for
+      downloads in flight is at least *size_limit*. A *size_limit* or
+      *file_limit* of 0 turns this rule off.
+    * the count rule, with *max_files*: while more than *max_files* files
+      are registered, whatever their size. *file_limit* does not hold
+      files back from this rule: *max_files* is a true ceiling, so
+      ``PersistLimit(10 * 1024**3, max_files=3)`` keeps at most three files
+      even though *file_limit* defaults to 5, and ``PersistLimit(0,
+      max_files=10)`` caps the count alone. Reservations do not count here.
+
+    Protected files (see :attr:`protect`) are never removed: they count
+    toward both limits and are kept anyway, the next least recently used
+    file going in their place.
 
     "Last use" is the file's access time. dlmanager sets it explicitly
     (:meth:`touch`) when a download finishes and on every cache hit, so the
@@ -105,16 +117,24 @@ class PersistLimit:
 
     :param size_limit: the size limit in bytes
     :param file_limit: keep at least this many files, the most recently used
-        ones, even over the size limit
+        ones, even over the size limit (the size rule only)
+    :param max_files: keep at most this many files (an integer >= 1), or
+        None for no limit on the count
     :param protect: ``protect(path)`` returns True for a file that must not be
         removed now (pinned, or being read); see :attr:`protect`
+    :raises ValueError: for a negative or non-integer *size_limit* or
+        *file_limit*, or a *max_files* that is neither None nor an integer >= 1
+
+    .. versionchanged:: 1.0
+       *protect* and *max_files* are new keyword-only parameters.
     """
 
     #: ``protect(path) -> bool``: :meth:`remove_old_files` skips a path for
     #: which it returns True (or raises) and goes on with the next least
-    #: recently used one. Protected files count toward the size limit; one
+    #: recently used one. Protected files count toward both limits; one
     #: skipped is kept anyway, so it does not take the place of one of the
-    #: *file_limit* most recently used files, which are never removed. It is
+    #: *file_limit* most recently used files, which the size rule never
+    #: removes (the count rule may, when *max_files* is below *file_limit*). It is
     #: asked about candidates only, least recently used first, without the
     #: index lock held, from the thread that calls :meth:`remove_old_files`,
     #: so it may take other locks.
@@ -126,14 +146,21 @@ class PersistLimit:
         file_limit: int = 5,
         *,
         protect: Callable[[str], bool] | None = None,
+        max_files: int | None = None,
     ) -> None:
         for name, value in (("size_limit", size_limit), ("file_limit", file_limit)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, not {value!r}")
+        if max_files is not None and (
+            not isinstance(max_files, int) or isinstance(max_files, bool) or max_files < 1
+        ):
+            raise ValueError(f"max_files must be an integer >= 1 or None, not {max_files!r}")
         if protect is not None and not callable(protect):
             raise TypeError(f"protect must be callable or None, not {protect!r}")
         self.size_limit = size_limit
         self.file_limit = file_limit
+        #: The most files kept, or None (the count rule of :class:`PersistLimit`).
+        self.max_files = max_files
         self.protect = protect
         # The index. Lock order: _watch_lock before _lock; the observer is
         # never joined while _lock is held (its thread may be waiting for it).
@@ -155,8 +182,17 @@ class PersistLimit:
     def __repr__(self) -> str:
         return (
             f"PersistLimit(size_limit={self.size_limit}, file_limit={self.file_limit}, "
-            f"files={len(self._entries)}, total_size={self._total})"
+            f"max_files={self.max_files}, files={len(self._entries)}, total_size={self._total})"
         )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether :meth:`remove_old_files` may remove something: the size rule
+        is on (*size_limit* and *file_limit* above 0) or *max_files* is set."""
+        return self._size_rule() or self.max_files is not None
+
+    def _size_rule(self) -> bool:
+        return self.size_limit > 0 and self.file_limit > 0
 
     def __enter__(self) -> PersistLimit:
         return self
@@ -261,7 +297,8 @@ class PersistLimit:
     # -- eviction --------------------------------------------------------------------------
 
     def remove_old_files(self, *, protect: Callable[[str], bool] | None = None) -> list[str]:
-        """Remove the least recently used files while over the limits.
+        """Remove the least recently used files while over a limit (the size
+        and count rules of :class:`PersistLimit`).
 
         Files for which :attr:`protect` or *protect* returns True are skipped.
         When the watched directory is not followed live (see :meth:`watch`),
@@ -273,7 +310,7 @@ class PersistLimit:
         :return: the paths removed
         """
         removed: list[str] = []
-        if self.size_limit <= 0 or self.file_limit <= 0:
+        if not self.enabled:
             return removed
         self._check_live()
         held: list[_HeapItem] = []  # protected files met in this call
@@ -296,6 +333,7 @@ class PersistLimit:
                     if not self._over_limits():
                         heapq.heappush(self._heap, item)
                         break
+                    reason = self._eviction_reason()
                     self._drop(path)
                     try:
                         os.remove(path)
@@ -305,7 +343,7 @@ class PersistLimit:
                         log.warning("Cannot evict %s: %s", path, exc)
                         continue
                 removed.append(path)
-                log.info("Evicted %s (%d bytes)", path, entry.file.stat.st_size)
+                log.info("Evicted %s (%d bytes): %s", path, entry.file.stat.st_size, reason)
         finally:
             if held:
                 with self._lock:
@@ -317,11 +355,27 @@ class PersistLimit:
         return removed
 
     def _over_limits(self) -> bool:
-        # The next candidate is evictable if file_limit entries are more recent
-        # than it: all but the protected ones met before it, which are older.
+        count = len(self._entries)
+        # The count rule: protected files count (they are kept, and others go).
+        if self.max_files is not None and count > self.max_files:
+            return True
+        # The size rule: the next candidate is evictable if file_limit entries
+        # are more recent than it: all but the protected ones met before it,
+        # which are older.
         return (
-            len(self._entries) - self._held > self.file_limit
+            self._size_rule()
+            and count - self._held > self.file_limit
             and self._total + self._reserved >= self.size_limit
+        )
+
+    def _eviction_reason(self) -> str:
+        """Which limit the index is over, for the log (lock held)."""
+        count = len(self._entries)
+        if self.max_files is not None and count > self.max_files:
+            return f"{count} files, more than max_files={self.max_files}"
+        return (
+            f"{self._total} bytes + {self._reserved} reserved, "
+            f"at least size_limit={self.size_limit}"
         )
 
     def _next_candidate(self) -> _HeapItem | None:

@@ -68,7 +68,7 @@ class StallGuard:
                     else:
                         self._watched[attempt] = (now, attempt.received)
             for attempt in stalled:
-                log.info(
+                log.debug(
                     "Too little progress on %s for %ss: aborting the attempt",
                     attempt.url,
                     attempt.timeouts.stall,

@@ -108,7 +108,7 @@ class PartFile:
         for _, other, _ in found[1:]:
             other.discard()
         _, part, saved = found[0]
-        log.info("Resuming %s from %s (%d bytes held)", dest, part.path, saved.received)
+        log.debug("Resuming %s from %s (%d bytes held)", dest, part.path, saved.received)
         return part, saved
 
     def write(self, data: bytes) -> None:

@@ -91,6 +91,13 @@ def map_transport_errors(
         raise TransferError(f"{url}: {exc}", url=url, dest=dest, received=received) from exc
 
 
+def _timed_out(error: BaseException) -> bool:
+    """Whether *error* was caused by a read timeout."""
+    cause = error.__cause__
+    timeouts = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+    return isinstance(cause, timeouts)
+
+
 def _int_header(headers: Any, name: str) -> int | None:
     value = header(headers, name)
     if value is None or not value.strip().isdigit():
@@ -416,7 +423,8 @@ class Attempt:
                     and announced is not None
                     and on_wire() < announced
                 ):
-                    raise self.length_error(announced, "shorter", on_wire()) from exc
+                    cause = "read timed out" if _timed_out(exc) else ""
+                    raise self.length_error(announced, "shorter", on_wire(), cause) from exc
             raise
         error = self._abort_error()
         if error is not None:
@@ -443,10 +451,13 @@ class Attempt:
         with map_transport_errors(self.url, self.dest):
             yield from self._response.iter_content(self.chunk_size)
 
-    def length_error(self, expected: int, how: str, got: int | None = None) -> IncompleteBodyError:
+    def length_error(
+        self, expected: int, how: str, got: int | None = None, cause: str = ""
+    ) -> IncompleteBodyError:
         got = self.received if got is None else got
         return IncompleteBodyError(
-            f"{self.url}: body {how} than announced ({got} of {expected} bytes received)",
+            f"{self.url}: body {how} than announced ({got} of {expected} bytes received)"
+            + (f": {cause}" if cause else ""),
             expected=expected,
             url=self.url,
             dest=self.dest,

@@ -16,9 +16,11 @@ import pytest
 
 from dlmanager import (
     Download,
+    DownloadEvent,
     DownloadInterrupt,
     DownloadManager,
     DownloadState,
+    EventKind,
     HTTPStatusError,
     PersistLimit,
     RetryPolicy,
@@ -349,3 +351,139 @@ def test_exit_with_running_downloads_is_quick_and_clean(
     assert child.returncode == 0, err
     assert out.strip() == "started"
     assert listing(destdir) == []
+
+
+# -- evict() and the _files_evicted hook ---------------------------------------------------
+
+
+class RecordingManager(DownloadManager):
+    """Records what each eviction removed, and in which thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.evicted: list[list[str]] = []
+        self.threads: list[str] = []
+        super().__init__(*args, **kwargs)
+
+    def _files_evicted(self, paths: list[str]) -> None:
+        super()._files_evicted(paths)
+        self.evicted.append(list(paths))
+        self.threads.append(threading.current_thread().name)
+
+
+def cached(destdir: str, *names: str) -> list[str]:
+    """Files of 1000 bytes in *destdir*, used in the order given (oldest first)."""
+    paths = []
+    for i, name in enumerate(names):
+        path = os.path.join(destdir, name)
+        with open(path, "wb") as handle:
+            handle.write(b"x" * 1000)
+        os.utime(path, (1_600_000_000 + i, 1_600_000_000 + i))
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("limit", "removed"),
+    [
+        (lambda: PersistLimit(0, max_files=2), 2),  # count only
+        (lambda: PersistLimit(2500, file_limit=1), 2),  # size only
+        (lambda: PersistLimit(10_000, file_limit=1, max_files=1), 3),
+    ],
+)
+def test_evict_prunes_without_downloading(
+    destdir: str, limit: Callable[[], PersistLimit], removed: int
+) -> None:
+    paths = cached(destdir, "a.bin", "b.bin", "c.bin", "d.bin")
+    with RecordingManager(destdir, persist_limit=limit()) as manager:
+        assert manager.evict() == paths[:removed]
+        assert manager.evicted == [paths[:removed]]
+        assert manager.threads == [threading.current_thread().name]
+        assert sorted(listing(destdir)) == [os.path.basename(p) for p in paths[removed:]]
+        assert manager.evict() == []
+        assert manager.evicted == [paths[:removed]]  # not called for nothing
+
+
+def test_evict_without_a_limit_removes_nothing(destdir: str) -> None:
+    cached(destdir, "a.bin", "b.bin")
+    with RecordingManager(destdir) as manager:
+        assert not manager.persist_limit.enabled
+        assert manager.evict() == []
+        assert manager.evicted == []
+    assert sorted(listing(destdir)) == ["a.bin", "b.bin"]
+
+
+def test_evict_spares_pinned_files(destdir: str) -> None:
+    a, b, c = cached(destdir, "a.bin", "b.bin", "c.bin")
+    with RecordingManager(destdir, persist_limit=PersistLimit(0, max_files=1)) as manager:
+        with manager.pin("a.bin"):  # pinning is a use: a becomes the most recent
+            os.utime(a, (1_500_000_000, 1_500_000_000))  # make it the oldest again
+            manager.persist_limit.register_file(a)
+            assert manager.evict() == [b, c]
+        assert manager.evicted == [[b, c]]
+        assert listing(destdir) == ["a.bin"]
+
+
+def test_evict_spares_files_pinned_by_another_manager(destdir: str) -> None:
+    a, b = cached(destdir, "a.bin", "b.bin")
+    with DownloadManager(destdir) as other, other.pin("a.bin"):
+        os.utime(a, (1_500_000_000, 1_500_000_000))  # the least recently used again
+        limit = PersistLimit(0, max_files=1)
+        with RecordingManager(destdir, persist_limit=limit) as manager:
+            assert manager.evict() == [b]
+            assert manager.evicted == [[b]]
+    assert listing(destdir) == ["a.bin"]
+
+
+def test_files_evicted_after_a_download(server: FaultServer, destdir: str) -> None:
+    (old,) = cached(destdir, "old.bin")
+    server.add("/new.bin", DATA)
+    with RecordingManager(destdir, persist_limit=PersistLimit(0, max_files=1)) as manager:
+        dl = manager.download(server.url("/new.bin"))
+        assert dl is not None
+        dl.wait()  # the finished callback, and so the hook, ran before wait() returns
+        assert manager.evicted == [[old]]
+        assert manager.threads == [dl.thread.name]
+    assert listing(destdir) == ["new.bin"]
+
+
+def test_files_evicted_when_a_download_makes_room(server: FaultServer, destdir: str) -> None:
+    # The room is made as soon as the size is known, before the body arrives.
+    older, _ = cached(destdir, "older.bin", "old.bin")
+    server.add("/new.bin", DATA)
+    limit = PersistLimit(len(DATA) + 1500, file_limit=1)
+    seen: list[list[list[str]]] = []
+
+    def on_event(event: DownloadEvent) -> None:
+        if event.kind is EventKind.PROGRESS and not seen:
+            seen.append(list(manager.evicted))
+
+    with RecordingManager(destdir, persist_limit=limit) as manager:
+        dl = manager.download(server.url("/new.bin"), on_event=on_event)
+        assert dl is not None
+        dl.wait()
+    assert seen == [[[older]]]
+    assert manager.evicted == [[older]]  # the room made was enough
+    assert sorted(listing(destdir)) == ["new.bin", "old.bin"]
+
+
+def test_a_failing_files_evicted_hook_fails_nothing(
+    server: FaultServer, destdir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(DownloadManager):
+        def _files_evicted(self, paths: list[str]) -> None:
+            raise RuntimeError("hook bug")
+
+    (old,) = cached(destdir, "old.bin")
+    server.add("/new.bin", DATA)
+    with Broken(destdir, persist_limit=PersistLimit(0, max_files=1)) as manager:
+        dl = manager.download(server.url("/new.bin"))
+        assert dl is not None
+        dl.wait()
+        assert dl.state is DownloadState.DONE
+        cached(destdir, "more.bin")
+        manager.persist_limit.register_file(os.path.join(destdir, "more.bin"))
+        assert manager.evict() == [os.path.join(destdir, "more.bin")]
+    assert not os.path.exists(old)
+    failures = [r for r in caplog.records if "_files_evicted hook" in r.getMessage()]
+    assert len(failures) == 2
+    assert all(r.exc_info is not None and "hook bug" in str(r.exc_info[1]) for r in failures)

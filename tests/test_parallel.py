@@ -201,12 +201,15 @@ def test_each_connection_retries_and_resumes(server: FaultServer, destdir: str) 
     assert read(os.path.join(destdir, "file.bin")) == DATA
     retries = [e for e in progress.events if e.kind is EventKind.RETRYING]
     assert len(retries) == 2
-    # Which two segments were cut depends on which requests arrived first.
+    assert [e.kind for e in progress.events].count(EventKind.RESUMED) == 2
+    # Which two segments were cut depends on which requests arrived first; a
+    # connection that finishes early may also take over half of another's
+    # segment (a request starting elsewhere). Each cut segment resumes at its cut.
     quarter = len(DATA) // 4
-    ends = {quarter: 2 * quarter, 2 * quarter: 3 * quarter, 3 * quarter: len(DATA)}
-    allowed = {f"bytes={a + 100 * KIB}-{b - 1}" for a, b in ends.items()}
-    resumed = [r.range for r in server.requests[4:]]
-    assert len(resumed) == 2 and set(resumed) <= allowed, resumed
+    cuts = {a + 100 * KIB for a in (quarter, 2 * quarter, 3 * quarter)}
+    later = [r.range for r in server.requests[4:]]
+    starts = [int(r.removeprefix("bytes=").split("-")[0]) for r in later if r]
+    assert len([start for start in starts if start in cuts]) == 2, later
     currents = [c for c, _ in progress.calls]
     assert currents == sorted(currents) and currents[-1] == len(DATA)
 

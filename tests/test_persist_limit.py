@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import glob
+import logging
 import os
 import time
 from pathlib import Path
@@ -39,7 +40,14 @@ def test_defaults() -> None:
     assert limit.file_limit == 5
     assert limit.files == []
     assert limit.total_size == 0
-    assert repr(limit) == "PersistLimit(size_limit=1000, file_limit=5, files=0, total_size=0)"
+    assert limit.max_files is None
+    assert limit.enabled
+    assert repr(limit) == (
+        "PersistLimit(size_limit=1000, file_limit=5, max_files=None, files=0, total_size=0)"
+    )
+    assert repr(PersistLimit(0, max_files=3)) == (
+        "PersistLimit(size_limit=0, file_limit=5, max_files=3, files=0, total_size=0)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -49,6 +57,46 @@ def test_defaults() -> None:
 def test_invalid_limits(size_limit: object, file_limit: object) -> None:
     with pytest.raises(ValueError, match="limit must be an integer >= 0"):
         PersistLimit(size_limit, file_limit)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("max_files", [0, -1, 1.5, True, False, "3"])
+def test_invalid_max_files(max_files: object) -> None:
+    with pytest.raises(ValueError, match="max_files must be an integer >= 1 or None"):
+        PersistLimit(1000, max_files=max_files)  # type: ignore[arg-type]
+
+
+def test_max_files_is_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        PersistLimit(1000, 5, None, 3)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("size_limit", "file_limit", "max_files", "enabled"),
+    [
+        (1000, 5, None, True),
+        (0, 5, None, False),
+        (1000, 0, None, False),
+        (0, 0, None, False),
+        (0, 5, 3, True),
+        (1000, 0, 3, True),
+        (0, 0, 1, True),
+    ],
+)
+def test_enabled(size_limit: int, file_limit: int, max_files: int | None, enabled: bool) -> None:
+    limit = PersistLimit(size_limit, file_limit, max_files=max_files)
+    assert limit.enabled is enabled
+    with pytest.raises(AttributeError):
+        limit.enabled = not enabled  # type: ignore[misc]
+
+
+def test_enabled_follows_the_limits() -> None:
+    limit = PersistLimit(0)
+    assert not limit.enabled
+    limit.max_files = 2
+    assert limit.enabled
+    limit.max_files = None
+    limit.size_limit = 10
+    assert limit.enabled
 
 
 # -- registration --------------------------------------------------------------------------
@@ -273,6 +321,127 @@ def test_repeated_registration_keeps_the_order(tmp_path: Path) -> None:
     assert limit.remove_old_files() == [a, c]
     assert paths(limit) == [b]
     assert os.path.exists(b)
+
+
+# -- max_files -----------------------------------------------------------------------------
+
+
+def sized_files(tmp_path: Path, sizes: list[int]) -> list[str]:
+    """Files of *sizes* bytes, least recently used first."""
+    return [make(tmp_path, f"{i}.bin", size, BASE + i) for i, size in enumerate(sizes)]
+
+
+def registered(limit: PersistLimit, files: list[str]) -> PersistLimit:
+    for path in files:
+        limit.register_file(path)
+    return limit
+
+
+def test_max_files_alone_evicts_by_count(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A size limit of 0 turns the size rule off, not the count rule; sizes do not matter.
+    files = sized_files(tmp_path, [1, 500, 2, 300, 3])
+    limit = registered(PersistLimit(0, max_files=3), files)
+    caplog.set_level(logging.INFO, logger="dlmanager.persist_limit")
+    assert limit.remove_old_files() == files[:2]
+    assert [os.path.exists(path) for path in files] == [False, False, True, True, True]
+    assert paths(limit) == files[2:]
+    assert limit.total_size == 305
+    assert limit.remove_old_files() == []
+    evicted = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Evicted")]
+    assert evicted == [
+        f"Evicted {files[0]} (1 bytes): 5 files, more than max_files=3",
+        f"Evicted {files[1]} (500 bytes): 4 files, more than max_files=3",
+    ]
+
+
+def test_max_files_follows_the_use_order(tmp_path: Path) -> None:
+    files = sized_files(tmp_path, [10, 10, 10])
+    limit = registered(PersistLimit(0, max_files=2), files)
+    limit.touch(files[0])
+    assert limit.remove_old_files() == [files[1]]
+    assert paths(limit) == [files[2], files[0]]
+
+
+def test_max_files_is_a_ceiling_below_file_limit(tmp_path: Path) -> None:
+    # file_limit (default 5) is the size rule's floor: it does not hold files
+    # back from the count rule, so max_files may be lower.
+    files = sized_files(tmp_path, [10] * 6)
+    limit = registered(PersistLimit(10**9, max_files=2), files)
+    assert limit.file_limit == 5
+    assert limit.remove_old_files() == files[:4]
+    assert paths(limit) == files[4:]
+
+
+def test_file_limit_still_floors_the_size_rule_with_max_files(tmp_path: Path) -> None:
+    # Under the ceiling, file_limit keeps its 0.1.1 meaning for the size rule.
+    files = sized_files(tmp_path, [100] * 6)
+    limit = registered(PersistLimit(1, file_limit=3, max_files=4), files)
+    assert limit.remove_old_files() == files[:3]
+    assert paths(limit) == files[3:]
+
+
+@pytest.mark.parametrize(
+    ("size_limit", "max_files", "kept"),
+    [
+        (250, 3, 2),  # the count rule takes 2, then the size rule 1 more
+        (10_000, 3, 3),  # the count rule alone
+        (150, 4, 1),  # the size rule alone: the count rule would take 1
+    ],
+)
+def test_max_files_with_a_size_limit(
+    tmp_path: Path, size_limit: int, max_files: int, kept: int
+) -> None:
+    files = sized_files(tmp_path, [100] * 5)
+    limit = registered(PersistLimit(size_limit, file_limit=1, max_files=max_files), files)
+    assert limit.remove_old_files() == files[: 5 - kept]
+    assert paths(limit) == files[5 - kept :]
+
+
+def test_max_files_with_the_size_rule_off_by_file_limit(tmp_path: Path) -> None:
+    files = sized_files(tmp_path, [100] * 4)
+    limit = registered(PersistLimit(1, file_limit=0, max_files=3), files)
+    assert limit.remove_old_files() == files[:1]  # only the count rule applies
+
+
+def test_max_files_keeps_protected_files_and_counts_them(tmp_path: Path) -> None:
+    files = sized_files(tmp_path, [10] * 5)
+    limit = registered(PersistLimit(0, max_files=2, protect=lambda p: p == files[0]), files)
+    # 5 > 2: files[0] is protected, so files[1], then files[2], then files[3] go.
+    assert limit.remove_old_files() == files[1:4]
+    assert paths(limit) == [files[0], files[4]]
+    assert os.path.exists(files[0])
+    # Unprotected, it is the least recently used again, and within the count.
+    limit.protect = None
+    assert limit.remove_old_files() == []
+    limit.max_files = 1
+    assert limit.remove_old_files() == [files[0]]
+
+
+def test_max_files_when_every_file_is_protected(tmp_path: Path) -> None:
+    files = sized_files(tmp_path, [10] * 4)
+    limit = registered(PersistLimit(0, max_files=1), files)
+    assert limit.remove_old_files(protect=lambda path: True) == []
+    assert paths(limit) == files
+    assert limit.remove_old_files() == files[:3]  # the heap is intact afterwards
+
+
+def test_reservations_do_not_count_toward_max_files(tmp_path: Path) -> None:
+    files = sized_files(tmp_path, [10] * 3)
+    limit = registered(PersistLimit(0, max_files=3), files)
+    limit.reserve("download in flight", 10**9)
+    limit.reserve(str(tmp_path / "next.bin"), 10**9)
+    assert limit.remove_old_files() == []
+    # With a size rule, they count toward the size only.
+    limit.size_limit, limit.file_limit = 10**9, 1
+    assert limit.remove_old_files() == files[:2]
+
+
+def test_max_files_set_on_a_limit_that_was_off(tmp_path: Path) -> None:
+    files = sized_files(tmp_path, [10] * 3)
+    limit = registered(PersistLimit(0), files)
+    assert limit.remove_old_files() == []
+    limit.max_files = 1
+    assert limit.remove_old_files() == files[:2]
 
 
 # -- touch ---------------------------------------------------------------------------------
