@@ -2,8 +2,8 @@
 
 It must run outside the source tree, so that ``import dlmanager`` finds the
 installed wheel: the public API imports, the ``dlmanager`` console script and
-``python -m dlmanager`` work, and one real download from a loopback server
-gives the exact bytes.
+``python -m dlmanager`` work, ``dlmanager demo`` succeeds (with the installed
+``rich``), and one real download from a loopback server gives the exact bytes.
 
 Usage: VENV/bin/python .ci/smoke.py SOURCE_TREE
 """
@@ -103,6 +103,9 @@ def main(source_tree: str) -> int:
         fail("python -m dlmanager --help printed no usage")
     with tempfile.TemporaryDirectory() as work:
         check_download(script, work)
+    # The README's first set-up command: the demo, with the installed rich.
+    if "0 differ from what the server sent" not in run(script, "demo"):
+        fail("dlmanager demo did not check its files")
     print(f"smoke: dlmanager {version} installed from the wheel works ({sys.version.split()[0]})")
     return 0
 

@@ -24,6 +24,11 @@ def lines(text: str) -> list[str]:
     return text.splitlines()
 
 
+def file_lines(text: str) -> list[str]:
+    """The per-file lines of an output, without the ``dlmanager: `` summary."""
+    return [line for line in lines(text) if not line.startswith("dlmanager: ")]
+
+
 def cli_env() -> dict[str, str]:
     """The environment of a ``python -m dlmanager`` child: this checkout first, no ``CI``."""
     env = {name: value for name, value in os.environ.items() if name != "CI"}
@@ -65,8 +70,9 @@ def test_success_downloads_every_file(
     assert sorted(listing(destdir)) == sorted(files)
     assert temporaries(destdir) == []
     assert err == ""
-    out_lines = lines(out)
+    out_lines = file_lines(out)
     assert len(out_lines) == len(urls)
+    assert lines(out)[-1].startswith("dlmanager: 3 downloaded (58.6 KiB), 0 skipped, 0 failed")
     for url, name in zip(urls, files):
         matching = [line for line in out_lines if url in line]
         assert len(matching) == 1
@@ -74,7 +80,7 @@ def test_success_downloads_every_file(
         assert os.path.join(destdir, name) in matching[0]
 
 
-def test_quiet_prints_nothing_on_success(
+def test_quiet_prints_one_line_per_file_and_no_summary(
     server: FaultServer, destdir: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = make_data(10_000)
@@ -85,7 +91,12 @@ def test_quiet_prints_nothing_on_success(
 
     assert main([server.url("/a.bin"), server.url("/b.bin"), "-d", destdir, "--quiet"]) == 0
 
-    assert capsys.readouterr() == ("", "")
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert [line.split()[:2] for line in lines(out)] == [
+        ["skipped", server.url("/b.bin")],
+        ["downloaded", server.url("/a.bin")],
+    ]
     assert read(os.path.join(destdir, "a.bin")) == data
 
 
@@ -105,8 +116,9 @@ def test_present_file_is_skipped_and_not_requested(
     assert server.requests_for("/here.bin") == []
     assert read(os.path.join(destdir, "here.bin")) == old
     assert read(os.path.join(destdir, "new.bin")) == make_data(5_000, seed=2)
-    out_lines = lines(out)
+    out_lines = file_lines(out)
     assert len(out_lines) == 2
+    assert lines(out)[-1].startswith("dlmanager: 1 downloaded (4.9 KiB), 1 skipped, 0 failed")
     (skipped,) = [line for line in out_lines if server.url("/here.bin") in line]
     assert skipped.startswith("skipped ")
     (downloaded,) = [line for line in out_lines if server.url("/new.bin") in line]
@@ -131,26 +143,28 @@ def test_404_fails_and_the_others_are_downloaded(
     (failure,) = lines(err)
     assert missing in failure
     assert "404" in failure
-    assert len(lines(out)) == len(good)
+    assert len(file_lines(out)) == len(good)
+    assert lines(out)[-1].startswith("dlmanager: 2 downloaded (16.6 KiB), 0 skipped, 1 failed")
     assert missing not in out
 
 
-def test_non_http_url_is_a_failure_that_stops_nothing(
+def test_non_http_url_is_bad_usage_and_nothing_starts(
     server: FaultServer, destdir: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data = make_data(7_000)
-    server.add("/ok.bin", data)
+    server.add("/ok.bin", make_data(7_000))
     ftp = "ftp://127.0.0.1/file.bin"
 
-    assert main([ftp, server.url("/ok.bin"), "-d", destdir]) == 1
+    with pytest.raises(SystemExit) as excinfo:
+        main([server.url("/ok.bin"), ftp, "-d", destdir])
 
+    assert excinfo.value.code == 2
     out, err = capsys.readouterr()
-    assert read(os.path.join(destdir, "ok.bin")) == data
-    (failure,) = lines(err)
-    assert ftp in failure
+    assert out == ""
+    assert ftp in err
+    assert "only http and https" in err
     assert "Traceback" not in err
-    assert lines(out) == [line for line in lines(out) if server.url("/ok.bin") in line]
-    assert len(lines(out)) == 1
+    assert server.requests == []
+    assert listing(destdir) == []
 
 
 def test_input_file_ignores_blank_lines_and_comments(
@@ -183,7 +197,7 @@ def test_input_file_ignores_blank_lines_and_comments(
         assert read(os.path.join(destdir, name)) == data
     assert sorted(listing(destdir)) == sorted(files)
     assert server.requests_for("/commented.bin") == []
-    assert len(lines(out)) == len(files)
+    assert len(file_lines(out)) == len(files)
 
 
 def test_duplicate_urls_are_downloaded_once(
@@ -205,7 +219,7 @@ def test_duplicate_urls_are_downloaded_once(
     assert err == ""
     assert read(os.path.join(destdir, "dup.bin")) == data
     assert [r.method for r in server.requests_for("/dup.bin")].count("GET") == 1
-    assert len(lines(out)) == 1
+    assert len(file_lines(out)) == 1
 
 
 def test_urls_with_the_same_file_name_give_one_line_per_file(
@@ -231,7 +245,7 @@ def test_retries_0_fails_on_a_dropped_connection(
     assert main([url, "-d", destdir, "--retries", "0"]) == 1
 
     out, err = capsys.readouterr()
-    assert out == ""
+    assert file_lines(out) == []
     (failure,) = lines(err)
     assert url in failure
     assert listing(destdir) == []
@@ -250,7 +264,8 @@ def test_default_retries_recover_from_a_dropped_connection(
     assert err == ""
     assert read(os.path.join(destdir, "drop.bin")) == data
     assert temporaries(destdir) == []
-    assert len(lines(out)) == 1
+    assert len(file_lines(out)) == 1
+    assert "1 retries" in lines(out)[-1]
     assert [r.method for r in server.requests_for("/drop.bin")].count("GET") >= 2
 
 
@@ -267,7 +282,7 @@ def test_timeout_ends_a_stalled_download(
     assert status == 1
     assert elapsed < 5.0
     out, err = capsys.readouterr()
-    assert out == ""
+    assert file_lines(out) == []
     (failure,) = lines(err)
     assert failure.startswith("failed ")
     assert url in failure
@@ -389,7 +404,7 @@ def test_entry_point_downloads(server: FaultServer, destdir: str) -> None:
     assert result.returncode == 0, result.stderr
     assert read(os.path.join(destdir, "e.bin")) == data
     assert result.stderr == ""
-    (line,) = lines(result.stdout)
+    (line,) = file_lines(result.stdout)
     assert line.startswith("downloaded ")
     assert url in line
 
@@ -405,7 +420,7 @@ def test_entry_point_reads_urls_from_stdin(server: FaultServer, destdir: str) ->
     assert result.returncode == 0, result.stderr
     for name, data in files.items():
         assert read(os.path.join(destdir, name)) == data
-    assert len(lines(result.stdout)) == len(files)
+    assert len(file_lines(result.stdout)) == len(files)
 
 
 def test_entry_point_404(server: FaultServer, destdir: str) -> None:
@@ -425,7 +440,17 @@ def test_entry_point_help() -> None:
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: dlmanager")
-    assert "--retries" in result.stdout
+    for command in ("get", "cache", "demo"):
+        assert f"    {command} " in result.stdout
+
+
+def test_entry_point_get_help() -> None:
+    result = run_cli(["get", "--help"])
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: dlmanager get")
+    for option in ("--retries", "--max-size", "--max-files", "--json", "--output"):
+        assert option in result.stdout
 
 
 # --- Ctrl-C ----------------------------------------------------------------------------------

@@ -1,0 +1,155 @@
+"""``dlmanager cache ls|prune|clean DIR``: look after a download directory."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import time
+from typing import TextIO
+
+from dlmanager.cli.get import add_limit_arguments
+from dlmanager.cli.parsing import format_size
+from dlmanager.locking import StateDir
+from dlmanager.manager import DownloadManager
+from dlmanager.paths import STATE_DIR, is_temporary, remove_stale_temporaries
+from dlmanager.persist_limit import PersistLimit
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
+    ls = commands.add_parser(
+        "ls",
+        help="list the files with their size and last use, least recently used first",
+        description="List the files of DIR with their size and last use, least recently "
+        "used first (the next to be evicted), their total, and the temporary files of "
+        "unfinished downloads.",
+    )
+    ls.add_argument("dir", metavar="DIR")
+    ls.add_argument("--json", action="store_true", help="print one JSON object")
+    prune = commands.add_parser(
+        "prune",
+        help="remove the least recently used files down to a size or file count",
+        description="Remove the least recently used files of DIR until it is under "
+        "--max-size (the most recently used file is always kept) and holds at most "
+        "--max-files files. Files pinned by a running process are kept.",
+    )
+    prune.add_argument("dir", metavar="DIR")
+    add_limit_arguments(prune)
+    clean = commands.add_parser(
+        "clean",
+        help="remove temporary files of unfinished downloads and stale locks",
+        description="Remove the temporary files of downloads no running process is "
+        "writing (their downloads will start over instead of resuming) and the lock "
+        "files no process holds. Finished files are not touched.",
+    )
+    clean.add_argument("dir", metavar="DIR")
+    for command in (ls, prune, clean):
+        command.set_defaults(check=functools.partial(check_arguments, command))
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not os.path.isdir(args.dir):
+        parser.error(f"not a directory: {args.dir}")
+    if args.cache_command == "prune" and args.max_size is None and args.max_files is None:
+        parser.error("prune needs --max-size or --max-files")
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    command = {"ls": _ls, "prune": _prune, "clean": _clean}[args.cache_command]
+    try:
+        return command(args, out)
+    except OSError as exc:
+        print(f"dlmanager: {exc}", file=err)
+        return 1
+
+
+def _entries(directory: str) -> tuple[list[os.DirEntry[str]], list[os.DirEntry[str]]]:
+    """The finished files of *directory*, least recently used first, and the temporary ones."""
+    files, temporaries = [], []
+    with os.scandir(directory) as found:
+        for entry in found:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if is_temporary(entry.name):
+                temporaries.append(entry)
+            elif not entry.name.startswith("."):
+                files.append(entry)
+    files.sort(key=lambda e: (e.stat(follow_symlinks=False).st_atime, e.name))
+    return files, temporaries
+
+
+def _ls(args: argparse.Namespace, out: TextIO) -> int:
+    files, temporaries = _entries(args.dir)
+    total = sum(e.stat(follow_symlinks=False).st_size for e in files)
+    pending = sum(e.stat(follow_symlinks=False).st_size for e in temporaries)
+    if args.json:
+        listing = {
+            "directory": os.path.abspath(args.dir),
+            "files": [
+                {
+                    "name": e.name,
+                    "size": e.stat(follow_symlinks=False).st_size,
+                    "last_use": e.stat(follow_symlinks=False).st_atime,
+                }
+                for e in files
+            ],
+            "total": total,
+            "temporary_files": len(temporaries),
+            "temporary_size": pending,
+        }
+        print(json.dumps(listing, sort_keys=True), file=out)
+        return 0
+    width = max([len(e.name) for e in files] + [4])
+    print(f"{'NAME':<{width}}  {'SIZE':>10}  LAST USE", file=out)
+    for entry in files:
+        fstat = entry.stat(follow_symlinks=False)
+        used = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(fstat.st_atime))
+        print(f"{entry.name:<{width}}  {format_size(fstat.st_size):>10}  {used}", file=out)
+    print(f"{len(files)} files, {format_size(total)}", file=out)
+    if temporaries:
+        print(
+            f"{len(temporaries)} temporary files of unfinished downloads, "
+            f"{format_size(pending)} (dlmanager cache clean removes them)",
+            file=out,
+        )
+    return 0
+
+
+def _prune(args: argparse.Namespace, out: TextIO) -> int:
+    limit = PersistLimit(args.max_size or 0, file_limit=1, max_files=args.max_files)
+    before = {e.path: e.stat(follow_symlinks=False).st_size for e in _entries(args.dir)[0]}
+    with DownloadManager(args.dir, persist_limit=limit) as manager:
+        removed = manager.evict()
+    for path in removed:
+        print(f"removed {os.path.basename(path)} ({format_size(before.get(path, 0))})", file=out)
+    kept = [size for path, size in before.items() if path not in removed]
+    freed = format_size(sum(before.get(path, 0) for path in removed))
+    print(
+        f"removed {len(removed)} files ({freed}); kept {len(kept)} files, {format_size(sum(kept))}",
+        file=out,
+    )
+    return 0
+
+
+def _clean(args: argparse.Namespace, out: TextIO) -> int:
+    before = {e.path: e.stat(follow_symlinks=False).st_size for e in _entries(args.dir)[1]}
+    # Two seconds of grace: a temporary file is created a moment before it is locked.
+    remove_stale_temporaries(args.dir, min_age=2.0, resumable_max_age=0)
+    stale_locks: list[str] = []
+    if os.path.isdir(os.path.join(args.dir, STATE_DIR)):
+        stale_locks = StateDir(args.dir).remove_stale(min_age=0)
+    kept = {e.path for e in _entries(args.dir)[1]}
+    removed = sorted(path for path in before if path not in kept)
+    for path in removed:
+        print(f"removed {os.path.basename(path)}", file=out)
+    freed = format_size(sum(before[path] for path in removed))
+    print(
+        f"removed {len(removed)} temporary files ({freed}) and {len(stale_locks)} stale "
+        f"lock files" + (f"; {len(kept)} in use by running downloads kept" if kept else ""),
+        file=out,
+    )
+    return 0

@@ -1,0 +1,401 @@
+"""What the command line shows while it downloads: bars, plain lines or JSON.
+
+A :class:`Reporter` receives every download's events (from the download
+threads), the files skipped, the evictions and the end of the run; it keeps
+one :class:`Outcome` per file and prints as its subclass decides:
+
+* :class:`BarsReporter`: ``rich`` bars, one per active file under a total bar,
+  with retries, resumes and evictions printed above them as they happen;
+* :class:`LinesReporter`: one plain line per finished, skipped or failed file;
+* :class:`JsonReporter`: one JSON object per file on standard output.
+
+Each prints a summary at the end on standard error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from typing import Any, TextIO
+
+from dlmanager.cli.parsing import format_size
+from dlmanager.download import Download, DownloadEvent, DownloadState, EventCallback, EventKind
+from dlmanager.errors import DownloadInterrupt, HTTPStatusError
+
+__all__ = ["BarsReporter", "JsonReporter", "LinesReporter", "Outcome", "Reporter", "reason"]
+
+DOWNLOADED = "downloaded"
+SKIPPED = "skipped"
+FAILED = "failed"
+CANCELLED = "cancelled"
+
+
+def reason(url: str, error: BaseException) -> str:
+    """A one-line reason for *error*, without the URL the line already names."""
+    if isinstance(error, DownloadInterrupt):
+        return "cancelled"
+    text = str(error) or type(error).__name__
+    return text.removeprefix(f"{url}: ")
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What happened to one file."""
+
+    url: str
+    path: str
+    status: str  #: downloaded, skipped, failed or cancelled
+    size: int | None = None
+    seconds: float = 0.0
+    retries: int = 0
+    resumes: int = 0
+    error: BaseException | None = None
+    note: str = ""  #: why a file was skipped
+
+    def as_json(self) -> dict[str, Any]:
+        error = self.error
+        return {
+            "url": self.url,
+            "path": self.path,
+            "status": self.status,
+            "size": self.size,
+            "seconds": round(self.seconds, 3),
+            "retries": self.retries,
+            "resumes": self.resumes,
+            "reason": self.note or (reason(self.url, error) if error is not None else None),
+            "error": type(error).__name__ if error is not None else None,
+            "http_status": error.status_code if isinstance(error, HTTPStatusError) else None,
+        }
+
+
+@dataclasses.dataclass
+class _Track:
+    """A download in flight, as the reporter sees it."""
+
+    created: float
+    started: float | None = None
+    retries: int = 0
+    resumes: int = 0
+    task: Any = None  # the rich task of its bar
+
+
+class Reporter:
+    """Collects outcomes; subclasses print them. Thread-safe."""
+
+    #: Whether the summary's totals go to standard error (standard output
+    #: being reserved for machine-readable lines).
+    totals_on_stderr = False
+
+    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool = False) -> None:
+        self.out = out
+        self.err = err
+        self.quiet = quiet
+        self.outcomes: list[Outcome] = []
+        self.evicted: list[str] = []
+        self.retries = 0
+        self.resumes = 0
+        self.interrupted = False
+        self._lock = threading.RLock()
+        self._tracks: dict[Download, _Track] = {}
+        self._begun = time.monotonic()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop any live display (before the summary is printed)."""
+
+    # -- what the command tells it --------------------------------------------------------
+
+    def hook(self) -> EventCallback:
+        """An ``on_event`` hook for one download."""
+        created = time.monotonic()
+
+        def on_event(event: DownloadEvent) -> None:
+            with self._lock:
+                track = self._tracks.setdefault(event.download, _Track(created))
+                self._event(event, track)
+
+        return on_event
+
+    def skipped(self, url: str, path: str, note: str) -> None:
+        self._finish(Outcome(url, path, SKIPPED, _size(path), note=note))
+
+    def failed(self, url: str, path: str, error: BaseException) -> None:
+        """A file that could not even start (bad name, bad URL)."""
+        self._finish(Outcome(url, path, FAILED, error=error))
+
+    def files_evicted(self, paths: list[str]) -> None:
+        """The size limit removed *paths*."""
+        with self._lock:
+            self.evicted.extend(paths)
+            for path in paths:
+                self._note(f"evicted {os.path.basename(path)} to stay under the size limit")
+
+    # -- events ---------------------------------------------------------------------------
+
+    def _event(self, event: DownloadEvent, track: _Track) -> None:
+        kind = event.kind
+        name = os.path.basename(event.download.get_dest())
+        if kind is EventKind.STARTED:
+            track.started = time.monotonic()
+            self._started(event, track)
+        elif kind is EventKind.PROGRESS:
+            self._progress(event, track)
+        elif kind is EventKind.RETRYING:
+            track.retries += 1
+            self.retries += 1
+            why = reason(event.download.get_url(), event.error) if event.error else "?"
+            self._note(f"retrying {name} in {event.delay:.1f} s after: {why}")
+        elif kind is EventKind.RESUMED:
+            track.resumes += 1
+            self.resumes += 1
+            self._note(f"resuming {name} at {format_size(event.received)}")
+        elif kind is EventKind.RESTARTED:
+            self._note(f"starting {name} over: the bytes received so far were dropped")
+        elif kind is EventKind.FINISHED:
+            del self._tracks[event.download]
+            self._finish(_outcome(event, track))
+
+    def _started(self, event: DownloadEvent, track: _Track) -> None:
+        """A download's first response arrived."""
+
+    def _progress(self, event: DownloadEvent, track: _Track) -> None:
+        """Bytes were written."""
+
+    def _note(self, text: str) -> None:
+        """Something worth telling as it happens (retry, resume, eviction)."""
+
+    def _finish(self, outcome: Outcome) -> None:
+        with self._lock:
+            self.outcomes.append(outcome)
+            self._show(outcome)
+
+    def _show(self, outcome: Outcome) -> None:
+        """Print one file's outcome."""
+
+    # -- the end --------------------------------------------------------------------------
+
+    def count(self, status: str) -> list[Outcome]:
+        with self._lock:
+            return [o for o in self.outcomes if o.status == status]
+
+    def summary(self) -> None:
+        """Print the summary of the run: the totals on standard output (standard
+        error when interrupted, or with :attr:`totals_on_stderr`), then what
+        was interrupted and each failure on standard error."""
+        downloaded, failed = self.count(DOWNLOADED), self.count(FAILED)
+        if self.quiet and not failed and not self.interrupted:
+            return
+        stream = self.err if self.interrupted or self.totals_on_stderr else self.out
+        print(f"dlmanager: {self._totals()}", file=stream)
+        if self.interrupted:
+            finished = ", ".join(os.path.basename(o.path) for o in downloaded) or "none"
+            print(
+                f"dlmanager: interrupted; finished before: {finished}; "
+                f"{len(self.count(CANCELLED))} cancelled, their temporary files removed",
+                file=self.err,
+            )
+        self._failures(failed)
+
+    def _failures(self, failed: list[Outcome]) -> None:
+        for outcome in failed:
+            assert outcome.error is not None
+            print(f"failed {outcome.url}: {reason(outcome.url, outcome.error)}", file=self.err)
+
+    def _totals(self) -> str:
+        downloaded = self.count(DOWNLOADED)
+        size = sum(o.size or 0 for o in downloaded)
+        parts = [
+            f"{len(downloaded)} downloaded ({format_size(size)})",
+            f"{len(self.count(SKIPPED))} skipped",
+            f"{len(self.count(FAILED))} failed",
+        ]
+        if self.retries:
+            parts.append(f"{self.retries} retries")
+        if self.resumes:
+            parts.append(f"{self.resumes} resumed")
+        if self.evicted:
+            parts.append(f"{len(self.evicted)} evicted")
+        return f"{', '.join(parts)} in {time.monotonic() - self._begun:.1f} s"
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def _outcome(event: DownloadEvent, track: _Track) -> Outcome:
+    download = event.download
+    state = download.state
+    seconds = time.monotonic() - (track.started if track.started is not None else track.created)
+    outcome = Outcome(
+        download.get_url(),
+        download.get_dest(),
+        DOWNLOADED,
+        seconds=seconds,
+        retries=track.retries,
+        resumes=track.resumes,
+    )
+    if state is DownloadState.DONE:
+        outcome.size = _size(outcome.path) or event.received
+    else:
+        outcome.status = CANCELLED if state is DownloadState.CANCELLED else FAILED
+        outcome.error = event.error or DownloadInterrupt()
+        outcome.size = event.received
+    return outcome
+
+
+def _speed(outcome: Outcome) -> str:
+    if outcome.size is None or outcome.seconds <= 0:
+        return ""
+    return f", {format_size(outcome.size / outcome.seconds)}/s"
+
+
+class LinesReporter(Reporter):
+    """One plain line per file: ``downloaded URL -> PATH (...)`` on standard output,
+    ``skipped URL (...)`` too, ``failed URL: reason`` on standard error; with
+    :attr:`notes`, retries, resumes and evictions on standard error too."""
+
+    notes = False
+
+    def _note(self, text: str) -> None:
+        if self.notes:
+            print(text, file=self.err)
+
+    def _show(self, outcome: Outcome) -> None:
+        if outcome.status == DOWNLOADED:
+            size = format_size(outcome.size or 0)
+            detail = f"{size} in {outcome.seconds:.1f} s{_speed(outcome)}"
+            print(f"downloaded {outcome.url} -> {outcome.path} ({detail})", file=self.out)
+        elif outcome.status == SKIPPED:
+            print(f"skipped {outcome.url} ({outcome.note})", file=self.out)
+        elif outcome.status == FAILED:
+            assert outcome.error is not None
+            print(f"failed {outcome.url}: {reason(outcome.url, outcome.error)}", file=self.err)
+        self.out.flush()
+
+    def _failures(self, failed: list[Outcome]) -> None:
+        """Each failure already has its line."""
+
+
+class JsonReporter(Reporter):
+    """One JSON object per file on standard output, as each file ends."""
+
+    totals_on_stderr = True
+
+    def _show(self, outcome: Outcome) -> None:
+        print(json.dumps(outcome.as_json(), sort_keys=True), file=self.out)
+        self.out.flush()
+
+
+class BarsReporter(Reporter):
+    """``rich`` bars on a terminal: a total bar and one bar per active file."""
+
+    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool = False, files: int = 0) -> None:
+        super().__init__(out, err, quiet=quiet)
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.table import Column
+
+        self.console = Console(file=out, highlight=False)
+        self.progress = Progress(
+            TextColumn(
+                "{task.description}",
+                table_column=Column(width=28, no_wrap=True, overflow="ellipsis"),
+            ),
+            BarColumn(bar_width=None),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            expand=True,
+        )
+        self._files = files
+        self._sizes: dict[Download, int] = {}
+        self._done_bytes = 0
+        self._total_task = self.progress.add_task(self._total_label(), total=None)
+        self.progress.start()
+
+    def files_expected(self, files: int) -> None:
+        with self._lock:
+            self._files = files
+            self._update_total()
+
+    def close(self) -> None:
+        self.progress.stop()
+
+    def _total_label(self) -> str:
+        ended = len(self.outcomes)
+        return f"[bold]total[/] {ended}/{self._files} files"
+
+    def _update_total(self) -> None:
+        active = sum(self._sizes.values())
+        known = [t.total for t in self.progress.tasks if t.id != self._total_task and t.total]
+        self.progress.update(
+            self._total_task,
+            description=self._total_label(),
+            completed=self._done_bytes + active,
+            total=(self._done_bytes + sum(known)) or None,
+        )
+
+    def _started(self, event: DownloadEvent, track: _Track) -> None:
+        name = os.path.basename(event.download.get_dest())
+        track.task = self.progress.add_task(name, total=event.total, completed=event.received)
+        self._sizes[event.download] = event.received
+        self._update_total()
+
+    def _progress(self, event: DownloadEvent, track: _Track) -> None:
+        if track.task is None:
+            return
+        self.progress.update(track.task, completed=event.received, total=event.total)
+        self._sizes[event.download] = event.received
+        done = self._done_bytes + sum(self._sizes.values())
+        self.progress.update(self._total_task, completed=done)
+
+    def _event(self, event: DownloadEvent, track: _Track) -> None:
+        if event.kind is EventKind.FINISHED:
+            if track.task is not None:
+                self.progress.remove_task(track.task)
+            self._sizes.pop(event.download, None)
+        super()._event(event, track)
+
+    def _note(self, text: str) -> None:
+        self.console.print(f"  [yellow]{_escape(text)}[/]")
+
+    def _show(self, outcome: Outcome) -> None:
+        name = _escape(os.path.basename(outcome.path))
+        if outcome.status == DOWNLOADED:
+            self._done_bytes += outcome.size or 0
+            detail = f"{format_size(outcome.size or 0)} in {outcome.seconds:.1f} s"
+            self.console.print(f"[green]done[/]     {name}  {detail}{_speed(outcome)}")
+        elif outcome.status == SKIPPED:
+            self.console.print(f"[cyan]skipped[/]  {name}  ({_escape(outcome.note)})")
+        elif outcome.status == FAILED:
+            assert outcome.error is not None
+            why = _escape(reason(outcome.url, outcome.error))
+            self.console.print(f"[red]failed[/]   {name}  {why}")
+        self._update_total()
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

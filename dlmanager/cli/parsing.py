@@ -1,0 +1,117 @@
+"""Pure parsers of the command line: human sizes and manifest lines.
+
+Both raise :class:`ValueError` with a message naming the problem, and nothing
+else, whatever the input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable
+
+from dlmanager.checksum import Checksum, parse_checksum
+from dlmanager.paths import check_url, validate_fname
+
+__all__ = ["Item", "format_size", "parse_manifest", "parse_manifest_line", "parse_size"]
+
+_SIZE_RE = re.compile(
+    r"\s*(?P<number>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*(?P<unit>[kmgt]?)(?P<suffix>ib|b)?\s*"
+)
+_SIZE_HINT = "a number of bytes, or with a unit: 500M, 2G, 1.5GiB, 100MB"
+
+
+def parse_size(text: str) -> int:
+    """The number of bytes *text* stands for: ``1048576``, ``500M``, ``2G``, ``1.5GiB``.
+
+    K, M, G, T and KiB, MiB, GiB, TiB are powers of 1024; KB, MB, GB, TB are
+    powers of 1000; letters are case-insensitive; a fraction is rounded down
+    to whole bytes.
+
+    :raises ValueError: for anything else, or a size that is not above 0
+    """
+    match = _SIZE_RE.fullmatch(text.lower())
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (use {_SIZE_HINT})")
+    unit, suffix = match.group("unit"), match.group("suffix") or ""
+    if suffix == "ib" and not unit:
+        raise ValueError(f"not a size: {text!r} (use {_SIZE_HINT})")
+    power = "kmgt".index(unit) + 1 if unit else 0
+    multiple = int((1000 if unit and suffix == "b" else 1024) ** power)
+    number = match.group("number")
+    whole, _, fraction = number.partition(".")
+    # Exact arithmetic: no float rounding on sizes like 0.1G.
+    size = int(whole or "0") * multiple
+    if fraction:
+        size += int(fraction) * multiple // 10 ** len(fraction)
+    if size <= 0:
+        raise ValueError(f"a size must be more than 0 bytes: {text!r}")
+    return size
+
+
+def format_size(size: float) -> str:
+    """*size* bytes for people: ``512 B``, ``1.5 KiB``, ``20.0 MiB``, ``1.2 GiB``."""
+    if size < 1024:
+        return f"{int(size)} B"
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        size /= 1024
+        if size < 1024 or unit == "TiB":
+            break
+    return f"{size:.1f} {unit}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One file to download: its URL, and optionally its name and checksum."""
+
+    url: str
+    fname: str | None = None
+    checksum: Checksum | None = None
+
+
+def parse_manifest_line(line: str) -> Item | None:
+    """One line of a URL list or manifest, or None for a blank line or a comment.
+
+    ``URL``, ``URL NAME``, ``URL NAME ALGO:HEX`` or ``URL ALGO:HEX``, separated
+    by blanks; ``-`` as NAME stands for the name derived from the URL. A line
+    whose first non-blank character is ``#`` is a comment.
+
+    :raises ValueError: for a URL that is not http(s), a name that would land
+        outside the destination directory, an invalid checksum or extra fields
+    """
+    fields = line.split()
+    if not fields or fields[0].startswith("#"):
+        return None
+    url, rest = fields[0], fields[1:]
+    check_url(url)
+    fname: str | None = None
+    checksum: Checksum | None = None
+    if rest and not _looks_like_checksum(rest[0]):
+        name = rest.pop(0)
+        fname = None if name == "-" else validate_fname(name)
+    if rest:
+        checksum = parse_checksum(rest.pop(0))
+    if rest:
+        raise ValueError(f"unexpected {' '.join(rest)!r} (expected URL [NAME] [ALGO:HEX])")
+    return Item(url, fname, checksum)
+
+
+def _looks_like_checksum(field: str) -> bool:
+    algorithm, colon, _ = field.partition(":")
+    return bool(colon) and algorithm.isalnum() and "/" not in field
+
+
+def parse_manifest(lines: Iterable[str], source: str) -> list[Item]:
+    """Every item of *lines*, read from *source* (a file name, for messages).
+
+    :raises ValueError: naming ``SOURCE:LINE`` for the first invalid line
+    """
+    items = []
+    for number, line in enumerate(lines, 1):
+        try:
+            item = parse_manifest_line(line)
+        except ValueError as exc:
+            raise ValueError(f"{source}:{number}: {exc}") from None
+        if item is not None:
+            items.append(item)
+    return items
