@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -51,3 +53,33 @@ def parts(directory: str) -> list[str]:
 def read(path: str) -> bytes:
     with open(path, "rb") as handle:
         return handle.read()
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: Seconds any child Python process of a test may take.
+SUBPROCESS_TIMEOUT = 60
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child Python process: this checkout first, no ``CI``."""
+    env = {name: value for name, value in os.environ.items() if name != "CI"}
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = ROOT if not path else ROOT + os.pathsep + path
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def run_python(
+    args: list[str], stdin: str = "", timeout: float = SUBPROCESS_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` from the checkout to its end, capturing its output."""
+    return subprocess.run(
+        [sys.executable, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+        cwd=ROOT,
+        check=False,
+    )

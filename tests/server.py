@@ -13,16 +13,16 @@ import gzip
 import hashlib
 import random
 import re
-import socket
-import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
+
+from dlmanager.cli.demoserver import LoopbackServer, shutdown_socket
 
 HOST = "127.0.0.1"
 DEFAULT_LAST_MODIFIED = formatdate(1_700_000_000, usegmt=True)
@@ -76,14 +76,6 @@ def if_range_holds(value: str | None, etag: str | None, last_modified: str | Non
     if value.startswith(('"', "W/")):
         return value == etag and not value.startswith("W/")
     return value == last_modified
-
-
-def _shutdown(connection: socket.socket) -> None:
-    """Shut a connection down both ways at once, unless it is already gone."""
-    try:
-        connection.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 @dataclass
@@ -349,49 +341,15 @@ class _Handler(BaseHTTPRequestHandler):
         """Close the connection abruptly, whatever the framing promised."""
         self.close_connection = True
         self.wfile.flush()
-        _shutdown(self.connection)
+        shutdown_socket(self.connection)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """The threading server behind :class:`FaultServer`; tracks its open connections."""
-
-    daemon_threads = True
-    block_on_close = False
+class _HTTPServer(LoopbackServer):
+    """The server behind :class:`FaultServer`."""
 
     def __init__(self, owner: FaultServer) -> None:
         self.owner = owner
-        self._live: set[socket.socket] = set()
-        self._live_changed = threading.Condition()
-        super().__init__((HOST, 0), _Handler)
-
-    def process_request(
-        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
-    ) -> None:
-        """Track the connection, then serve it in a new thread."""
-        with self._live_changed:
-            self._live.add(cast(socket.socket, request))
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
-        """Close the connection and stop tracking it."""
-        super().shutdown_request(request)
-        with self._live_changed:
-            self._live.discard(cast(socket.socket, request))
-            self._live_changed.notify_all()
-
-    def close_connections(self, timeout: float) -> None:
-        """Cut every open connection and wait (bounded) for the handlers to release them."""
-        with self._live_changed:
-            for connection in self._live:
-                _shutdown(connection)
-            self._live_changed.wait_for(lambda: not self._live, timeout)
-
-    def handle_error(
-        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
-    ) -> None:
-        """Ignore clients hanging up; report anything else."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
+        super().__init__(_Handler)
 
 
 class FaultServer:

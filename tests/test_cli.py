@@ -12,11 +12,9 @@ import pytest
 
 import dlmanager
 from dlmanager.cli import main
-from tests.conftest import listing, read, temporaries
+from tests.conftest import ROOT, child_env, listing, read, run_python, temporaries
 from tests.server import FaultServer, Resource, make_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUBPROCESS_TIMEOUT = 60
 TIMEOUT_30 = ["--timeout", "30"]
 
 
@@ -29,26 +27,8 @@ def file_lines(text: str) -> list[str]:
     return [line for line in lines(text) if not line.startswith("dlmanager: ")]
 
 
-def cli_env() -> dict[str, str]:
-    """The environment of a ``python -m dlmanager`` child: this checkout first, no ``CI``."""
-    env = {name: value for name, value in os.environ.items() if name != "CI"}
-    path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = ROOT if not path else ROOT + os.pathsep + path
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
 def run_cli(args: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dlmanager", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        env=cli_env(),
-        cwd=ROOT,
-        check=False,
-    )
+    return run_python(["-m", "dlmanager", *args], stdin)
 
 
 # --- in process ----------------------------------------------------------------------------
@@ -297,6 +277,13 @@ def test_timeout_ends_a_stalled_download(
         (["--retries", "-1"], "--retries"),
         (["--timeout", "0"], "--timeout"),
         (["-x", "abc"], "--connections"),
+        (["-o", "../escape.bin"], "--output: invalid file name '../escape.bin'"),
+        (["-o", "a.bin", "http://127.0.0.1:9/b.bin"], "--output needs exactly one URL"),
+        (["--checksum", "sha256:00", "http://127.0.0.1:9/b.bin"], "--checksum needs exactly"),
+        (["--max-size", "lots"], "not a size: 'lots'"),
+        (["--max-size", "0"], "more than 0"),
+        (["--max-files", "0"], "--max-files"),
+        (["--json", "--quiet"], "not allowed with"),
     ],
 )
 def test_bad_usage_exits_2(
@@ -464,7 +451,7 @@ def test_ctrl_c_exits_130_and_cleans_up(server: FaultServer, destdir: str) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=cli_env(),
+        env=child_env(),
         cwd=ROOT,
     )
     try:

@@ -6,26 +6,16 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 from dlmanager.cli.demo import CAP, FILES
 from dlmanager.paths import STATE_DIR
 from tests.conftest import temporaries
-from tests.test_cli import ROOT, SUBPROCESS_TIMEOUT, cli_env, lines
+from tests.test_cli import lines, run_cli
 from tests.test_cli_get import run_in_terminal
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dlmanager", "demo", *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        env=cli_env(),
-        cwd=ROOT,
-        check=False,
-    )
+    return run_cli(["demo", *args])
 
 
 def test_demo_survives_its_faults_and_cleans_up() -> None:

@@ -16,9 +16,9 @@ import time
 import pytest
 
 from dlmanager.cli import main
-from tests.conftest import listing, read, temporaries
+from tests.conftest import ROOT, SUBPROCESS_TIMEOUT, child_env, listing, read, temporaries
 from tests.server import FaultServer, Resource, make_data
-from tests.test_cli import ROOT, SUBPROCESS_TIMEOUT, cli_env, file_lines, lines
+from tests.test_cli import file_lines, lines
 
 
 def sha256(data: bytes) -> str:
@@ -47,38 +47,6 @@ def test_output_names_the_file(
     (line,) = file_lines(capsys.readouterr().out)
     assert line.startswith(f"downloaded {server.url('/download?id=7')} -> ")
     assert os.path.join(destdir, "build.zip") in line
-
-
-@pytest.mark.parametrize(
-    ("extra", "problem"),
-    [
-        (["-o", "../escape.bin"], "--output: invalid file name '../escape.bin'"),
-        (["-o", "a.bin", "http://127.0.0.1:9/b.bin"], "--output needs exactly one URL"),
-        (["--checksum", "sha256:00", "http://127.0.0.1:9/b.bin"], "--checksum needs exactly"),
-        (["--max-size", "lots"], "not a size: 'lots'"),
-        (["--max-size", "0"], "more than 0"),
-        (["--max-files", "0"], "--max-files"),
-        (["--json", "--quiet"], "not allowed with"),
-    ],
-)
-def test_bad_options_exit_2_and_name_the_problem(
-    server: FaultServer,
-    destdir: str,
-    capsys: pytest.CaptureFixture[str],
-    extra: list[str],
-    problem: str,
-) -> None:
-    server.add("/a.bin", make_data(1_000))
-
-    with pytest.raises(SystemExit) as excinfo:
-        main([server.url("/a.bin"), "-d", destdir, *extra])
-
-    assert excinfo.value.code == 2
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert problem in err
-    assert server.requests == []
-    assert listing(destdir) == []
 
 
 def test_manifest_gives_names_and_checksums(
@@ -267,7 +235,7 @@ def test_without_verbose_nothing_is_logged(
 def run_in_terminal(args: list[str]) -> tuple[int, str]:
     """Run ``python -m dlmanager ARGS`` with a pseudo-terminal as standard output."""
     master, slave = pty.openpty()
-    env = {**cli_env(), "COLUMNS": "100", "TERM": "xterm"}
+    env = {**child_env(), "COLUMNS": "100", "TERM": "xterm"}
     process = subprocess.Popen(
         [sys.executable, "-m", "dlmanager", *args],
         stdin=subprocess.DEVNULL,
@@ -331,7 +299,7 @@ def test_ctrl_c_prints_what_finished(server: FaultServer, destdir: str) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=cli_env(),
+        env=child_env(),
         cwd=ROOT,
     )
     try:

@@ -13,22 +13,12 @@ from typing import IO
 
 import pytest
 
-from tests.conftest import listing, parts, read, temporaries
+from tests.conftest import ROOT, child_env, listing, parts, read, run_python, temporaries
 from tests.server import FaultServer, Resource, make_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
 SUBPROCESS_TIMEOUT = 30
 LINE_TIMEOUT = 10
-
-
-def example_env() -> dict[str, str]:
-    """The environment of an example: this checkout first on the path (as in test_cli)."""
-    env = {name: value for name, value in os.environ.items() if name != "CI"}
-    path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = ROOT if not path else ROOT + os.pathsep + path
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
 
 
 def example(name: str, *args: str) -> list[str]:
@@ -36,16 +26,7 @@ def example(name: str, *args: str) -> list[str]:
 
 
 def run_example(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        example(name, *args),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        env=example_env(),
-        cwd=ROOT,
-        check=False,
-    )
+    return run_python([os.path.join(EXAMPLES, name), *args], timeout=SUBPROCESS_TIMEOUT)
 
 
 def sha256(data: bytes) -> str:
@@ -141,7 +122,7 @@ def test_cancel_in_finally_ctrl_c_leaves_no_partial_file(
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
-            env=example_env(),
+            env=child_env(),
             cwd=ROOT,
         ) as process:
             assert process.stdout is not None

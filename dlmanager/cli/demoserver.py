@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
@@ -32,7 +32,15 @@ from types import TracebackType
 from typing import Any, cast
 from urllib.parse import quote, unquote, urlsplit
 
-__all__ = ["HOST", "DemoFile", "DemoServer", "DemoStats", "Fault"]
+__all__ = [
+    "HOST",
+    "DemoFile",
+    "DemoServer",
+    "DemoStats",
+    "Fault",
+    "LoopbackServer",
+    "shutdown_socket",
+]
 
 HOST = "127.0.0.1"
 """The only address the server listens on."""
@@ -163,7 +171,7 @@ def _parse_range(header: str, size: int) -> range | None:
     return range(start, size if not last else min(int(last) + 1, size))
 
 
-def _shutdown(connection: socket.socket) -> None:
+def shutdown_socket(connection: socket.socket) -> None:
     """Cut a connection both ways, unless it is already gone."""
     try:
         connection.shutdown(socket.SHUT_RDWR)
@@ -302,20 +310,31 @@ class _Handler(BaseHTTPRequestHandler):
     def _abort(self) -> None:
         """Close the connection abruptly, whatever Content-Length promised."""
         self.close_connection = True
-        _shutdown(self.connection)
+        shutdown_socket(self.connection)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """The threading server behind :class:`DemoServer`; tracks its open connections."""
+class LoopbackServer(ThreadingHTTPServer):
+    """A threading HTTP server on 127.0.0.1 (a free port) that tracks its open
+    connections, so that it can cut them all when it stops.
+
+    The test suite's fault server is built on it too.
+
+    :param handler: the request handler class
+    :param on_connection: called for every connection accepted
+    """
 
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, owner: DemoServer) -> None:
-        self.owner = owner
+    def __init__(
+        self,
+        handler: type[BaseHTTPRequestHandler],
+        on_connection: Callable[[], object] | None = None,
+    ) -> None:
         self._live: set[socket.socket] = set()
         self._live_changed = threading.Condition()
-        super().__init__((HOST, 0), _Handler)
+        self._on_connection = on_connection
+        super().__init__((HOST, 0), handler)
 
     def process_request(
         self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
@@ -323,7 +342,8 @@ class _HTTPServer(ThreadingHTTPServer):
         """Track the connection, then serve it in a new thread."""
         with self._live_changed:
             self._live.add(cast(socket.socket, request))
-        self.owner._count(connections=1)
+        if self._on_connection is not None:
+            self._on_connection()
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
@@ -342,7 +362,7 @@ class _HTTPServer(ThreadingHTTPServer):
         """Cut every open connection; wait (bounded) for the handlers to let go of them."""
         with self._live_changed:
             for connection in self._live:
-                _shutdown(connection)
+                shutdown_socket(connection)
             self._live_changed.wait_for(lambda: not self._live, timeout)
 
     def handle_error(
@@ -351,6 +371,14 @@ class _HTTPServer(ThreadingHTTPServer):
         """Ignore clients hanging up; report anything else."""
         if not isinstance(sys.exc_info()[1], OSError):
             super().handle_error(request, client_address)
+
+
+class _HTTPServer(LoopbackServer):
+    """The server behind :class:`DemoServer`."""
+
+    def __init__(self, owner: DemoServer) -> None:
+        self.owner = owner
+        super().__init__(_Handler, on_connection=lambda: owner._count(connections=1))
 
 
 class DemoServer:
