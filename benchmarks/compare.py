@@ -19,7 +19,9 @@ variant, ``--help`` for the options). The script:
   it wrote against the source's sha256 (a wrong file is an error: exit status 1);
 * prints a fixed-width table of medians with the ratio to the reference tool, whether
   dlmanager meets its targets, the machine and the command line (``--json FILE`` also
-  writes them as JSON), and removes its temporary files and stops the server on exit.
+  writes them as JSON; ``--chart OUT.png`` draws the medians as a bar chart with
+  ``chart.py``, which needs matplotlib: without it the script says so and exits with 2
+  before running anything), and removes its temporary files and stops the server on exit.
 
 A missed target is reported, not an error: the exit status is 0 unless a download was
 wrong, a tool failed or the server could not start (1), or the run was interrupted (130).
@@ -1169,54 +1171,65 @@ def _bench(args: argparse.Namespace) -> int:
     print("\n".join(lines), flush=True)
 
     failed = [row for row in rows if row.error]
+    report: dict[str, Any] = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+        },
+        "quick": args.quick,
+        "repeat": args.repeat,
+        "server": server.description if server else None,
+        "tools": tools,
+        "dlmanager": {"version": version, "path": where},
+        "peak_rss_floor_mb": floor / MB,
+        "dlmanager_startup": {
+            "wall_s": start_wall,
+            "cpu_s": start_cpu,
+            "peak_rss_mb": start_rss / MB,
+        },
+        "files_dir": os.path.dirname(tmp),
+        "filesystem": fs or None,
+        "cases": {
+            case.key: {"title": case.title, "files": len(case.files), "bytes": case.nbytes}
+            for case in cases
+        },
+        "rows": [_row_json(row, rows) for row in rows],
+        "targets": [
+            {
+                "text": t.text,
+                "value": t.value,
+                "bound": t.bound,
+                "met": t.met,
+                "note": t.note or None,
+            }
+            for t in targets
+        ],
+        "table": lines,
+    }
     if args.json:
-        report = {
-            "command": command,
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "python": f"{platform.python_implementation()} {platform.python_version()}",
-            },
-            "quick": args.quick,
-            "repeat": args.repeat,
-            "server": server.description if server else None,
-            "tools": tools,
-            "dlmanager": {"version": version, "path": where},
-            "peak_rss_floor_mb": floor / MB,
-            "dlmanager_startup": {
-                "wall_s": start_wall,
-                "cpu_s": start_cpu,
-                "peak_rss_mb": start_rss / MB,
-            },
-            "files_dir": os.path.dirname(tmp),
-            "filesystem": fs or None,
-            "cases": {
-                case.key: {"title": case.title, "files": len(case.files), "bytes": case.nbytes}
-                for case in cases
-            },
-            "rows": [_row_json(row, rows) for row in rows],
-            "targets": [
-                {
-                    "text": t.text,
-                    "value": t.value,
-                    "bound": t.bound,
-                    "met": t.met,
-                    "note": t.note or None,
-                }
-                for t in targets
-            ],
-            "table": lines,
-        }
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)
             handle.write("\n")
+    status = 0
+    if args.chart:
+        from chart import draw  # matplotlib: only with --chart, checked before the run
+
+        try:
+            draw(report, args.chart)
+            print(f"chart: {args.chart}")
+        except (OSError, ValueError) as exc:
+            print(f"compare: cannot write the chart {args.chart}: {exc}", file=sys.stderr)
+            status = 1
     if failed:
         print(
             f"compare: {len(failed)} row(s) failed: " + ", ".join(row.label for row in failed),
             file=sys.stderr,
         )
-        return 1
-    return 0
+        status = 1
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1242,6 +1255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument(
+        "--chart",
+        metavar="PNG",
+        help="also draw the medians as a PNG bar chart (needs matplotlib; re-draw from a --json"
+        " file with benchmarks/chart.py)",
+    )
+    parser.add_argument(
         "--server",
         choices=["auto", "nginx", "python"],
         default="auto",
@@ -1256,6 +1275,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.repeat = 1 if args.quick else 3
     if args.repeat <= 0:
         parser.error("--repeat must be positive")
+    if args.chart:
+        # Checked before a run of several minutes, not after it.
+        from chart import matplotlib_problem
+
+        problem = matplotlib_problem()
+        if problem:
+            print(f"compare: {problem}", file=sys.stderr)
+            return 2
+        folder = os.path.dirname(os.path.abspath(args.chart))
+        if not os.path.isdir(folder):
+            parser.error(f"--chart: no directory {folder}")
     try:
         return _bench(args)
     except KeyboardInterrupt:
