@@ -13,8 +13,11 @@ from dlmanager.errors import (
     DownloadInterrupt,
     HTTPStatusError,
     IncompleteBodyError,
+    InsufficientSpaceError,
     ResumeError,
     StallError,
+    StorageError,
+    TooLargeError,
     TransferError,
 )
 from dlmanager.manager import DownloadManager
@@ -35,11 +38,14 @@ __all__ = [
     "EventKind",
     "HTTPStatusError",
     "IncompleteBodyError",
+    "InsufficientSpaceError",
     "PersistLimit",
     "ResumeError",
     "RetryPolicy",
     "StallError",
+    "StorageError",
     "Timeouts",
+    "TooLargeError",
     "TransferError",
     "__version__",
 ]

@@ -126,12 +126,17 @@ class Download:
         of its own, in bytes
     :param checksum: ``"ALGORITHM:HEX"`` (md5, sha1, sha256, sha512, blake2b)
         that the file must match before it takes its final name
+    :param max_size: the largest file accepted, in bytes, or None for no
+        limit: a larger ``Content-Length`` (or ``Content-Range`` total) fails
+        the download before any byte is written, and a body that goes past
+        it (sent without a length, or endless) is cut off, with
+        :class:`~dlmanager.errors.TooLargeError` (not retried)
     :raises ValueError: for an invalid option
 
     .. versionchanged:: 1.0
        ``chunk_size`` defaults to 256 KiB instead of 16 KiB; retry, timeout,
-       on_event, limiter, connections, min_split_size and checksum are new
-       keyword-only parameters.
+       on_event, limiter, connections, min_split_size, checksum and max_size
+       are new keyword-only parameters.
     """
 
     def __init__(
@@ -150,6 +155,7 @@ class Download:
         connections: int = DEFAULT_CONNECTIONS,
         min_split_size: int = DEFAULT_MIN_SPLIT_SIZE,
         checksum: Checksum | str | None = None,
+        max_size: int | None = None,
     ) -> None:
         if chunk_size is not None and (
             not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0
@@ -169,6 +175,7 @@ class Download:
             min_split_size=_check_positive("min_split_size", min_split_size),
             checksum=parse_checksum(checksum),
         )
+        self._max_size = None if max_size is None else _check_positive("max_size", max_size)
         self._limiter = limiter
         #: The place in the queue of a Slots limiter, taken when the manager starts it.
         self._turn: Turn | None = None
@@ -362,7 +369,7 @@ class Download:
 
     def _done_elsewhere(self) -> bool:
         """Whether another process finished the file while this one waited."""
-        if self._dest_lock is None or not os.path.isfile(self._dest):
+        if self._dest_lock is None or not _regular_file(self._dest):
             return False
         expected = self._options.checksum
         if expected is not None:
@@ -427,6 +434,7 @@ class Download:
             timeouts=self._options.timeouts,
             chunk_size=self._options.chunk_size,
             keep_gzip=self._dest.lower().endswith((".gz", ".tgz")),
+            max_size=self._max_size,
         )
         with self._lock:
             if self._cancel.is_set():
@@ -479,6 +487,11 @@ class Download:
         if hook is not None:
             with self._progress_lock:
                 hook(DownloadEvent(kind, self, self._received, self._total, error, delay))
+
+
+def _regular_file(path: str) -> bool:
+    """Whether *path* is a regular file itself (a symlink to one does not count)."""
+    return os.path.isfile(path) and not os.path.islink(path)
 
 
 def _check_positive(name: str, value: int) -> int:

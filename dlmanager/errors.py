@@ -12,6 +12,10 @@
           |    +-- StallError           no progress within the stall window
           |    +-- ResumeError          a range request got the wrong range back
           +-- ChecksumError           the bytes do not match the expected digest
+          +-- StorageError            writing the file failed (disk full, file too
+          |    |                      big, destination read-only or gone)
+          |    +-- InsufficientSpaceError  less free space than the file's size
+          +-- TooLargeError           the file is bigger than the ``max_size`` allowed
 
 :class:`DownloadError` also derives from :class:`OSError`, like the
 ``requests`` exceptions that dlmanager 0.1.1 let through, so ``except IOError``
@@ -33,8 +37,11 @@ __all__ = [
     "DownloadInterrupt",
     "HTTPStatusError",
     "IncompleteBodyError",
+    "InsufficientSpaceError",
     "ResumeError",
     "StallError",
+    "StorageError",
+    "TooLargeError",
     "TransferError",
 ]
 
@@ -209,3 +216,79 @@ class ChecksumError(DownloadError):
             "actual": self.actual,
             "source": self.source,
         }
+
+
+class StorageError(DownloadError):
+    """Writing the file failed: disk full, file too big for the filesystem or
+    ``RLIMIT_FSIZE``, destination read-only or removed. Not retried; the
+    temporary file is removed and the files already in the directory are
+    untouched.
+
+    :ivar errno: the ``errno`` of the failed write (``ENOSPC``, ``EFBIG``...),
+        or None
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errno: int | None = None,
+        url: str = "",
+        dest: str | None = None,
+        received: int = 0,
+    ) -> None:
+        super().__init__(message, url=url, dest=dest, received=received)
+        self.errno = errno
+
+    def _context(self) -> dict[str, Any]:
+        return {**super()._context(), "errno": self.errno}
+
+
+class InsufficientSpaceError(StorageError):
+    """The filesystem has less free space than the bytes the file still needs;
+    raised before they are written.
+
+    :ivar needed: the bytes still to write
+    :ivar available: the bytes free for this user
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        needed: int,
+        available: int,
+        errno: int | None = None,
+        url: str = "",
+        dest: str | None = None,
+        received: int = 0,
+    ) -> None:
+        super().__init__(message, errno=errno, url=url, dest=dest, received=received)
+        self.needed = needed
+        self.available = available
+
+    def _context(self) -> dict[str, Any]:
+        return {**super()._context(), "needed": self.needed, "available": self.available}
+
+
+class TooLargeError(DownloadError):
+    """The file is bigger than the ``max_size`` allowed: announced so, or its
+    body went past it. Not retried.
+
+    :ivar limit: the ``max_size`` in bytes
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int,
+        url: str = "",
+        dest: str | None = None,
+        received: int = 0,
+    ) -> None:
+        super().__init__(message, url=url, dest=dest, received=received)
+        self.limit = limit
+
+    def _context(self) -> dict[str, Any]:
+        return {**super()._context(), "limit": self.limit}

@@ -54,6 +54,11 @@ log = logging.getLogger(__name__)
 _IN_FLIGHT = "\x00downloads in flight"
 
 
+def _present(dest: str) -> bool:
+    """Whether a downloaded file is at *dest*: a symlink, even to a file, is not one."""
+    return os.path.exists(dest) and not os.path.islink(dest)
+
+
 def _prepare_destdir(destdir: str) -> None:
     if os.path.exists(destdir) and not os.path.isdir(destdir):
         raise NotADirectoryError(f"destination {destdir!r} exists and is not a directory")
@@ -96,10 +101,26 @@ class DownloadManager:
     :param chunk_size: the read size of every download
     :param connections: connections per file (see :class:`Download`)
     :param min_split_size: the smallest part of a file worth a connection
+    :param max_size: the largest file accepted, in bytes, or None for no
+        limit (see :class:`Download`); not to be confused with the
+        directory's cap, *persist_limit*
     :raises NotADirectoryError: when *destdir* is a file
     :raises PermissionError: when *destdir* is not writable
     :raises ValueError: for an invalid *max_workers*, *retry*, *timeout*,
-        *connections* or *min_split_size*
+        *connections*, *min_split_size* or *max_size*
+
+    Names are checked: whether given or derived from the URL, a file name
+    that would land outside *destdir* (``..``, a path separator, an
+    absolute path, NUL) or on dlmanager's own files is refused with
+    :class:`ValueError` before anything is written. A symlink found at a
+    destination is not taken for the file: it is replaced by the download
+    (its target is never written).
+
+    TLS certificates are verified. To trust another CA, pass a session with
+    ``verify`` set (``dlmanager.session.DownloadSession(verify="ca.pem")``,
+    or any ``requests.Session``), or set ``REQUESTS_CA_BUNDLE``. The
+    manager's own session follows at most 10 redirects, to http(s) URLs
+    only, and sends ``Authorization`` to the first URL's origin only.
     """
 
     def __init__(
@@ -114,11 +135,13 @@ class DownloadManager:
         chunk_size: int | None = None,
         connections: int = DEFAULT_CONNECTIONS,
         min_split_size: int = DEFAULT_MIN_SPLIT_SIZE,
+        max_size: int | None = None,
     ) -> None:
         for name, value in (
             ("max_workers", max_workers),
             ("connections", connections),
             ("min_split_size", min_split_size),
+            ("max_size", 1 if max_size is None else max_size),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
@@ -127,6 +150,7 @@ class DownloadManager:
         self.chunk_size = chunk_size
         self.connections = connections
         self.min_split_size = min_split_size
+        self.max_size = max_size
         self.max_workers = max_workers
         self.destdir = destdir
         _prepare_destdir(destdir)
@@ -250,16 +274,18 @@ class DownloadManager:
         check_url(url)
         expected = parse_checksum(checksum)
         dest = self.get_dest(fname if fname is not None else name_from_url(url))
-        if expected is not None and self._running(dest, progress) is None:
+        if expected is not None and self._running(dest, progress) is None and _present(dest):
             # Hash a file already there outside the lock: it may be big.
             self._drop_if_mismatching(dest, expected)
         with self._lock:
             running = self._running(dest, progress)
             if running is not None:
                 return running
-            if os.path.exists(dest):
+            if _present(dest):
                 self.persist_limit.touch(dest)
                 return None
+            if os.path.islink(dest):
+                log.warning("%s is a symlink: replacing it with the download", dest)
             download = Download(
                 url,
                 dest,
@@ -274,6 +300,7 @@ class DownloadManager:
                 connections=self.connections,
                 min_split_size=self.min_split_size,
                 checksum=expected,
+                max_size=self.max_size,
             )
             download._adopt_leftovers = os.path.basename(dest) in self._leftovers
             download._dest_lock = self._state.lock(os.path.basename(dest))

@@ -255,9 +255,12 @@ class PersistLimit:
         """Record a use of *path* now, on disk (its access time) and in the index."""
         with self._lock:  # see register_file
             try:
-                fstat = os.stat(path)
-                os.utime(path, ns=(time.time_ns(), fstat.st_mtime_ns))
-                fstat = os.stat(path)  # the access time as stored, as other processes see it
+                # Never through a symlink: its target may be outside the directory.
+                fstat = os.stat(path, follow_symlinks=False)
+                if not stat.S_ISREG(fstat.st_mode):
+                    return
+                os.utime(path, ns=(time.time_ns(), fstat.st_mtime_ns), follow_symlinks=False)
+                fstat = os.stat(path, follow_symlinks=False)  # the access time as stored
             except OSError as exc:
                 log.debug("Cannot record a use of %s: %s", path, exc)
                 return

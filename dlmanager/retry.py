@@ -182,7 +182,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return float(value)
     try:
         parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if parsed.tzinfo is None:
         return None

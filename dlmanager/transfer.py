@@ -16,6 +16,7 @@ import logging
 import queue
 import re
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,6 +32,7 @@ from dlmanager.errors import (
     IncompleteBodyError,
     ResumeError,
     StallError,
+    TooLargeError,
     TransferError,
 )
 from dlmanager.headers import header
@@ -52,14 +54,19 @@ CANCEL = "cancel"
 STALL = "stall"
 
 _FATAL_REQUESTS_ERRORS: tuple[type[Exception], ...] = (
-    requests.exceptions.SSLError,
-    requests.exceptions.TooManyRedirects,
     requests.exceptions.InvalidURL,
     requests.exceptions.InvalidSchema,
     requests.exceptions.MissingSchema,
     requests.exceptions.InvalidHeader,
 )
-_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+#: ``bytes START-END/TOTAL`` (RFC 9110 14.4): ASCII digits, blanks around.
+_CONTENT_RANGE_RE = re.compile(
+    r"[ \t]*bytes[ \t]+([0-9]{1,20})-([0-9]{1,20})/([0-9]{1,20}|\*)[ \t]*",
+    re.IGNORECASE | re.ASCII,
+)
+_DIGITS_RE = re.compile(r"[ \t]*([0-9]{1,20})[ \t]*", re.ASCII)
+#: The URL in the message of ``requests``' InvalidSchema for a URL it has no adapter for.
+_NO_ADAPTER_RE = re.compile(r"No connection adapters were found for (['\"])(.*)\1\Z", re.DOTALL)
 
 
 @contextlib.contextmanager
@@ -68,6 +75,11 @@ def map_transport_errors(
 ) -> Iterator[None]:
     """Turn the transport's exceptions into :class:`TransferError`.
 
+    Not retryable, with a message that says what went wrong and with which
+    URL: a TLS certificate that cannot be verified (or a TLS handshake that
+    fails otherwise than by a cut connection), too many redirects (a loop is
+    shown), a redirect to another scheme than http(s), an invalid URL.
+
     :param sockets: also map bare :class:`OSError` (only where the caller
         knows the I/O is a real socket's, not a test double's)
     """
@@ -75,9 +87,18 @@ def map_transport_errors(
         yield
     except DlManagerError:
         raise
+    except requests.exceptions.SSLError as exc:
+        message, retryable = _tls_message(url, exc)
+        raise TransferError(
+            message, retryable=retryable, url=url, dest=dest, received=received
+        ) from exc
+    except requests.exceptions.TooManyRedirects as exc:
+        raise TransferError(
+            _redirects_message(url, exc), retryable=False, url=url, dest=dest, received=received
+        ) from exc
     except _FATAL_REQUESTS_ERRORS as exc:
         raise TransferError(
-            f"{url}: {exc}", retryable=False, url=url, dest=dest, received=received
+            _fatal_message(url, exc), retryable=False, url=url, dest=dest, received=received
         ) from exc
     except (
         requests.exceptions.RequestException,
@@ -91,6 +112,80 @@ def map_transport_errors(
         raise TransferError(f"{url}: {exc}", url=url, dest=dest, received=received) from exc
 
 
+def _failed_url(url: str, exc: requests.exceptions.RequestException) -> str:
+    """The URL whose request failed: a redirect's target, or *url*."""
+    failed = getattr(getattr(exc, "request", None), "url", None)
+    return failed if isinstance(failed, str) and failed else url
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """*exc* and the exceptions it wraps (causes, contexts, ``reason``, ``args``)."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending and len(seen) < 32:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked += list(current.args)
+        pending += [e for e in linked if isinstance(e, BaseException)]
+
+
+def _tls_message(url: str, exc: requests.exceptions.SSLError) -> tuple[str, bool]:
+    """The message of a TLS failure, and whether another attempt may succeed.
+
+    A handshake cut by the network (an unexpected EOF, a reset) may go
+    through next time; a certificate that cannot be verified, or a server
+    that does not speak TLS as we do, stays so.
+    """
+    failed = _failed_url(url, exc)
+    redirected = f" (redirected from {url})" if failed != url else ""
+    reason: object = exc
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            why = cause.verify_message or cause.reason or str(cause)
+            return (
+                f"TLS certificate verification failed for {failed}{redirected}: {why} "
+                "(to trust its CA: the session's verify, REQUESTS_CA_BUNDLE or --ca-bundle)",
+                False,
+            )
+        if isinstance(cause, ssl.SSLError) and reason is exc:
+            reason = cause  # OpenSSL's own words, without requests' wrapping
+    transient = (ssl.SSLEOFError, ssl.SSLSyscallError, ssl.SSLZeroReturnError, ConnectionError)
+    retryable = any(isinstance(cause, transient) for cause in _causes(exc))
+    return f"TLS error with {failed}{redirected}: {reason}", retryable
+
+
+def _redirects_message(url: str, exc: requests.exceptions.TooManyRedirects) -> str:
+    """Say how many redirects were followed, and show the loop if there is one."""
+    response = exc.response
+    # requests < 2.32 leaves the first response out of the history and puts
+    # the last one in; later versions do the opposite.
+    history = list(getattr(response, "history", None) or [])
+    message = f"too many redirects (more than {len(history)}) from {url}"
+    chain = history if history and history[-1] is response else [*history, response]
+    urls = [r.url for r in chain if r is not None]
+    if urls and urls[0] != url:
+        urls.insert(0, url)
+    seen: dict[str, int] = {}
+    for index, current in enumerate(urls):
+        if current in seen:
+            loop = " -> ".join(urls[seen[current] : index + 1])
+            return f"{message}: a redirect loop ({loop})"
+        seen[current] = index
+    return message
+
+
+def _fatal_message(url: str, exc: Exception) -> str:
+    if isinstance(exc, requests.exceptions.InvalidSchema):
+        match = _NO_ADAPTER_RE.search(str(exc))
+        if match is not None and match.group(2) != url:
+            return f"{url}: redirected to a non-http(s) URL: {match.group(2)}"
+    return f"{url}: {exc}"
+
+
 def _timed_out(error: BaseException) -> bool:
     """Whether *error* was caused by a read timeout."""
     cause = error.__cause__
@@ -98,11 +193,18 @@ def _timed_out(error: BaseException) -> bool:
     return isinstance(cause, timeouts)
 
 
+def _retry_after(headers: Any) -> float | None:
+    """The ``Retry-After`` delay, or None when absent or unusable."""
+    try:
+        return parse_retry_after(header(headers, "Retry-After"))
+    except (ValueError, OverflowError):  # a date no datetime can hold
+        return None
+
+
 def _int_header(headers: Any, name: str) -> int | None:
     value = header(headers, name)
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value.strip())
+    match = _DIGITS_RE.fullmatch(value) if value is not None else None
+    return int(match.group(1)) if match is not None else None
 
 
 def parse_content_range(value: str) -> tuple[int, int, int | None]:
@@ -110,7 +212,7 @@ def parse_content_range(value: str) -> tuple[int, int, int | None]:
 
     :raises ValueError: when the value is not a valid byte range
     """
-    match = _CONTENT_RANGE_RE.match(value)
+    match = _CONTENT_RANGE_RE.fullmatch(value) if isinstance(value, str) else None
     if not match:
         raise ValueError(f"invalid Content-Range {value!r}")
     start, end = int(match.group(1)), int(match.group(2))
@@ -225,6 +327,9 @@ class Attempt:
         with; sent as ``If-Range`` so a changed file comes back whole (200)
     :param keep_gzip: keep a gzip-encoded body as sent instead of decoding it
         (for ``.gz``/``.tgz`` destinations)
+    :param max_size: the largest file allowed, in bytes (None: no limit): a
+        larger announced size fails :meth:`open`, and a body that goes past
+        it is cut off, with :class:`~dlmanager.errors.TooLargeError`
     """
 
     def __init__(
@@ -239,6 +344,7 @@ class Attempt:
         chunk_size: int,
         end: int | None = None,
         keep_gzip: bool = False,
+        max_size: int | None = None,
     ) -> None:
         self.url = url
         self.dest = dest
@@ -248,6 +354,7 @@ class Attempt:
         self.validator = validator
         self.timeouts = timeouts
         self.chunk_size = chunk_size
+        self.max_size = max_size
         self.session = session
         #: body bytes delivered so far (read by the stall guard)
         self.received = 0
@@ -305,6 +412,8 @@ class Attempt:
         when it arrives.
 
         :raises HTTPStatusError: for a status of 400 or more (nothing is read)
+        :raises TooLargeError: when the file is announced bigger than ``max_size``
+            (nothing is read)
         :raises TransferError: for network and protocol errors
         """
         outcome: list[Any] = []
@@ -355,7 +464,7 @@ class Attempt:
                 raise HTTPStatusError(
                     f"{self.url}: HTTP {status}",
                     status_code=status,
-                    retry_after=parse_retry_after(header(response.headers, "Retry-After")),
+                    retry_after=_retry_after(response.headers),
                     url=self.url,
                     dest=self.dest,
                 )
@@ -376,6 +485,10 @@ class Attempt:
             self.decode = not (self.keep_gzip and info.encoding in ("gzip", "x-gzip"))
             if not self.decode:  # stored as sent: the length on the wire is the file's
                 info = dataclasses.replace(info, total=info.length)
+            if self.max_size is not None and info.total is not None and info.total > self.max_size:
+                raise self.too_large(
+                    f"the file is {info.total} bytes, more than max_size ({self.max_size} bytes)"
+                )
             return info
         except BaseException:
             self.close()
@@ -387,7 +500,9 @@ class Attempt:
         """Yield the body in chunks of at most ``chunk_size`` bytes.
 
         Stops with :class:`IncompleteBodyError` when the body is longer or
-        shorter than announced, and with the abort's error when aborted.
+        shorter than announced, with :class:`TooLargeError` before a chunk
+        that would take the file past ``max_size``, and with the abort's
+        error when aborted.
         """
         assert self.info is not None, "open() first"
         raw = _raw_reader(self._response)
@@ -399,10 +514,16 @@ class Attempt:
         def on_wire() -> int:
             return int(raw.tell()) if encoded else self.received
 
+        # The file's bytes this attempt may add before it goes past max_size.
+        room = None if self.max_size is None else self.max_size - self.info.start
         try:
             for chunk in chunks:
                 if not chunk:
                     continue
+                if room is not None and self.received + len(chunk) > room:
+                    raise self.too_large(
+                        f"the body went past max_size ({self.max_size} bytes): cut off"
+                    )
                 self.received += len(chunk)
                 if expected is not None and self.received > expected:
                     raise self.length_error(expected, "longer")
@@ -459,6 +580,16 @@ class Attempt:
             f"{self.url}: body {how} than announced ({got} of {expected} bytes received)"
             + (f": {cause}" if cause else ""),
             expected=expected,
+            url=self.url,
+            dest=self.dest,
+            received=self.received,
+        )
+
+    def too_large(self, what: str) -> TooLargeError:
+        assert self.max_size is not None
+        return TooLargeError(
+            f"{self.url}: {what}",
+            limit=self.max_size,
             url=self.url,
             dest=self.dest,
             received=self.received,

@@ -15,7 +15,10 @@ from dlmanager.errors import (
     DownloadInterrupt,
     HTTPStatusError,
     IncompleteBodyError,
+    InsufficientSpaceError,
     StallError,
+    StorageError,
+    TooLargeError,
     TransferError,
 )
 from dlmanager.retry import RequestHistory, RetryPolicy
@@ -37,6 +40,10 @@ DEST = "/tmp/dest/f.bin"
         (StallError, TransferError),
         (IncompleteBodyError, OSError),
         (StallError, DlManagerError),
+        (StorageError, DownloadError),
+        (StorageError, OSError),
+        (InsufficientSpaceError, StorageError),
+        (TooLargeError, DownloadError),
     ],
 )
 def test_subclass(cls: type[BaseException], base: type[BaseException]) -> None:
@@ -166,6 +173,9 @@ ATTRIBUTES: dict[type[DownloadError], tuple[str, ...]] = {
     TransferError: ("message", "url", "dest", "received", "retryable"),
     IncompleteBodyError: ("message", "url", "dest", "received", "retryable", "expected"),
     StallError: ("message", "url", "dest", "received", "retryable"),
+    StorageError: ("message", "url", "dest", "received", "errno"),
+    InsufficientSpaceError: ("message", "url", "dest", "errno", "needed", "available"),
+    TooLargeError: ("message", "url", "dest", "received", "limit"),
 }
 
 
@@ -180,6 +190,9 @@ def samples() -> list[DownloadError]:
             "short body", expected=4096, retryable=False, url=URL, dest=DEST, received=100
         ),
         StallError("stalled", retryable=True, url=URL, dest=DEST, received=5),
+        StorageError("disk full", errno=28, url=URL, dest=DEST, received=6),
+        InsufficientSpaceError("no room", needed=10**9, available=5, url=URL, dest=DEST),
+        TooLargeError("too big", limit=1024, url=URL, dest=DEST, received=1025),
     ]
 
 

@@ -3,8 +3,9 @@
 ::
 
     dlmanager [get] URL... [-d DIR] [-i FILE] [-o NAME] [-j JOBS] [-x CONNECTIONS]
-                           [--max-size SIZE] [--max-files N] [--retries N] [--timeout S]
-                           [--checksum ALGO:HEX] [--quiet | --json] [-v]
+                           [--max-size SIZE] [--max-files N] [--max-file-size SIZE]
+                           [--checksum ALGO:HEX] [--ca-bundle FILE] [--retries N]
+                           [--timeout S] [--quiet | --json] [-v]
     dlmanager cache ls DIR | prune DIR --max-size SIZE [--max-files N] | clean DIR
     dlmanager demo
 

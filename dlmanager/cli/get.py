@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO
@@ -17,6 +18,7 @@ from dlmanager.download import Download
 from dlmanager.manager import DownloadManager
 from dlmanager.paths import name_from_url, validate_fname
 from dlmanager.persist_limit import PersistLimit
+from dlmanager.session import DownloadSession
 
 __all__ = ["add_arguments", "check_arguments", "download_items", "run"]
 
@@ -53,6 +55,13 @@ def size(value: str) -> int:
         return parse_size(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def ca_bundle(value: str) -> str:
+    """An argparse type: a readable CA bundle file, or a directory of hashed certificates."""
+    if os.path.isdir(value) or (os.path.isfile(value) and os.access(value, os.R_OK)):
+        return value
+    raise argparse.ArgumentTypeError(f"no readable CA bundle at {value!r}")
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
@@ -120,9 +129,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_limit_arguments(parser)
     parser.add_argument(
+        "--max-file-size",
+        type=size,
+        metavar="SIZE",
+        help="fail a file bigger than SIZE (500M, 2G...): announced so, or whose body goes "
+        "past it, which is then cut off",
+    )
+    parser.add_argument(
         "--checksum",
         metavar="ALGO:HEX",
         help="checksum the file must match, e.g. sha256:... (one URL only)",
+    )
+    parser.add_argument(
+        "--ca-bundle",
+        type=ca_bundle,
+        metavar="FILE",
+        help="verify HTTPS servers against the CA certificates in FILE (PEM) instead of the "
+        "default ones (REQUESTS_CA_BUNDLE also works)",
     )
     parser.add_argument(
         "--retries", type=int_at_least(0), default=None, help="retries per file (0 disables)"
@@ -213,22 +236,25 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     limit = None
     if args.max_size is not None or args.max_files is not None:
         limit = PersistLimit(args.max_size or 0, file_limit=1, max_files=args.max_files)
-    try:
-        manager = ReportingManager(
-            args.dest,
-            persist_limit=limit,
-            max_workers=args.jobs,
-            retry=args.retries,
-            timeout=args.timeout,
-            connections=args.connections,
-        )
-    except (OSError, ValueError) as exc:
-        print(f"dlmanager: {exc}", file=err)
-        return 2
-    reporter = make_reporter(args, out, err, len(args.items))
-    manager.reporter = reporter
-    with logging_to(args.verbose, reporter):
-        return download_items(manager, args.items, reporter)
+    with DownloadSession(args.jobs * args.connections, verify=args.ca_bundle or True) as session:
+        try:
+            manager = ReportingManager(
+                args.dest,
+                session=session,
+                persist_limit=limit,
+                max_workers=args.jobs,
+                retry=args.retries,
+                timeout=args.timeout,
+                connections=args.connections,
+                max_size=args.max_file_size,
+            )
+        except (OSError, ValueError) as exc:
+            print(f"dlmanager: {exc}", file=err)
+            return 2
+        reporter = make_reporter(args, out, err, len(args.items))
+        manager.reporter = reporter
+        with logging_to(args.verbose, reporter):
+            return download_items(manager, args.items, reporter)
 
 
 def download_items(manager: DownloadManager, items: Iterable[Item], reporter: Reporter) -> int:
