@@ -88,15 +88,29 @@ def checkpoint_path(part_path: str) -> str:
 
 
 def save(path: str, checkpoint: Checkpoint) -> None:
-    """Write *checkpoint* to *path* atomically and durably."""
+    """Write *checkpoint* to *path* atomically and durably.
+
+    :raises OSError: when it cannot be written; the checkpoint at *path*, if
+        any, is then left as it was, and the ``.new`` file is removed
+    """
     new = path + ".new"
+    data = checkpoint.dumps().encode()
     fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o666)
     try:
-        os.write(fd, checkpoint.dumps().encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(new, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(new, path)
+    except BaseException:
+        try:
+            os.unlink(new)
+        except OSError:
+            pass
+        raise
 
 
 def load(path: str) -> Checkpoint | None:

@@ -24,7 +24,7 @@ from dlmanager.config import (
     TimeoutLike,
     Timeouts,
 )
-from dlmanager.errors import DownloadError, DownloadInterrupt
+from dlmanager.errors import DownloadError, DownloadInterrupt, StorageError
 from dlmanager.fetch import Fetch, FetchOptions
 from dlmanager.locking import DestinationLock
 from dlmanager.retry import RetryLike, RetryPolicy
@@ -353,11 +353,11 @@ class Download:
         Meanwhile, progress is reported from that process's temporary file.
         """
         lock = self._dest_lock
-        if lock is None or lock.try_acquire():
+        if lock is None or self._try_lock(lock):
             return
         log.info("%s is being downloaded by another process: waiting", self._dest)
         self._release_slot()  # no place in the queue while waiting: others go first
-        while not lock.try_acquire():
+        while not self._try_lock(lock):
             if self._cancel.wait(_QUEUE_POLL * 2):
                 raise DownloadInterrupt()
             held = leftover_progress(self._dest)
@@ -366,6 +366,13 @@ class Download:
                 self._advance(held[0])
         # The other process finished, or died: then resume what it left.
         self._adopt_leftovers = True
+
+    def _try_lock(self, lock: DestinationLock) -> bool:
+        try:
+            return lock.try_acquire()
+        except StorageError as exc:
+            exc.url = self._url  # the lock knows the directory, not the URL
+            raise
 
     def _done_elsewhere(self) -> bool:
         """Whether another process finished the file while this one waited."""
@@ -408,7 +415,10 @@ class Download:
         if self.is_canceled():
             raise DownloadInterrupt()
         adopted = PartFile.adopt(self._dest, self._url) if self._adopt_leftovers else None
-        part, resume = adopted if adopted is not None else (PartFile.create(self._dest), None)
+        if adopted is not None:
+            part, resume = adopted
+        else:
+            part, resume = PartFile.create(self._dest, self._url), None
         try:
             if resume is not None:
                 self._total = resume.total

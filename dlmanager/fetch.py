@@ -4,6 +4,9 @@
 between "a transfer slot is free" and "the file may take its final name". It
 reports to the download through a small :class:`Host` interface (progress,
 events, and the registry of open attempts that ``cancel()`` aborts).
+
+A :class:`~dlmanager.errors.StorageError` (the disk is full, the directory
+read-only or gone...) ends the fetch at once: it is never retried.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from dlmanager.errors import (
     DownloadInterrupt,
     ResumeError,
     StallError,
+    StorageError,
 )
 from dlmanager.parallel import CHECKPOINT_INTERVAL, ParallelFetch, RangesIgnored
 from dlmanager.periodic import Periodic
@@ -31,7 +35,7 @@ from dlmanager.retry import RetryPolicy
 from dlmanager.segments import Plan
 from dlmanager.stall import stall_guard
 from dlmanager.storage import PartFile
-from dlmanager.transfer import Attempt, ResponseInfo
+from dlmanager.transfer import STALL, Attempt, ResponseInfo
 
 __all__ = ["Fetch", "FetchOptions", "Host"]
 
@@ -96,6 +100,8 @@ class Fetch:
         self.host = host
         self.url = url
         self.part = part
+        if not part.url:
+            part.url = url  # for the context of its errors
         self.options = options
         self.cancel = cancel
         self.total: int | None = resume.total if resume else None
@@ -109,6 +115,8 @@ class Fetch:
         self._checkpoint_lock = threading.Lock()
         self._restarts = 0  # start-overs so far
         self._active_plan: Plan | None = None  # of the connections running (for the logs)
+        # A checkpoint of the single stream that failed (saved from another thread).
+        self._failure: StorageError | None = None
 
     def run(self) -> None:
         """Fetch with retries, then verify; raises the final error."""
@@ -120,7 +128,11 @@ class Fetch:
                 break
             except _Final as final:
                 raise final.error from final.error.__cause__
+            except StorageError:
+                raise  # the disk, not the network: another attempt cannot help
             except DownloadError as exc:
+                if self._failure is not None:
+                    raise self._failure from self._failure.__cause__
                 if self.cancel.is_set():
                     raise DownloadInterrupt() from exc
                 if isinstance(exc, ResumeError):
@@ -171,6 +183,7 @@ class Fetch:
             log.info("Resuming %s with %d of %d bytes from a leftover temporary file",
                      self.url, plan.received(), plan.total)  # fmt: skip
             self.host._set_total(self.total)
+            self.part.check_space(plan.total, plan.received())
             self.host._resumed(plan.received())
             self.host._advance(plan.received())
             self._parallel(plan, None)
@@ -207,7 +220,7 @@ class Fetch:
                 dest=self.part.dest,
             )
         self.total = info.total
-        self.host._set_total(info.total)
+        self.host._set_total(info.total)  # may evict files first (a persist limit)
         if not info.start or info.validator is not None:
             self.validator = info.validator if info.resumable else None
         if info.start == 0:
@@ -226,6 +239,8 @@ class Fetch:
             log.info("Resuming %s at byte %d after a failed attempt", self.url, info.start)
             self._hasher = None
             self.host._resumed(info.start)
+        if info.total is not None:
+            self.part.check_space(info.total)  # before the first byte of the body
         self.host._advance(self.part.size)
 
     def _should_split(self, info: ResponseInfo) -> bool:
@@ -246,21 +261,33 @@ class Fetch:
         second never pays for one.
         """
         part, hasher = self.part, self._hasher
+        streaming = [True]  # False once the loop is over: no checkpoint after it
 
         def checkpoint() -> None:
-            self._save_checkpoint(lambda: [(0, part.size)])
+            try:
+                self._save_checkpoint(lambda: [(0, part.size)], live=streaming)
+            except StorageError as exc:
+                # Raised in the stream's thread; ending the attempt wakes a
+                # read that waits for a slow or silent server.
+                self._failure = self._failure or exc
+                attempt.abort(STALL)
 
         with contextlib.ExitStack() as stack:
             stack.enter_context(stall_guard.watch(attempt))
             if info.resumable:
                 stack.enter_context(checkpoints.every(checkpoint))
+                stack.callback(self._stop_checkpoints, streaming)
             for chunk in attempt.body():
                 part.write(chunk)
                 if hasher is not None:
                     hasher.update(chunk)
+                if self._failure is not None:
+                    raise self._failure from self._failure.__cause__
                 self.host._advance(part.size)
                 if self.cancel.is_set():
                     raise DownloadInterrupt()
+        if self._failure is not None:
+            raise self._failure from self._failure.__cause__
         if info.total is not None and part.size != info.total:
             raise attempt.length_error(info.total, "shorter", part.size)
 
@@ -272,7 +299,12 @@ class Fetch:
     def _parallel(self, plan: Plan, first: Attempt | None) -> None:
         assert self.validator is not None
         self._hasher = None
-        self.part.preallocate(plan.total)
+        try:
+            self.part.preallocate(plan.total)
+        except BaseException:
+            if first is not None:
+                self.host._release_attempt(first)
+            raise
         validator = self.validator
         self._active_plan = plan
 
@@ -305,13 +337,27 @@ class Fetch:
             raise _Final(exc) from exc
         self.part.size = plan.total
 
-    def _save_checkpoint(self, ranges: Callable[[], list[tuple[int, int]]]) -> None:
-        """Record the ranges written so far (taken before the data is flushed)."""
+    def _save_checkpoint(
+        self, ranges: Callable[[], list[tuple[int, int]]], live: list[bool] | None = None
+    ) -> None:
+        """Record the ranges written so far (taken before the data is flushed).
+
+        :param live: a flag that is false once the writer is done (nothing
+            is saved then: the file may be published or removed already)
+        :raises StorageError: when the checkpoint cannot be saved
+        """
         with self._checkpoint_lock:
+            if live is not None and not live[0]:
+                return
             if self.total is None or self.validator is None or self.cancel.is_set():
                 return
             state = Checkpoint(self.url, self.total, self.validator, tuple(ranges()))
             self.part.save_checkpoint(state)
+
+    def _stop_checkpoints(self, live: list[bool]) -> None:
+        """Clear *live*, waiting for a checkpoint being saved, if any."""
+        with self._checkpoint_lock:
+            live[0] = False
 
     # -- integrity --------------------------------------------------------------------
 
@@ -329,7 +375,16 @@ class Fetch:
         if self._hasher is not None:
             actual = self._hasher.hexdigests()
         else:
-            actual = checksums.file_digests(self.part.path, {c.algorithm for c in wanted})
+            try:
+                actual = checksums.file_digests(self.part.path, {c.algorithm for c in wanted})
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot read {self.part.path}: {exc.strerror or exc}",
+                    errno=exc.errno,
+                    url=self.url,
+                    dest=self.part.dest,
+                    received=self.part.size,
+                ) from exc
         for expected in wanted:
             got = actual.get(expected.algorithm)
             if got is None:

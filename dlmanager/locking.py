@@ -25,6 +25,7 @@ setups) a broken lock costs bandwidth, never bytes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -32,6 +33,7 @@ from collections.abc import Callable, Iterator
 
 import filelock
 
+from dlmanager.errors import StorageError
 from dlmanager.paths import STATE_DIR, try_exclusive
 
 try:
@@ -52,6 +54,7 @@ class StateDir:
     """The ``.dlmanager/`` folder of a destination directory."""
 
     def __init__(self, destdir: str) -> None:
+        self.destdir = destdir
         self.path = os.path.join(destdir, STATE_DIR)
         self.locks = os.path.join(self.path, "locks")
         self.pins = os.path.join(self.path, "pins")
@@ -64,7 +67,7 @@ class StateDir:
         """The destination's lock, or None where file locks do not work."""
         if not self.locks_work:
             return None
-        return DestinationLock(os.path.join(self.locks, fname + ".lock"))
+        return DestinationLock(os.path.join(self.locks, fname + ".lock"), self.destdir)
 
     def remove_stale(self, min_age: float = STALE_LOCK_AGE) -> list[str]:
         """Remove lock and pin files that no process holds and nobody used lately.
@@ -99,12 +102,25 @@ class StateDir:
 class DestinationLock:
     """The inter-process lock of one destination file."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, destdir: str) -> None:
         self.path = path
+        self.destdir = destdir
         self._lock = filelock.FileLock(path, thread_local=False)
 
     def try_acquire(self) -> bool:
-        """Take the lock if no process holds it; never waits."""
+        """Take the lock if no process holds it; never waits.
+
+        :raises StorageError: when the destination directory is gone (taking
+            the lock would create it again, and the download land there)
+        """
+        if not os.path.isdir(self.destdir):
+            raise StorageError(
+                f"cannot download into {self.destdir}: the destination directory is gone",
+                errno=errno.ENOENT,
+                dest=os.path.join(self.destdir, os.path.basename(self.path)[: -len(".lock")]),
+            )
+        # The lock folder itself may have been removed with .dlmanager/.
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
         try:
             self._lock.acquire(timeout=0)
         except filelock.Timeout:

@@ -8,7 +8,9 @@ largest remaining segment. The calling thread saves a checkpoint every
 second. A response of another version of the file (a changed validator or
 size, a 200 where 206 was asked for, a wrong ``Content-Range``) stops every
 connection and raises :class:`~dlmanager.errors.ResumeError`: two versions
-are never mixed in one file.
+are never mixed in one file. A :class:`~dlmanager.errors.StorageError` (a
+write or a checkpoint that the filesystem refused) is not retried: it stops
+every connection and is raised at once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dlmanager.errors import (
     IncompleteBodyError,
     ResumeError,
     StallError,
+    StorageError,
 )
 from dlmanager.retry import RetryPolicy
 from dlmanager.segments import Plan, Segment
@@ -148,20 +151,38 @@ class ParallelFetch:
             self._changed.set()
 
     def _supervise(self, threads: list[threading.Thread]) -> None:
-        """Checkpoint while the workers run; on the first failure, stop them all."""
-        while any(thread.is_alive() for thread in threads):
-            self._changed.wait(CHECKPOINT_INTERVAL)
-            self._changed.clear()
-            if self._errors:
-                self._stop.set()
-                self.abort()
-                for thread in threads:
-                    thread.join()
+        """Checkpoint while the workers run; on the first failure, stop them all.
+
+        The workers are stopped and joined before any error is raised, a
+        failed checkpoint's included: none writes into the file once the
+        caller may close it.
+        """
+        try:
+            while any(thread.is_alive() for thread in threads):
+                self._changed.wait(CHECKPOINT_INTERVAL)
+                self._changed.clear()
+                if self._errors:
+                    break
                 self.save_checkpoint(self.plan)
-                raise _first_error(self._errors.values())
-            self.save_checkpoint(self.plan)
-        if self._errors:
-            raise _first_error(self._errors.values())
+        except BaseException:
+            self._stop_workers(threads)
+            raise
+        if not self._errors:
+            return
+        self._stop_workers(threads)
+        error = _first_error(self._errors.values())
+        if not isinstance(error, StorageError):
+            try:
+                self.save_checkpoint(self.plan)
+            except StorageError as exc:
+                log.debug("Last checkpoint of %s failed: %s", self.url, exc)
+        raise error
+
+    def _stop_workers(self, threads: list[threading.Thread]) -> None:
+        self._stop.set()
+        self.abort()
+        for thread in threads:
+            thread.join()
 
     def _work(self, segment: Segment | None, attempt: Attempt | None) -> None:
         while segment is not None and not self._stop.is_set():
@@ -195,7 +216,7 @@ class ParallelFetch:
                         self.on_resume(segment.pos)
                         retried = False
                 self._copy(attempt, segment)
-            except (DownloadInterrupt, ResumeError):
+            except (DownloadInterrupt, ResumeError, StorageError):
                 raise
             except DownloadError as exc:
                 if self._stop.is_set() or self.cancel.is_set():

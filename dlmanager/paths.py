@@ -136,8 +136,10 @@ def remove_stale_temporaries(
     A ``.part`` file is stale when nobody holds its lock and it is older than
     *min_age* seconds. A stale one that has a valid checkpoint is kept for a
     later download of the same file to resume, unless it is older than
-    *resumable_max_age*. Checkpoints without their ``.part`` file go too.
-    Returns the paths removed.
+    *resumable_max_age*. Checkpoints without their ``.part`` file go too,
+    whatever their age (a writer removes its ``.part`` file only to publish or
+    discard it, and then removes the checkpoint itself). Returns the paths
+    removed.
     """
     from dlmanager import checkpoint  # a leaf module; imported late to keep paths.py light
 
@@ -157,13 +159,13 @@ def remove_stale_temporaries(
             age = now - entry.stat(follow_symlinks=False).st_mtime
         except OSError:
             continue
-        if age < min_age:
-            continue
         if not is_part(entry.name):
             base = entry.name[: -len(".new")] if entry.name.endswith(".new") else entry.name
             part = base[: -len(".ckpt")] + TEMP_SUFFIX
-            if part not in names:
+            if part not in names and not os.path.lexists(os.path.join(directory, part)):
                 _unlink(entry.path, removed)
+            continue
+        if age < min_age:
             continue
         ckpt = checkpoint.checkpoint_path(entry.path)
         resumable = age < resumable_max_age and checkpoint.load(ckpt) is not None
@@ -175,9 +177,12 @@ def remove_stale_temporaries(
 
 
 def leftover_fnames(directory: str) -> set[str]:
-    """The destination names that have a checkpointed temporary file in *directory*.
+    """The destination names that have a temporary file in *directory*.
 
-    One scan of the directory, so that each download need not scan it again.
+    Their download looks for a leftover to resume, and removes the ones that
+    cannot be (such as a ``.part`` file without checkpoint, left by a process
+    killed before its first checkpoint). One scan of the directory, so that
+    each download need not scan it again.
     """
     try:
         names = os.listdir(directory)
@@ -186,7 +191,7 @@ def leftover_fnames(directory: str) -> set[str]:
     found = set()
     for name in names:
         match = _TEMP_RE.fullmatch(name)
-        if match is not None and match.group("kind") == "ckpt":
+        if match is not None and match.group("kind") in ("part", "ckpt"):
             found.add(match.group("fname"))
     return found
 

@@ -1,12 +1,25 @@
-"""The temporary file a download writes, published atomically under its final name."""
+"""The temporary file a download writes, published atomically under its final name.
+
+Every filesystem error met while writing it (disk full, file too big, quota,
+read-only or removed directory...) becomes a
+:class:`~dlmanager.errors.StorageError` naming the path and the reason, raised
+``from`` the :class:`OSError`; such an error is not retried. Before the bytes
+of a file of known size are written, :meth:`PartFile.check_space` compares
+what is still missing with the free space of the filesystem.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import shutil
+from collections.abc import Iterator
 
 from dlmanager import checkpoint
 from dlmanager.checkpoint import Checkpoint
+from dlmanager.errors import DlManagerError, InsufficientSpaceError, StorageError
 from dlmanager.paths import is_part, temporary_fname, temporary_name
 
 try:
@@ -14,9 +27,24 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["PartFile", "leftover_progress"]
+__all__ = ["SPACE_MARGIN", "PartFile", "free_space", "leftover_progress"]
 
 log = logging.getLogger(__name__)
+
+#: Bytes kept free beyond what a file still needs when checking the free
+#: space: its checkpoint, the filesystem's own metadata and the rounding of
+#: its last block.
+SPACE_MARGIN = 64 * 1024
+
+#: Errors of ``posix_fallocate`` that mean "not supported here": the file is
+#: then only extended, and the space is taken as it is written.
+_NO_FALLOCATE = frozenset(
+    getattr(errno, name)
+    for name in ("EOPNOTSUPP", "ENOTSUP", "EINVAL", "ENOSYS", "ENODEV")
+    if hasattr(errno, name)
+)
+#: Errors that mean the filesystem or the user's quota is full.
+_NO_SPACE = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT") if hasattr(errno, name))
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
@@ -40,27 +68,39 @@ class PartFile:
     :func:`~dlmanager.paths.remove_stale_temporaries` can tell a live one from
     one left by a killed process. Use :meth:`create` or :meth:`adopt`.
 
+    Its methods raise :class:`~dlmanager.errors.StorageError` when the
+    filesystem fails them.
+
     :ivar size: how many bytes :meth:`write` appended (sequential writing)
+    :ivar url: the URL downloaded into it (for the errors' context)
     """
 
-    def __init__(self, dest: str, path: str, fd: int) -> None:
+    def __init__(self, dest: str, path: str, fd: int, url: str = "") -> None:
         self.dest = dest
         self.path = path
+        self.url = url
         self.checkpoint_path = checkpoint.checkpoint_path(path)
         self._fd = fd
         self.size = 0
 
     @classmethod
-    def create(cls, dest: str) -> PartFile:
-        """A new, empty temporary file for *dest*."""
+    def create(cls, dest: str, url: str = "") -> PartFile:
+        """A new, empty temporary file for *dest*.
+
+        :raises StorageError: when it cannot be created (directory read-only
+            or gone, no space or inodes left...)
+        """
         directory, fname = os.path.split(dest)
         path = os.path.join(directory, temporary_name(fname))
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+        except OSError as exc:
+            raise _storage_error("create", path, exc, url=url, dest=dest) from exc
         if not _lock(fd):  # pragma: no cover - nobody else knows the fresh name yet
             os.close(fd)
-            raise OSError(f"cannot lock new temporary file {path}")
+            raise StorageError(f"cannot lock new temporary file {path}", url=url, dest=dest)
         log.debug("Writing %s into %s", dest, path)
-        return cls(dest, path, fd)
+        return cls(dest, path, fd, url)
 
     @classmethod
     def adopt(cls, dest: str, url: str) -> tuple[PartFile, Checkpoint] | None:
@@ -90,7 +130,7 @@ class PartFile:
             if not _lock(fd):
                 os.close(fd)
                 continue  # a live download owns it
-            part = cls(dest, path, fd)
+            part = cls(dest, path, fd, url)
             saved = checkpoint.load(part.checkpoint_path)
             size = os.fstat(fd).st_size
             if (
@@ -111,6 +151,22 @@ class PartFile:
         log.debug("Resuming %s from %s (%d bytes held)", dest, part.path, saved.received)
         return part, saved
 
+    # -- errors -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _failing(self, action: str, path: str | None = None) -> Iterator[None]:
+        """Turn an :class:`OSError` of the block into a :class:`StorageError`."""
+        try:
+            yield
+        except DlManagerError:
+            raise
+        except OSError as exc:
+            raise _storage_error(
+                action, path or self.path, exc, url=self.url, dest=self.dest, received=self.size
+            ) from exc
+
+    # -- writing ----------------------------------------------------------------------
+
     def write(self, data: bytes) -> None:
         """Append *data* after the bytes written so far."""
         self.pwrite(self.size, data)
@@ -119,50 +175,125 @@ class PartFile:
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
         """Write *data* at *offset*."""
         view = memoryview(data)
-        while view:
-            written = os.pwrite(self._fd, view, offset)
-            view = view[written:]
-            offset += written
+        with self._failing("write"):
+            while view:
+                written = os.pwrite(self._fd, view, offset)
+                view = view[written:]
+                offset += written
+
+    def check_space(self, total: int, held: int = 0) -> None:
+        """Check that the filesystem can take the bytes of a *total*-byte file
+        that this file does not hold yet.
+
+        The bytes held are the most of *held*, :attr:`size` and the space
+        already allocated to the file (a preallocated file needs no more).
+        :data:`SPACE_MARGIN` bytes are kept free beyond them. Nothing is
+        checked where the free space is unknown.
+
+        :raises InsufficientSpaceError: when there is not enough free space
+        """
+        needed = max(0, total - max(held, self.size, self._allocated()))
+        if not needed:
+            return
+        directory = os.path.dirname(self.path) or "."
+        available = free_space(directory)
+        if available is None or needed + SPACE_MARGIN <= available:
+            return
+        margin = f" ({SPACE_MARGIN} are kept free)" if needed <= available else ""
+        raise InsufficientSpaceError(
+            f"not enough free space in {directory} for {os.path.basename(self.dest)}: "
+            f"{needed} bytes to write, {available} free{margin}",
+            needed=needed,
+            available=available,
+            errno=errno.ENOSPC,
+            url=self.url,
+            dest=self.dest,
+            received=self.size,
+        )
+
+    def _allocated(self) -> int:
+        """Bytes of disk space the file holds (its size where blocks are not reported)."""
+        with self._failing("read the size of"):
+            status = os.fstat(self._fd)
+        blocks = getattr(status, "st_blocks", None)
+        return status.st_size if blocks is None else int(blocks) * 512
 
     def preallocate(self, total: int) -> None:
-        """Reserve *total* bytes on disk, where the platform can."""
+        """Reserve *total* bytes on disk, where the platform can.
+
+        :raises InsufficientSpaceError: the filesystem or the quota is full
+        :raises StorageError: for another failure (e.g. the file is too big)
+        """
         allocate = getattr(os, "posix_fallocate", None)
         if allocate is not None:
+            held = self._allocated()
             try:
                 allocate(self._fd, 0, total)
                 return
-            except OSError as exc:  # e.g. unsupported by the filesystem
+            except OSError as exc:
+                if exc.errno in _NO_SPACE:
+                    needed = max(0, total - held)
+                    available = free_space(os.path.dirname(self.path) or ".")
+                    raise InsufficientSpaceError(
+                        f"cannot preallocate {total} bytes for {self.path}: {exc.strerror}",
+                        needed=needed,
+                        available=0 if available is None else available,
+                        errno=exc.errno,
+                        url=self.url,
+                        dest=self.dest,
+                    ) from exc
+                if exc.errno not in _NO_FALLOCATE:
+                    action = f"preallocate {total} bytes for"
+                    raise _storage_error(
+                        action, self.path, exc, url=self.url, dest=self.dest
+                    ) from exc
                 log.debug("posix_fallocate(%s) failed: %s", self.path, exc)
-        if os.fstat(self._fd).st_size < total:
-            os.ftruncate(self._fd, total)
+        with self._failing(f"extend to {total} bytes"):
+            if os.fstat(self._fd).st_size < total:
+                os.ftruncate(self._fd, total)
 
     def truncate(self) -> None:
         """Throw away everything written so far, and the checkpoint."""
-        os.ftruncate(self._fd, 0)
+        with self._failing("truncate"):
+            os.ftruncate(self._fd, 0)
         self.size = 0
         checkpoint.remove(self.checkpoint_path)
 
     def save_checkpoint(self, state: Checkpoint) -> None:
-        """Flush the data to disk, then record *state* beside it."""
-        os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)
-        checkpoint.save(self.checkpoint_path, state)
+        """Flush the data to disk, then record *state* beside it.
+
+        :raises StorageError: when either fails (the download cannot go on:
+            its directory is full, read-only or gone)
+        """
+        with self._failing("flush"):
+            os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)
+        with self._failing("write checkpoint", self.checkpoint_path):
+            checkpoint.save(self.checkpoint_path, state)
 
     def publish(self, total: int | None = None) -> None:
         """Flush, fsync and atomically rename the file to its destination.
 
         :param total: the file's size, when known: the file is cut to it
+        :raises StorageError: when the file cannot be completed or renamed
+            (it keeps its temporary name then)
         """
-        if total is not None and os.fstat(self._fd).st_size != total:
-            os.ftruncate(self._fd, total)
-        # Used now: the file is the most recently used one from its first
-        # instant under the final name, for every process's eviction order.
-        if os.utime in os.supports_fd:
-            os.utime(self._fd)
-        os.fsync(self._fd)
-        os.replace(self.path, self.dest)
+        with self._failing("complete"):
+            if total is not None and os.fstat(self._fd).st_size != total:
+                os.ftruncate(self._fd, total)
+            # Used now: the file is the most recently used one from its first
+            # instant under the final name, for every process's eviction order.
+            if os.utime in os.supports_fd:
+                os.utime(self._fd)
+            os.fsync(self._fd)
+        with self._failing(f"rename {self.path} to", self.dest):
+            os.replace(self.path, self.dest)
+        # In place from here on: nothing below may fail the download.
         checkpoint.remove(self.checkpoint_path)
-        os.close(self._fd)
-        self._fd = -1
+        fd, self._fd = self._fd, -1
+        try:
+            os.close(fd)
+        except OSError as exc:
+            log.warning("Closing %s failed after it was published: %s", self.dest, exc)
         _fsync_directory(os.path.dirname(self.dest))
         log.debug("Published %s", self.dest)
 
@@ -209,6 +340,44 @@ def leftover_progress(dest: str) -> tuple[int, int | None] | None:
         if best is None or held[0] > best[0]:
             best = held
     return best
+
+
+def free_space(directory: str) -> int | None:
+    """Bytes that this user may still write to the filesystem of *directory*.
+
+    ``f_bavail * f_frsize`` of ``statvfs`` (the blocks reserved for root are
+    not counted); None when unknown: the call failed, or the filesystem
+    reports no size at all (some network and FUSE filesystems).
+    """
+    try:
+        statvfs = getattr(os, "statvfs", None)
+        if statvfs is None:  # pragma: no cover - Windows
+            return shutil.disk_usage(directory).free
+        status = statvfs(directory)
+    except OSError as exc:
+        log.debug("Cannot tell the free space of %s: %s", directory, exc)
+        return None
+    if not status.f_blocks:
+        return None
+    return int(status.f_bavail) * int(status.f_frsize or status.f_bsize)
+
+
+def _storage_error(
+    action: str, path: str, exc: OSError, *, url: str, dest: str, received: int = 0
+) -> StorageError:
+    """``cannot ACTION PATH: REASON`` as a :class:`StorageError` with the errno of *exc*."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOENT, getattr(errno, "ESTALE", None)):
+        directory = os.path.dirname(dest) or "."
+        if not os.path.isdir(directory):
+            reason += f" (the destination directory {directory} is gone)"
+    return StorageError(
+        f"cannot {action} {path}: {reason}",
+        errno=exc.errno,
+        url=url,
+        dest=dest,
+        received=received,
+    )
 
 
 def _fsync_directory(directory: str) -> None:
