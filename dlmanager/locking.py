@@ -115,7 +115,8 @@ class DestinationLock:
         """
         if not os.path.isdir(self.destdir):
             raise StorageError(
-                f"cannot download into {self.destdir}: the destination directory is gone",
+                f"cannot lock {self.path}: {os.strerror(errno.ENOENT)} "
+                f"(the destination directory {self.destdir} is gone)",
                 errno=errno.ENOENT,
                 dest=os.path.join(self.destdir, os.path.basename(self.path)[: -len(".lock")]),
             )
