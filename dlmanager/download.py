@@ -197,6 +197,9 @@ class Download:
         self._adopt_leftovers = True
         # The inter-process lock of the destination (set by a DownloadManager).
         self._dest_lock: DestinationLock | None = None
+        # A download of the same destination expecting another checksum (set
+        # by a DownloadManager): this one starts when it ends.
+        self._after: Download | None = None
 
     def __repr__(self) -> str:
         return f"<Download {self._url!r} -> {self._dest!r} {self._state.value}>"
@@ -299,6 +302,11 @@ class Download:
         return self._received
 
     @property
+    def checksum(self) -> Checksum | None:
+        """The checksum the file must match, or None."""
+        return self._options.checksum
+
+    @property
     def total(self) -> int | None:
         """The expected size, once known."""
         return self._total
@@ -307,6 +315,7 @@ class Download:
 
     def _run(self, finished_callback: Callable[[Download], Any] | None) -> None:
         try:
+            self._wait_for_previous()
             self._wait_for_dest_lock()
             try:
                 if not self._done_elsewhere():
@@ -347,6 +356,16 @@ class Download:
             finally:
                 self._done.set()
 
+    def _wait_for_previous(self) -> None:
+        """Let a download of the same destination that expects another checksum end."""
+        previous, self._after = self._after, None
+        if previous is None:
+            return
+        while not previous._done.wait(_QUEUE_POLL):
+            if self._cancel.is_set():
+                raise DownloadInterrupt()
+        self._adopt_leftovers = True  # what it left, if it failed, may be resumed
+
     def _wait_for_dest_lock(self) -> None:
         """Wait while another process downloads the same destination.
 
@@ -375,15 +394,18 @@ class Download:
             raise
 
     def _done_elsewhere(self) -> bool:
-        """Whether another process finished the file while this one waited."""
+        """Whether another process (or download) finished the file while this one waited."""
         if self._dest_lock is None or not _regular_file(self._dest):
             return False
         expected = self._options.checksum
         if expected is not None:
-            actual = file_digests(self._dest, [expected.algorithm]).get(expected.algorithm)
+            try:
+                actual = file_digests(self._dest, [expected.algorithm]).get(expected.algorithm)
+            except FileNotFoundError:
+                return False  # evicted meanwhile: downloaded again
             if actual != expected.hexdigest:
                 return False  # downloaded again, replacing it atomically
-        log.info("%s was downloaded by another process", self._dest)
+        log.info("%s was downloaded by another process or download", self._dest)
         return True
 
     def _wait_for_slot(self) -> None:

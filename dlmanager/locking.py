@@ -28,6 +28,8 @@ import contextlib
 import errno
 import logging
 import os
+import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -234,54 +236,75 @@ class Pins:
 
 
 class Reservations:
-    """Room reserved against the cap by the downloads in flight of every process."""
+    """Room reserved against the cap by the downloads in flight of every process.
+
+    Each reservation is a file ``NAME.TOKEN`` holding its size, locked by its
+    process for as long as the download runs. It is written under a hidden
+    name first, locked, then renamed: no other process can take a shared lock
+    on it (to see whether it is held) before its owner holds it.
+    """
 
     def __init__(self, state: StateDir) -> None:
         self.folder = state.reservations
-        self._held: dict[str, int] = {}  # name -> fd of this process's reservations
+        self._lock = threading.Lock()  # download threads hold and release at once
+        self._held: dict[str, tuple[int, str]] = {}  # fname -> (fd, path) of this process's
 
     def hold(self, fname: str, nbytes: int) -> None:
         """Reserve *nbytes* for the download of *fname* until :meth:`release`."""
-        if fcntl is None or fname in self._held:  # pragma: no cover - Windows
+        if fcntl is None:  # pragma: no cover - Windows
             return
-        path = os.path.join(self.folder, fname)
-        try:
-            fd = os.open(path, _FLAGS, 0o666)
-        except OSError as exc:
-            log.debug("Cannot reserve room for %s: %s", fname, exc)
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # another process downloads the same name
-            os.close(fd)
-            return
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(nbytes).encode(), 0)
-        self._held[fname] = fd
+        with self._lock:
+            if fname in self._held:
+                return
+            name = f"{fname}.{secrets.token_hex(4)}"
+            hidden = os.path.join(self.folder, f".{name}.new")
+            path = os.path.join(self.folder, name)
+            try:
+                fd = os.open(hidden, _FLAGS | os.O_EXCL, 0o666)
+            except OSError as exc:
+                log.debug("Cannot reserve room for %s: %s", fname, exc)
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else knows this name: no wait
+                os.pwrite(fd, str(nbytes).encode(), 0)
+                os.rename(hidden, path)
+            except OSError as exc:
+                log.debug("Cannot reserve room for %s: %s", fname, exc)
+                with contextlib.suppress(OSError):
+                    os.unlink(hidden)
+                os.close(fd)
+                return
+            self._held[fname] = (fd, path)
 
     def release(self, fname: str) -> None:
-        fd = self._held.pop(fname, None)
-        if fd is not None:
+        with self._lock:
+            held = self._held.pop(fname, None)
+        if held is not None:
+            fd, path = held
             with contextlib.suppress(OSError):
-                os.unlink(os.path.join(self.folder, fname))
+                os.unlink(path)
             os.close(fd)
 
     def total(self) -> int:
         """Bytes reserved by live downloads of every process (this one included)."""
         if fcntl is None:  # pragma: no cover
             return 0
-        total = 0
         try:
             names = os.listdir(self.folder)
         except OSError:
             return 0
-        for name in names:
-            fd = self._held.get(name)
-            if fd is None:
-                total += _held_size(os.path.join(self.folder, name))
-            else:
-                with contextlib.suppress(OSError, ValueError):
-                    total += int(os.pread(fd, 32, 0) or b"0")
+        with self._lock:
+            own = {os.path.basename(path): fd for fd, path in self._held.values()}
+            total = 0
+            for name in names:
+                if name.startswith("."):
+                    continue  # being written: not held yet
+                fd = own.get(name)
+                if fd is None:
+                    total += _held_size(os.path.join(self.folder, name))
+                else:
+                    with contextlib.suppress(OSError, ValueError):
+                        total += int(os.pread(fd, 32, 0) or b"0")
         return total
 
 

@@ -264,9 +264,12 @@ class DownloadManager:
             already present is checked against it too, and downloaded again
             when it does not match
         :return: the started :class:`Download`; the running one when that
-            destination is already downloading (*progress* is then attached
-            to it); or None when the file is already present (which counts as
-            a use for the persist limit)
+            destination is already downloading and *checksum* is None or the
+            same as the running one's (*progress* is then attached to it); or
+            None when the file is already present (which counts as a use for
+            the persist limit). A request with another *checksum* than the
+            running download gets a new :class:`Download`, which starts when
+            the running one ends and takes its file only if it matches
         :raises ValueError: for a URL that is not http(s), a file name that
             would land outside the destination directory, or an invalid
             checksum
@@ -274,14 +277,15 @@ class DownloadManager:
         check_url(url)
         expected = parse_checksum(checksum)
         dest = self.get_dest(fname if fname is not None else name_from_url(url))
-        if expected is not None and self._running(dest, progress) is None and _present(dest):
+        stale = False  # a file that does not match, left in place because pinned
+        if expected is not None and self._running(dest, None) is None and _present(dest):
             # Hash a file already there outside the lock: it may be big.
-            self._drop_if_mismatching(dest, expected)
+            stale = self._drop_if_mismatching(dest, expected)
         with self._lock:
-            running = self._running(dest, progress)
-            if running is not None:
-                return running
-            if _present(dest):
+            running = self._running(dest, None)
+            if running is not None and (expected is None or running.checksum == expected):
+                return self._running(dest, progress)
+            if running is None and not stale and _present(dest):
                 self.persist_limit.touch(dest)
                 return None
             if os.path.islink(dest):
@@ -302,6 +306,9 @@ class DownloadManager:
                 checksum=expected,
                 max_size=self.max_size,
             )
+            # Running with another checksum (or none): this one waits for it,
+            # then takes its file if it matches, else downloads it again.
+            download._after = running
             download._adopt_leftovers = os.path.basename(dest) in self._leftovers
             download._dest_lock = self._state.lock(os.path.basename(dest))
             self._leftovers.discard(os.path.basename(dest))
@@ -320,24 +327,28 @@ class DownloadManager:
                 running.set_progress(progress)
             return running
 
-    def _drop_if_mismatching(self, dest: str, expected: Checksum) -> None:
+    def _drop_if_mismatching(self, dest: str, expected: Checksum) -> bool:
         """Remove the file at *dest* if it does not match *expected*.
 
         A file pinned by some process is left in place: the new download
         replaces it atomically when it completes.
+
+        :return: whether a file that does not match is left in place
         """
         try:
             actual = file_digests(dest, [expected.algorithm]).get(expected.algorithm)
         except FileNotFoundError:
-            return
+            return False
         if actual == expected.hexdigest:
-            return
+            return False
         log.warning("%s does not match %s (it has %s): downloading it again",
                     dest, expected, actual)  # fmt: skip
         with self._pins.evicting() as protect:
-            if not protect(dest):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(dest)
+            if protect(dest):
+                return True
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(dest)
+        return False
 
     def _download_started(self, dl: Download) -> None:
         """Hook called when *dl* is about to start. Subclasses call the base."""

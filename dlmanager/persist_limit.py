@@ -488,6 +488,7 @@ class PersistLimit:
             event_filter.append(attrib)
         observer: BaseObserver | None = None
         try:
+            _quiet_watchdog_shutdown()
             observer = Observer()
             if isinstance(observer, PollingObserver):
                 raise _CannotWatch("the platform has no file change notification")
@@ -721,6 +722,24 @@ def _make_handler(limit: PersistLimit) -> FileSystemEventHandler:
 def _observer_alive(observer: BaseObserver) -> bool:
     emitters = tuple(observer.emitters)  # one atomic copy: the set may change meanwhile
     return observer.is_alive() and bool(emitters) and all(e.is_alive() for e in emitters)
+
+
+class _ShutdownRace(logging.Filter):
+    """Drops the ERROR watchdog logs when its inotify thread is stopped between
+    reading an event and handling it: a benign race of every stop (see
+    gorakhargosh/watchdog#963), which would otherwise reach the standard error
+    of programs that do not configure logging."""
+
+    MESSAGE = "InotifyEmitter.queue_events() called when the thread is inactive"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != self.MESSAGE
+
+
+def _quiet_watchdog_shutdown() -> None:
+    logger = logging.getLogger("watchdog.observers.inotify")
+    if not any(isinstance(f, _ShutdownRace) for f in logger.filters):
+        logger.addFilter(_ShutdownRace())
 
 
 def _stop(observer: BaseObserver) -> None:

@@ -71,6 +71,24 @@ class DownloadSession(requests.Session):
         self._environment: dict[tuple[Any, ...], Any] = {}
         self._environment_lock = threading.Lock()
 
+    def close(self) -> None:
+        """Close every pooled connection now, then the adapters.
+
+        ``requests`` (with urllib3 2) only forgets its pools on close: a pool
+        still referenced elsewhere (by a response in a traceback, say) keeps
+        its sockets open until the garbage collector runs.
+        """
+        for adapter in self.adapters.values():
+            manager = getattr(adapter, "poolmanager", None)
+            pools = getattr(manager, "pools", None)
+            if pools is None:
+                continue
+            for key in list(pools.keys()):
+                pool = pools.get(key)
+                if pool is not None:
+                    pool.close()
+        super().close()
+
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> Any:

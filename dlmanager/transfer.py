@@ -637,6 +637,7 @@ class _Senders:
             with self._lock:
                 self._idle -= 1
             task()
+            del task  # an idle thread must not keep the last request's response alive
 
 
 _senders = _Senders()

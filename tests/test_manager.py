@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import hashlib
 import os
 import signal
 import subprocess
@@ -15,6 +18,7 @@ from typing import Any
 import pytest
 
 from dlmanager import (
+    ChecksumError,
     Download,
     DownloadEvent,
     DownloadInterrupt,
@@ -26,6 +30,8 @@ from dlmanager import (
     RetryPolicy,
     Timeouts,
 )
+from dlmanager import download as download_module
+from dlmanager.locking import StateDir
 from dlmanager.paths import temporary_name
 from tests.conftest import listing, parts, read, temporaries
 from tests.server import FaultServer, Resource, make_data
@@ -487,3 +493,110 @@ def test_a_failing_files_evicted_hook_fails_nothing(
     failures = [r for r in caplog.records if "_files_evicted hook" in r.getMessage()]
     assert len(failures) == 2
     assert all(r.exc_info is not None and "hook bug" in str(r.exc_info[1]) for r in failures)
+
+
+# --- found by the soak (benchmarks/soak.py) ------------------------------------------------
+
+
+def test_a_request_with_another_checksum_does_not_join_a_running_download(
+    server: FaultServer, destdir: str
+) -> None:
+    old, new = b"old version " * 10_000, b"new version " * 10_000
+    server.add("/f.bin", Resource(new, trickle=(20_000, 0.02)))
+    with DownloadManager(destdir) as manager:
+        first = manager.download(server.url("/f.bin"))
+        wants_old = manager.download(server.url("/f.bin"), checksum=sha256_spec(old))
+        wants_new = manager.download(server.url("/f.bin"), checksum=sha256_spec(new))
+        assert first is not None and wants_old is not None and wants_new is not None
+        # Each waits for the one before it, then checks the file it left.
+        assert len({id(first), id(wants_old), id(wants_new)}) == 3
+        first.wait()
+        wants_old.wait(raise_if_error=False)
+        wants_new.wait()
+
+    error = wants_old.error()
+    assert error is not None and isinstance(error[1], ChecksumError)
+    assert read(os.path.join(destdir, "f.bin")) == new
+
+
+def test_a_request_with_the_same_checksum_joins(server: FaultServer, destdir: str) -> None:
+    data = make_data(200_000)
+    server.add("/f.bin", Resource(data, trickle=(20_000, 0.02)))
+    with DownloadManager(destdir) as manager:
+        first = manager.download(server.url("/f.bin"), checksum=sha256_spec(data))
+        again = manager.download(server.url("/f.bin"), checksum=sha256_spec(data))
+        without = manager.download(server.url("/f.bin"))
+
+    assert first is again is without
+    assert [r.method for r in server.requests].count("GET") == 1
+
+
+def test_a_pinned_file_that_does_not_match_is_downloaded_again(
+    server: FaultServer, destdir: str
+) -> None:
+    old, new = b"old version\n" * 1000, b"new version\n" * 1000
+    server.add("/f.bin", new)
+    with open(os.path.join(destdir, "f.bin"), "wb") as handle:
+        handle.write(old)
+    with contextlib.ExitStack() as stack:
+        reader = stack.enter_context(DownloadManager(destdir))
+        stack.enter_context(reader.pin("f.bin"))
+        in_use = stack.enter_context(open(os.path.join(destdir, "f.bin"), "rb"))
+        with DownloadManager(destdir) as manager:
+            download = manager.download(server.url("/f.bin"), checksum=sha256_spec(new))
+            assert download is not None
+        assert in_use.read() == old  # the reader's open file is intact
+    assert read(os.path.join(destdir, "f.bin")) == new
+
+
+def test_a_file_evicted_while_it_is_checked_is_downloaded_again(
+    server: FaultServer, destdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"x" * 10_000
+    server.add("/f.bin", data)
+    other = StateDir(destdir).lock("f.bin")  # another process downloads f.bin
+    assert other is not None and other.try_acquire()
+    real = download_module.file_digests
+
+    def evicted_first(path: str, algorithms: Any) -> Any:
+        os.remove(path)  # another process evicts the file at this moment
+        return real(path, algorithms)
+
+    with DownloadManager(destdir) as manager:
+        download = manager.download(server.url("/f.bin"), checksum=sha256_spec(data))
+        assert download is not None
+        with open(os.path.join(destdir, "f.bin"), "wb") as handle:
+            handle.write(data)  # the other process publishes the file...
+        monkeypatch.setattr(download_module, "file_digests", evicted_first)
+        other.release()  # ...and releases its lock
+        download.wait()
+
+    assert read(os.path.join(destdir, "f.bin")) == data
+    assert [r.method for r in server.requests].count("GET") == 1
+
+
+def test_closing_the_session_closes_its_sockets_at_once(server: FaultServer, destdir: str) -> None:
+    server.add("/f.bin", Resource(make_data(3_000_000), wrong_content_range=True))
+    gc.disable()  # as before the collector runs: cycles still hold responses
+    try:
+        baseline = open_sockets()
+        manager = DownloadManager(destdir, connections=4, min_split_size=256 * 1024)
+        download = manager.download(server.url("/f.bin"))
+        assert download is not None
+        download.wait()
+        manager.close()
+        assert open_sockets() == baseline
+    finally:
+        gc.enable()
+
+
+def sha256_spec(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def open_sockets() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count

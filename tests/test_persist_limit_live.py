@@ -489,3 +489,17 @@ def test_a_forgotten_limit_stops_its_observer(tmp_path: Path) -> None:
     del limit
     gc.collect()
     assert observer_threads() == []
+
+
+def test_watchdogs_benign_shutdown_error_is_not_shown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with PersistLimit(10**9) as limit:
+        limit.watch(os.fspath(tmp_path))
+    logger = logging.getLogger("watchdog.observers.inotify")
+
+    with caplog.at_level(logging.ERROR, logger="watchdog"):
+        logger.error("InotifyEmitter.queue_events() called when the thread is inactive")
+        logger.error("a real inotify problem")
+
+    assert [r.getMessage() for r in caplog.records] == ["a real inotify problem"]

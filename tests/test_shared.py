@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from dlmanager import DownloadManager, PersistLimit
+from dlmanager.locking import Reservations, StateDir
 from dlmanager.paths import STATE_DIR
 from tests.conftest import listing, read
 from tests.server import FaultServer, Resource, make_data
@@ -311,3 +313,33 @@ def test_a_directory_without_working_file_locks(
     finally:
         manager.close()
     assert listing(destdir) == ["f.bin"]
+
+
+def test_a_reservation_is_counted_while_other_processes_probe_them(destdir: str) -> None:
+    state = StateDir(destdir)
+    mine, other = Reservations(state), Reservations(state)
+    # Another process probing every reservation file with a shared lock (as
+    # total() does) at any moment cannot make hold() give up: the file is
+    # locked under a hidden name before it appears.
+    for name in ("a", "b"):
+        with open(os.path.join(state.reservations, name), "w") as handle:
+            handle.write("7")  # left by dead processes: not held, not counted
+    probes = [os.open(os.path.join(state.reservations, n), os.O_RDONLY) for n in ("a", "b")]
+    for fd in probes:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        mine.hold("f.bin", 1000)
+        mine.hold("g.bin", 24)
+        writing = os.path.join(state.reservations, ".h.bin.0123abcd.new")
+        with open(writing, "w") as handle:
+            handle.write("999")  # another process's, not locked yet: skipped
+
+        assert other.total() == 1024
+        assert mine.total() == 1024
+    finally:
+        for fd in probes:
+            os.close(fd)
+    mine.release("f.bin")
+    mine.release("g.bin")
+    assert other.total() == 0
+    assert sorted(os.listdir(state.reservations)) == [".h.bin.0123abcd.new", "a", "b"]
