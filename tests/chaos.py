@@ -52,11 +52,17 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from types import MappingProxyType, TracebackType
+from types import MappingProxyType
 from typing import Any, cast
 from urllib.parse import quote, unquote, urlsplit
 
-from dlmanager.cli.demoserver import BLOCK_SIZE, HOST, LoopbackServer, shutdown_socket
+from dlmanager.cli.demoserver import (
+    BLOCK_SIZE,
+    HOST,
+    BackgroundServer,
+    LoopbackServer,
+    shutdown_socket,
+)
 from tests.server import parse_range
 
 __all__ = [
@@ -457,7 +463,7 @@ class _HTTPServer(LoopbackServer):
         super().__init__(_Handler)
 
 
-class ChaosServer:
+class ChaosServer(BackgroundServer):
     """Serve ``files`` on 127.0.0.1 (a free port), misbehaving as *config* says.
 
     Use it as a context manager: entering starts the server in a daemon
@@ -472,9 +478,8 @@ class ChaosServer:
         self.files: Mapping[str, ChaosFile] = {file.name: file for file in files}
         if len(self.files) != len(files):
             raise ValueError("file names must be unique")
+        super().__init__()
         self.config = config or ChaosConfig()
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self._versions = dict.fromkeys(self.files, 0)
         self._served: dict[str, dict[int, int]] = {name: {} for name in self.files}
         self._faults = dict.fromkeys(Fault, 0)
@@ -482,56 +487,11 @@ class ChaosServer:
         self._changes: list[tuple[float, str, int]] = []
         self._digests: dict[tuple[str, int], str] = {}
         self._digest_lock = threading.Lock()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._closed = False
 
     # -- life --------------------------------------------------------------------------
 
-    def start(self) -> ChaosServer:
-        """Listen on 127.0.0.1 and serve in a daemon thread; return self.
-
-        :raises RuntimeError: when already started or closed
-        """
-        with self._lock:
-            if self._httpd is not None or self._closed:
-                raise RuntimeError("a ChaosServer can be started only once")
-            self._httpd = httpd = _HTTPServer(self)
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"ChaosServer:{httpd.server_port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        """Stop serving, end stalls, cut connections (idempotent)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            httpd = self._httpd
-        self._stopping.set()
-        if httpd is None:
-            return
-        if self._thread is not None:
-            httpd.shutdown()
-            self._thread.join(STOP_TIMEOUT)
-        httpd.close_connections(STOP_TIMEOUT)
-        httpd.server_close()
-
-    def __enter__(self) -> ChaosServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _make_server(self) -> LoopbackServer:
+        return _HTTPServer(self)
 
     # -- addresses ---------------------------------------------------------------------
 

@@ -29,11 +29,12 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, unquote, urlsplit
 
 __all__ = [
     "HOST",
+    "BackgroundServer",
     "DemoFile",
     "DemoServer",
     "DemoStats",
@@ -381,48 +382,40 @@ class _HTTPServer(LoopbackServer):
         super().__init__(_Handler, on_connection=lambda: owner._count(connections=1))
 
 
-class DemoServer:
-    """Serve ``files`` over HTTP/1.1 on 127.0.0.1 (a free port), injecting their faults.
+_Server = TypeVar("_Server", bound="BackgroundServer")
 
-    Use it as a context manager: entering starts the server in a daemon thread,
-    leaving closes it, promptly even while connections are stalled or throttled.
 
-    :param files: the files to serve, at ``/<name>``
-    :param rate: the most bytes per second sent on each connection (None: no limit)
-    :raises ValueError: for duplicate file names or a rate below 1
+class BackgroundServer:
+    """A :class:`LoopbackServer` served from a daemon thread: ``start()`` once,
+    ``close()`` (idempotent) to stop serving, end the waits of the handlers
+    (they wait on :attr:`_stopping`) and cut the connections; a context manager.
+
+    Subclasses call ``super().__init__()`` and implement :meth:`_make_server`.
     """
 
-    def __init__(self, files: Sequence[DemoFile], *, rate: int | None = None) -> None:
-        if rate is not None and rate < 1:
-            raise ValueError(f"rate must be at least 1 byte/s or None, not {rate!r}")
-        self.files: Mapping[str, DemoFile] = {file.name: file for file in files}
-        if len(self.files) != len(files):
-            raise ValueError("demo file names must be unique")
-        self.rate = rate
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._fired: set[str] = set()
-        self._faults = dict.fromkeys(Fault, 0)
-        self._connections = self._requests = self._bytes_sent = self._range_requests = 0
-        self._digests: dict[str, str] = {}
-        self._digest_lock = threading.Lock()
-        self._httpd: _HTTPServer | None = None
+        self._httpd: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def start(self) -> DemoServer:
+    def _make_server(self) -> LoopbackServer:
+        raise NotImplementedError
+
+    def start(self: _Server) -> _Server:
         """Listen on 127.0.0.1 and serve in a daemon thread; return self.
 
         :raises RuntimeError: when already started or closed
         """
         with self._lock:
             if self._httpd is not None or self._closed:
-                raise RuntimeError("a DemoServer can be started only once")
-            self._httpd = httpd = _HTTPServer(self)
+                raise RuntimeError(f"a {type(self).__name__} can be started only once")
+            self._httpd = httpd = self._make_server()
         self._thread = threading.Thread(
             target=httpd.serve_forever,
             kwargs={"poll_interval": 0.05},
-            name=f"DemoServer:{httpd.server_port}",
+            name=f"{type(self).__name__}:{httpd.server_port}",
             daemon=True,
         )
         self._thread.start()
@@ -444,7 +437,7 @@ class DemoServer:
         httpd.close_connections(STOP_TIMEOUT)
         httpd.server_close()
 
-    def __enter__(self) -> DemoServer:
+    def __enter__(self: _Server) -> _Server:
         return self.start()
 
     def __exit__(
@@ -454,6 +447,35 @@ class DemoServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class DemoServer(BackgroundServer):
+    """Serve ``files`` over HTTP/1.1 on 127.0.0.1 (a free port), injecting their faults.
+
+    Use it as a context manager: entering starts the server in a daemon thread,
+    leaving closes it, promptly even while connections are stalled or throttled.
+
+    :param files: the files to serve, at ``/<name>``
+    :param rate: the most bytes per second sent on each connection (None: no limit)
+    :raises ValueError: for duplicate file names or a rate below 1
+    """
+
+    def __init__(self, files: Sequence[DemoFile], *, rate: int | None = None) -> None:
+        if rate is not None and rate < 1:
+            raise ValueError(f"rate must be at least 1 byte/s or None, not {rate!r}")
+        self.files: Mapping[str, DemoFile] = {file.name: file for file in files}
+        if len(self.files) != len(files):
+            raise ValueError("demo file names must be unique")
+        super().__init__()
+        self.rate = rate
+        self._fired: set[str] = set()
+        self._faults = dict.fromkeys(Fault, 0)
+        self._connections = self._requests = self._bytes_sent = self._range_requests = 0
+        self._digests: dict[str, str] = {}
+        self._digest_lock = threading.Lock()
+
+    def _make_server(self) -> LoopbackServer:
+        return _HTTPServer(self)
 
     @property
     def address(self) -> tuple[str, int]:
