@@ -51,7 +51,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from types import MappingProxyType
 from typing import Any, cast
 from urllib.parse import quote, unquote, urlsplit
@@ -60,6 +59,7 @@ from dlmanager.cli.demoserver import (
     BLOCK_SIZE,
     HOST,
     BackgroundServer,
+    LoopbackHandler,
     LoopbackServer,
     shutdown_socket,
 )
@@ -282,27 +282,15 @@ class ChaosStats:
     """Status faults sent with a ``Retry-After`` header."""
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Serves the files of the owning :class:`ChaosServer`, injecting its faults."""
+class _Handler(LoopbackHandler):
+    """Serves the files of the owning :class:`ChaosServer`, injecting its faults
+    (a HEAD gets the headers of a plain GET of the current version, no fault)."""
 
-    protocol_version = "HTTP/1.1"
     server_version = "dlmanager-chaos"
-    disable_nagle_algorithm = True
     timeout = IDLE_TIMEOUT
     server: _HTTPServer
 
-    def do_GET(self) -> None:
-        """Serve a GET."""
-        self._serve()
-
-    def do_HEAD(self) -> None:
-        """Serve a HEAD: the headers of a plain GET of the current version, no fault."""
-        self._serve()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay silent."""
-
-    def _serve(self) -> None:
+    def serve(self) -> None:
         owner = self.server.owner
         owner._count(requests=1)
         try:

@@ -18,11 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from types import TracebackType
-from typing import Any
 
-from dlmanager.cli.demoserver import LoopbackServer, shutdown_socket
+from dlmanager.cli.demoserver import LoopbackHandler, LoopbackServer, shutdown_socket
 
 HOST = "127.0.0.1"
 DEFAULT_LAST_MODIFIED = formatdate(1_700_000_000, usegmt=True)
@@ -180,25 +178,13 @@ class RecordedRequest:
         return self.headers.get("range")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Serves the resources of the owning :class:`FaultServer`, injecting their faults."""
+class _Handler(LoopbackHandler):
+    """Serves the resources of the owning :class:`FaultServer`, injecting their
+    faults (a HEAD consumes none)."""
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
     server: _HTTPServer
 
-    def do_GET(self) -> None:
-        """Serve a GET."""
-        self._handle()
-
-    def do_HEAD(self) -> None:
-        """Serve a HEAD: the headers of a GET, without body or consumed faults."""
-        self._handle()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay silent."""
-
-    def _handle(self) -> None:
+    def serve(self) -> None:
         """Record the request and answer it; a client hanging up is not an error."""
         owner = self.server.owner
         headers = {name.lower(): value for name, value in self.headers.items()}

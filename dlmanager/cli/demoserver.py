@@ -39,6 +39,7 @@ __all__ = [
     "DemoServer",
     "DemoStats",
     "Fault",
+    "LoopbackHandler",
     "LoopbackServer",
     "shutdown_socket",
 ]
@@ -180,27 +181,36 @@ def shutdown_socket(connection: socket.socket) -> None:
         pass
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Serves the files of the owning :class:`DemoServer`, injecting their faults."""
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """A silent HTTP/1.1 keep-alive handler whose GET and HEAD both call
+    :meth:`serve` (a HEAD answers the headers of a GET, without body); for
+    the servers built on :class:`LoopbackServer`."""
 
     protocol_version = "HTTP/1.1"
-    server_version = "dlmanager-demo"
-    disable_nagle_algorithm = True
+    disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
     timeout = IDLE_TIMEOUT
-    server: _HTTPServer
 
     def do_GET(self) -> None:
-        """Serve a GET."""
-        self._serve()
+        self.serve()
 
     def do_HEAD(self) -> None:
-        """Serve a HEAD: the headers of a GET, without body; no fault fires."""
-        self._serve()
+        self.serve()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay silent."""
 
-    def _serve(self) -> None:
+    def serve(self) -> None:
+        raise NotImplementedError
+
+
+class _Handler(LoopbackHandler):
+    """Serves the files of the owning :class:`DemoServer`, injecting their faults
+    (never on a HEAD)."""
+
+    server_version = "dlmanager-demo"
+    server: _HTTPServer
+
+    def serve(self) -> None:
         owner = self.server.owner
         owner._count(requests=1)
         try:
