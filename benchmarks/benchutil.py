@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import socketserver
+import sys
+import threading
 
-__all__ = ["fs_type", "sha256_file"]
+__all__ = ["fs_type", "serve_until_stdin_closes", "sha256_file"]
 
 
 def sha256_file(path: str, block_size: int = 1024 * 1024) -> str:
@@ -32,3 +35,22 @@ def fs_type(path: str) -> str:
     except OSError:
         return ""
     return kind
+
+
+def serve_until_stdin_closes(server: socketserver.BaseServer, port: int) -> int:
+    """Serve in a daemon thread, print *port*, and stop when standard input closes.
+
+    The body of a benchmark's server child process: the parent reads the port
+    from its standard output and ends the child by closing its standard input
+    (or by exiting). Returns the exit status, 0.
+    """
+    thread = threading.Thread(target=server.serve_forever, name="bench-server", daemon=True)
+    thread.start()
+    print(port, flush=True)
+    try:
+        sys.stdin.read()  # returns when the parent closes the pipe (or exits)
+    except KeyboardInterrupt:
+        pass
+    server.shutdown()
+    server.server_close()
+    return 0

@@ -36,13 +36,12 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from benchutil import fs_type, sha256_file
+from benchutil import fs_type, serve_until_stdin_closes, sha256_file
 
 try:
     import resource
@@ -102,16 +101,7 @@ def _serve(path: str) -> int:
     handler = type("Handler", (_FileHandler,), {"served_path": path})
     server = http.server.ThreadingHTTPServer((HOST, 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="bench-server", daemon=True)
-    thread.start()
-    print(server.server_address[1], flush=True)
-    try:
-        sys.stdin.read()  # returns when the parent closes the pipe (or exits)
-    except KeyboardInterrupt:
-        pass
-    server.shutdown()
-    server.server_close()
-    return 0
+    return serve_until_stdin_closes(server, server.server_address[1])
 
 
 class _Server:

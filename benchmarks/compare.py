@@ -47,7 +47,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -56,7 +55,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchutil import fs_type, sha256_file
+from benchutil import fs_type, serve_until_stdin_closes, sha256_file
 
 HOST = "127.0.0.1"
 KIB = 1024
@@ -242,16 +241,7 @@ def _serve(data_dir: str) -> int:
     """Serve *data_dir* on 127.0.0.1 until stdin closes or SIGTERM; print the port first."""
     handler = type("Handler", (_FileHandler,), {"root": os.path.abspath(data_dir)})
     server = _Server((HOST, 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="server", daemon=True)
-    thread.start()
-    print(server.server_address[1], flush=True)
-    try:
-        sys.stdin.read()  # returns when the parent closes the pipe (or exits)
-    except KeyboardInterrupt:
-        pass
-    server.shutdown()
-    server.server_close()
-    return 0
+    return serve_until_stdin_closes(server, server.server_address[1])
 
 
 # -- starting and stopping the server ---------------------------------------------------
