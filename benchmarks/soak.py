@@ -30,10 +30,9 @@ At the end it checks, and exits 1 when a check fails:
   that changed on the server;
 * every file left in the directory is one whole version of its name (nothing
   partial under a final name), and no temporary or checkpoint file is left;
-* no reservation is left in ``.dlmanager/reservations``, every child held no
-  file lock once its managers were closed (``/proc/locks``), and every lock
-  file left in ``.dlmanager/locks`` is free (lock files stay by design; an
-  unused one is removed after 10 minutes by the next manager);
+* the directory holds nothing but those files: no ``.dlmanager/`` folder
+  (its lock, pin and reservation files go with the downloads), and every
+  child held no file lock once its managers were closed (``/proc/locks``);
 * the size cap holds: the files left total less than the cap, or are no more
   than ``file_limit`` files (the most recently used files are kept anyway);
 * in every child, the number of threads and open file descriptors is back to
@@ -515,7 +514,7 @@ def _collect(
 
 def _run(args: argparse.Namespace) -> int:
     _use_checkout()
-    from dlmanager.paths import STATE_DIR, is_temporary, try_exclusive
+    from dlmanager.paths import STATE_DIR, is_temporary
     from tests.chaos import ChaosConfig, ChaosFile, ChaosServer, Fault
 
     began = time.monotonic()
@@ -582,7 +581,6 @@ def _run(args: argparse.Namespace) -> int:
             checks.corrupted[index] += ": " + _explain(record, file, len(versions[file.name]))
     _check_children(results, checks)
     listing = _check_directory(destdir, workload, versions, checks, is_temporary, STATE_DIR)
-    _check_state(destdir, STATE_DIR, try_exclusive, checks)
     elapsed = time.monotonic() - began
     report = _report(args, workload, records, results, stats, listing, sampler.peak, checks,
                      elapsed, changes)  # fmt: skip
@@ -721,6 +719,8 @@ def _check_directory(
     for name in sorted(os.listdir(destdir)):
         path = os.path.join(destdir, name)
         if name == state_dir:
+            left = sorted(os.listdir(path))
+            checks.leftovers.append(f"coordination folder {state_dir}/ left, holding {left}")
             continue
         if is_temporary(name):
             checks.leftovers.append(f"temporary file left: {name}")
@@ -742,21 +742,6 @@ def _check_directory(
             f"cap exceeded: {len(listing)} files, {total} bytes, cap {workload.cap} bytes"
         )
     return listing
-
-
-def _check_state(destdir: str, state_dir: str, try_exclusive: Any, checks: Checks) -> None:
-    state = os.path.join(destdir, state_dir)
-    expected = {"flock-probe", "locks", "pins", "reservations"}
-    for name in sorted(set(os.listdir(state)) - expected):
-        checks.leftovers.append(f"unexpected entry in {state_dir}/: {name}")
-    reservations = os.listdir(os.path.join(state, "reservations"))
-    if reservations:
-        checks.leftovers.append(f"reservations left: {sorted(reservations)}")
-    for folder in ("locks", "pins"):
-        for name in sorted(os.listdir(os.path.join(state, folder))):
-            with try_exclusive(os.path.join(state, folder, name)) as free:
-                if not free:
-                    checks.leftovers.append(f"{state_dir}/{folder}/{name} is still held")
 
 
 def _report(

@@ -1,20 +1,30 @@
 """Coordination of processes sharing one destination directory.
 
-Everything lives in the hidden ``.dlmanager/`` folder of the directory, which
-:class:`~dlmanager.PersistLimit` never counts or evicts:
+While downloads, waits or pins are active, their coordination files live in
+the hidden ``.dlmanager/`` folder of the directory, which
+:class:`~dlmanager.PersistLimit` never counts or evicts. Every file is
+created when it is needed and removed as soon as it is not, and the folder
+goes when it is empty: when nothing runs, a destination holds only its files.
 
-- ``locks/NAME.lock``: the inter-process lock of one destination (the
-  ``filelock`` package). The process holding it transfers the file; the
-  others wait, then find the finished file, or take over if the holder died
-  (the operating system releases a dead process's lock).
-- ``pins/NAME.pin``: a shared ``flock`` held by every process that uses the
-  file (:meth:`DownloadManager.pin <dlmanager.DownloadManager.pin>`); an
-  evicting process takes it exclusively, without waiting, before removing
-  the file, and skips the file when it cannot.
-- ``flock-probe``: tells at start-up whether file locks work here.
-- ``reservations/NAME``: the size of a download in flight, held locked by
-  the process downloading it; every process counts the held ones against
-  the cap, and a dead process's reservation stops counting by itself.
+- ``NAME.lock``: the inter-process lock of one destination (an exclusive
+  ``flock``). The process holding it transfers the file; the others wait,
+  then find the finished file, or take over if the holder died (the
+  operating system releases a dead process's lock).
+- ``NAME.pin``: a shared ``flock`` held by every process that uses the file
+  (:meth:`DownloadManager.pin <dlmanager.DownloadManager.pin>`); an evicting
+  process takes it exclusively, without waiting, before removing the file,
+  and skips the file when it cannot.
+- ``NAME.TOKEN.rsv``: the size of a download in flight, held locked by the
+  process downloading it; every process counts the held ones against the
+  cap, and a dead process's reservation stops counting by itself.
+
+Removing a lock file is safe because of one rule: only a process holding
+the exclusive ``flock`` of the file at a path may unlink that path, and a
+process that takes a lock checks afterwards that the file it locked is still
+the one at its path (same device and inode), else it starts again with the
+new one. (The ``filelock`` package never deletes its lock files for want of
+that check.) Files left by a killed process are unheld: the next manager on
+the directory removes them.
 
 Correctness never depends on these locks: every writer writes its own
 uniquely named temporary file and publishes it with an atomic rename, so on
@@ -26,17 +36,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterator
 
-import filelock
-
 from dlmanager.errors import StorageError
-from dlmanager.paths import STATE_DIR, try_exclusive
+from dlmanager.paths import STATE_DIR
 
 try:
     import fcntl
@@ -48,120 +56,236 @@ __all__ = ["DestinationLock", "Pins", "Reservations", "StateDir"]
 log = logging.getLogger(__name__)
 
 _FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-#: A lock or pin file unused for this long (seconds) is removed at start-up.
-STALE_LOCK_AGE = 600.0
+_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+#: Coordination files of a name longer than this (in bytes) are named after
+#: its hash, so that their names stay within the filesystem's limit.
+_LONGEST_KEY = 200
+#: Folders of the layout of earlier development versions, removed when unused.
+_OLD_FOLDERS = ("locks", "pins", "reservations")
+#: How many times a file is created again when a concurrent removal of the
+#: folder or of the file itself gets in the way (each retry means another
+#: process made progress).
+_RETRIES = 100
+
+
+def _key(fname: str) -> str:
+    """The part of the coordination files' names that stands for *fname*."""
+    raw = os.fsencode(fname)
+    if len(raw) <= _LONGEST_KEY:
+        return fname
+    return "#" + hashlib.sha256(raw).hexdigest()
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """Whether the open file *fd* is the one at *path* now."""
+    held = os.fstat(fd)
+    if not held.st_nlink:
+        return False
+    try:
+        there = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
 
 
 class StateDir:
-    """The ``.dlmanager/`` folder of a destination directory."""
+    """The ``.dlmanager/`` folder of a destination directory, present only while used."""
 
     def __init__(self, destdir: str) -> None:
         self.destdir = destdir
         self.path = os.path.join(destdir, STATE_DIR)
-        self.locks = os.path.join(self.path, "locks")
-        self.pins = os.path.join(self.path, "pins")
-        self.reservations = os.path.join(self.path, "reservations")
-        for folder in (self.locks, self.pins, self.reservations):
-            os.makedirs(folder, exist_ok=True)
-        self.locks_work = _flock_works(self.path)
+        self.locks_work = self._probe()
+
+    def file(self, name: str) -> str:
+        """The path of the coordination file *name*."""
+        return os.path.join(self.path, name)
+
+    def open(self, name: str, flags: int = _FLAGS) -> int:
+        """Open (by default create) the coordination file *name*, and the folder if needed.
+
+        :raises FileNotFoundError: when the destination directory is gone
+            (it is never created again here)
+        :raises OSError: when the file cannot be created
+        """
+        path = self.file(name)
+        for _ in range(_RETRIES):
+            try:
+                return os.open(path, flags, 0o666)
+            except FileNotFoundError:
+                pass
+            try:
+                os.mkdir(self.path)  # never the destination itself: it may be gone
+            except FileExistsError:
+                pass  # removed and created again meanwhile: open again
+        raise OSError(errno.EBUSY, f"{self.path} keeps being removed", path)
+
+    def tidy(self) -> None:
+        """Remove the folder if it is empty (another process may be using it)."""
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            pass
+
+    def acquire(self, name: str, operation: int, *, blocking: bool) -> int | None:
+        """Create (if needed) the file *name* and take its ``flock``.
+
+        :param operation: ``fcntl.LOCK_EX`` or ``fcntl.LOCK_SH``
+        :param blocking: wait for the lock, else give up at once
+        :return: the open, locked file descriptor, or None when *blocking*
+            is false and another process holds the lock
+        """
+        path = self.file(name)
+        for _ in range(_RETRIES):
+            fd = self.open(name)
+            try:
+                fcntl.flock(fd, operation | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            except BaseException:
+                os.close(fd)
+                raise
+            if _same_file(fd, path):
+                return fd
+            os.close(fd)  # removed by its last holder meanwhile: lock the new one
+        raise OSError(errno.EBUSY, f"cannot lock {path}: it keeps being replaced", path)
+
+    def release(self, name: str, fd: int) -> None:
+        """Release the lock *fd* on the file *name*, removing the file if nobody else holds it.
+
+        A shared lock is turned into an exclusive one first, without waiting:
+        when that fails, another process still holds it and the file stays.
+        """
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return
+        try:
+            os.unlink(self.file(name))
+        except OSError:
+            pass
+        os.close(fd)
+        self.tidy()
 
     def lock(self, fname: str) -> DestinationLock | None:
         """The destination's lock, or None where file locks do not work."""
         if not self.locks_work:
             return None
-        return DestinationLock(os.path.join(self.locks, fname + ".lock"), self.destdir)
+        return DestinationLock(self, fname)
 
-    def remove_stale(self, min_age: float = STALE_LOCK_AGE) -> list[str]:
-        """Remove lock and pin files that no process holds and nobody used lately.
+    def remove_stale(self) -> list[str]:
+        """Remove the coordination files that no process holds: those of killed processes.
 
-        A process opening one at the very moment it is removed may end up with
-        a lock nobody else sees: that costs a duplicate transfer, never a
-        wrong file.
+        Safe at any moment: a process that locked a file removed meanwhile
+        sees it and locks a new one. Also removes the folders of the layout of
+        earlier versions. Returns the paths removed.
         """
-        removed = []
-        now = time.time()
-        for folder in (self.locks, self.pins, self.reservations):
-            if not self.locks_work:
-                break  # cannot tell held files from stale ones
+        if not self.locks_work or not os.path.isdir(self.path):
+            return []
+        removed: list[str] = []
+        for folder in (self.path, *(os.path.join(self.path, f) for f in _OLD_FOLDERS)):
             try:
-                entries = list(os.scandir(folder))
+                names = os.listdir(folder)
             except OSError:
                 continue
-            for entry in entries:
-                try:
-                    if now - entry.stat(follow_symlinks=False).st_mtime < min_age:
-                        continue
-                except OSError:
-                    continue
-                with try_exclusive(entry.path) as free:
-                    if free:
-                        with contextlib.suppress(OSError):
-                            os.unlink(entry.path)
-                            removed.append(entry.path)
+            for name in names:
+                path = os.path.join(folder, name)
+                if _remove_if_unheld(path):
+                    removed.append(path)
+            if folder != self.path:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+        self.tidy()
         return removed
+
+    def _probe(self) -> bool:
+        """Whether ``flock`` works here (not on every network filesystem).
+
+        The probe file is removed at once, and the folder with it if it is empty.
+        """
+        if fcntl is None:  # pragma: no cover
+            return False
+        name = f"probe.{secrets.token_hex(4)}"
+        try:
+            fd = self.open(name, _FLAGS | os.O_EXCL)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            log.warning(
+                "File locks do not work in %s (%s): processes sharing it may download a file "
+                "twice, and pins are not honoured; files are still never corrupted",
+                self.destdir,
+                exc,
+            )
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self.file(name))
+            os.close(fd)
+            self.tidy()
+
+
+def _remove_if_unheld(path: str) -> bool:
+    """Remove the file at *path* if no process holds its lock; whether it was removed."""
+    try:
+        fd = os.open(path, _READ)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        if not _same_file(fd, path):
+            return False
+        os.unlink(path)
+        log.debug("Removed %s, left by a stopped process", path)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 class DestinationLock:
-    """The inter-process lock of one destination file."""
+    """The inter-process lock of one destination file, ``.dlmanager/NAME.lock`` while held."""
 
-    def __init__(self, path: str, destdir: str) -> None:
-        self.path = path
-        self.destdir = destdir
-        self._lock = filelock.FileLock(path, thread_local=False)
+    def __init__(self, state: StateDir, fname: str) -> None:
+        self.state = state
+        self.name = _key(fname) + ".lock"
+        self.path = state.file(self.name)
+        self.dest = os.path.join(state.destdir, fname)
+        self._fd: int | None = None
 
     def try_acquire(self) -> bool:
         """Take the lock if no process holds it; never waits.
 
-        :raises StorageError: when the destination directory is gone (taking
-            the lock would create it again, and the download land there)
+        :raises StorageError: when the lock file cannot be created, for
+            instance because the destination directory is gone (it is not
+            created again: the download would land there)
         """
-        if not os.path.isdir(self.destdir):
-            raise StorageError(
-                f"cannot lock {self.path}: {os.strerror(errno.ENOENT)} "
-                f"(the destination directory {self.destdir} is gone)",
-                errno=errno.ENOENT,
-                dest=os.path.join(self.destdir, os.path.basename(self.path)[: -len(".lock")]),
-            )
-        # The lock folder itself may have been removed with .dlmanager/.
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        if self._fd is not None:
+            return True
         try:
-            self._lock.acquire(timeout=0)
-        except filelock.Timeout:
-            return False
-        with contextlib.suppress(OSError):
-            os.utime(self.path)  # recently used: not stale
-        return True
+            self._fd = self.state.acquire(self.name, fcntl.LOCK_EX, blocking=False)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if not os.path.isdir(self.state.destdir):
+                reason += f" (the destination directory {self.state.destdir} is gone)"
+            raise StorageError(
+                f"cannot lock {self.path}: {reason}", errno=exc.errno, dest=self.dest
+            ) from exc
+        return self._fd is not None
 
     def release(self) -> None:
-        if self._lock.is_locked:
-            self._lock.release()
-
-
-def _flock_works(folder: str) -> bool:
-    """Whether ``flock`` works in *folder* (not on every network filesystem)."""
-    if fcntl is None:  # pragma: no cover
-        return False
-    probe = os.path.join(folder, "flock-probe")
-    try:
-        fd = os.open(probe, _FLAGS, 0o666)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    except BlockingIOError:
-        return True  # another process holds it: locks work
-    except OSError as exc:
-        log.warning(
-            "File locks do not work in %s (%s): processes sharing it may download a file "
-            "twice, and pins are not honoured; files are still never corrupted",
-            folder,
-            exc,
-        )
-        return False
-    finally:
-        os.close(fd)
-    return True
+        """Release the lock and remove its file; does nothing when not held."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            self.state.release(self.name, fd)
 
 
 class Pins:
@@ -171,8 +295,9 @@ class Pins:
         self.state = state
         self.destdir = destdir
 
-    def _pin_path(self, path: str) -> str:
-        return os.path.join(self.state.pins, os.path.basename(path) + ".pin")
+    @staticmethod
+    def _name(path: str) -> str:
+        return _key(os.path.basename(path)) + ".pin"
 
     @contextlib.contextmanager
     def pin(self, path: str) -> Iterator[str]:
@@ -180,22 +305,18 @@ class Pins:
 
         :raises FileNotFoundError: when the file is not (or no longer) there
         """
-        while True:
-            fd = os.open(self._pin_path(path), _FLAGS, 0o666)
-            if fcntl is None or not self.state.locks_work:
-                break
-            fcntl.flock(fd, fcntl.LOCK_SH)  # waits only for an eviction in progress
-            if os.fstat(fd).st_nlink:
-                if os.utime in os.supports_fd:
-                    os.utime(fd)  # in use: not stale
-                break
-            os.close(fd)  # removed as stale meanwhile: pin the new one
+        name = self._name(path)
+        fd = None
+        if fcntl is not None and self.state.locks_work:
+            # Waits only for an eviction in progress.
+            fd = self.state.acquire(name, fcntl.LOCK_SH, blocking=True)
         try:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"cannot pin {path}: no such file")
             yield path
         finally:
-            os.close(fd)
+            if fd is not None:
+                self.state.release(name, fd)
 
     @contextlib.contextmanager
     def evicting(self) -> Iterator[Callable[[str], bool]]:
@@ -204,50 +325,44 @@ class Pins:
         A file is protected when another process pins it; otherwise its pin is
         held exclusively until the round ends, so nobody pins it in between.
         """
-        held: list[int] = []
+        held: list[tuple[str, int]] = []
 
         def protect(path: str) -> bool:
             if fcntl is None or not self.state.locks_work:  # pins cannot be seen
                 return False
+            name = self._name(path)
             try:
-                fd = os.open(self._pin_path(path), _FLAGS, 0o666)
+                fd = self.state.acquire(name, fcntl.LOCK_EX, blocking=False)
             except OSError:
                 return True  # cannot tell: keep it
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
+            if fd is None:
                 log.debug("Not evicting %s: pinned by a process", path)
                 return True
-            held.append(fd)
+            held.append((name, fd))
             return False
 
         try:
             yield protect
         finally:
-            for fd in held:
-                os.close(fd)
-
-    def forget(self, removed: list[str]) -> None:
-        """Remove the pin files of evicted files (call inside :meth:`evicting`)."""
-        for path in removed:
-            with contextlib.suppress(OSError):
-                os.unlink(self._pin_path(path))
+            for name, fd in held:
+                self.state.release(name, fd)
 
 
 class Reservations:
     """Room reserved against the cap by the downloads in flight of every process.
 
-    Each reservation is a file ``NAME.TOKEN`` holding its size, locked by its
-    process for as long as the download runs. It is written under a hidden
-    name first, locked, then renamed: no other process can take a shared lock
-    on it (to see whether it is held) before its owner holds it.
+    Each reservation is a file ``NAME.TOKEN.rsv`` holding its size, locked by
+    its process for as long as the download runs. It is written under a
+    hidden name first, locked, then renamed: no other process can take a
+    shared lock on it (to see whether it is held) before its owner holds it.
     """
 
+    SUFFIX = ".rsv"
+
     def __init__(self, state: StateDir) -> None:
-        self.folder = state.reservations
+        self.state = state
         self._lock = threading.Lock()  # download threads hold and release at once
-        self._held: dict[str, tuple[int, str]] = {}  # fname -> (fd, path) of this process's
+        self._held: dict[str, tuple[int, str]] = {}  # fname -> (fd, name) of this process's
 
     def hold(self, fname: str, nbytes: int) -> None:
         """Reserve *nbytes* for the download of *fname* until :meth:`release`."""
@@ -256,52 +371,56 @@ class Reservations:
         with self._lock:
             if fname in self._held:
                 return
-            name = f"{fname}.{secrets.token_hex(4)}"
-            hidden = os.path.join(self.folder, f".{name}.new")
-            path = os.path.join(self.folder, name)
             try:
-                fd = os.open(hidden, _FLAGS | os.O_EXCL, 0o666)
+                self._held[fname] = self._create(fname, nbytes)
             except OSError as exc:
                 log.debug("Cannot reserve room for %s: %s", fname, exc)
-                return
+
+    def _create(self, fname: str, nbytes: int) -> tuple[int, str]:
+        for _ in range(_RETRIES):
+            name = f"{_key(fname)}.{secrets.token_hex(4)}{self.SUFFIX}"
+            hidden = f".{name}.new"
+            fd = self.state.open(hidden, _FLAGS | os.O_EXCL)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else knows this name: no wait
-                os.pwrite(fd, str(nbytes).encode(), 0)
-                os.rename(hidden, path)
-            except OSError as exc:
-                log.debug("Cannot reserve room for %s: %s", fname, exc)
+                fcntl.flock(fd, fcntl.LOCK_EX)  # at most a cleaner's moment
+                if _same_file(fd, self.state.file(hidden)):
+                    os.pwrite(fd, str(nbytes).encode(), 0)
+                    os.rename(self.state.file(hidden), self.state.file(name))
+                    return fd, name
+            except FileNotFoundError:
+                pass  # removed by a cleaner before it was locked: again
+            except BaseException:
                 with contextlib.suppress(OSError):
-                    os.unlink(hidden)
+                    os.unlink(self.state.file(hidden))
                 os.close(fd)
-                return
-            self._held[fname] = (fd, path)
+                raise
+            os.close(fd)
+        raise OSError(errno.EBUSY, "reservation files keep being removed")
 
     def release(self, fname: str) -> None:
         with self._lock:
             held = self._held.pop(fname, None)
         if held is not None:
-            fd, path = held
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            os.close(fd)
+            fd, name = held
+            self.state.release(name, fd)
 
     def total(self) -> int:
         """Bytes reserved by live downloads of every process (this one included)."""
         if fcntl is None:  # pragma: no cover
             return 0
         try:
-            names = os.listdir(self.folder)
+            names = os.listdir(self.state.path)
         except OSError:
             return 0
         with self._lock:
-            own = {os.path.basename(path): fd for fd, path in self._held.values()}
+            own = {name: fd for fd, name in self._held.values()}
             total = 0
             for name in names:
-                if name.startswith("."):
-                    continue  # being written: not held yet
+                if name.startswith(".") or not name.endswith(self.SUFFIX):
+                    continue  # being written (not held yet), or not a reservation
                 fd = own.get(name)
                 if fd is None:
-                    total += _held_size(os.path.join(self.folder, name))
+                    total += _held_size(self.state.file(name))
                 else:
                     with contextlib.suppress(OSError, ValueError):
                         total += int(os.pread(fd, 32, 0) or b"0")
@@ -311,7 +430,7 @@ class Reservations:
 def _held_size(path: str) -> int:
     """The size in a reservation file that a live process holds, else 0."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, _READ)
     except OSError:
         return 0
     try:

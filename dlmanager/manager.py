@@ -389,7 +389,6 @@ class DownloadManager:
         with self._pins.evicting() as protect:
             limit.reserve(_IN_FLIGHT, self._reservations.total())
             removed = limit.remove_old_files(protect=protect)
-            self._pins.forget(removed)
         if removed:
             try:
                 self._files_evicted(removed)

@@ -40,7 +40,7 @@ _TEMP_RE = re.compile(r"\.(?P<fname>.+)\.[0-9a-f]{8}\.(?P<kind>part|ckpt|ckpt\.n
 STATE_DIR = ".dlmanager"
 #: A temporary file younger than this is never taken for stale: its writer may
 #: not have locked it yet.
-STALE_MIN_AGE = 10.0
+STALE_MIN_AGE = 2.0
 #: A resumable temporary file (one with a checkpoint) is kept this long, in
 #: seconds, for a later download of the same file to resume.
 RESUMABLE_MAX_AGE = 7 * 24 * 3600.0

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from dlmanager import RetryPolicy
-from dlmanager.paths import STATE_DIR, is_part, is_temporary
+from dlmanager.paths import is_part, is_temporary
 from tests.server import FaultServer
 
 
@@ -41,8 +41,9 @@ def temporaries(directory: str) -> list[str]:
 
 
 def listing(directory: str) -> list[str]:
-    """The names in *directory*, without dlmanager's hidden state folder."""
-    return [name for name in os.listdir(directory) if name != STATE_DIR]
+    """The names in *directory*: all of them, dlmanager's hidden ones included
+    (when nothing runs, a destination holds only its files)."""
+    return os.listdir(directory)
 
 
 def parts(directory: str) -> list[str]:

@@ -131,8 +131,8 @@ def test_clean_removes_leftovers_and_stale_locks_only(
     held = os.open(live, os.O_RDONLY)
     try:
         fcntl.flock(held, fcntl.LOCK_EX)  # a running download writes it
-        os.makedirs(os.path.join(cache, STATE_DIR, "locks"))
-        stale_lock = put(os.path.join(cache, STATE_DIR, "locks"), "gone.bin.lock", 0, used=60)
+        os.mkdir(os.path.join(cache, STATE_DIR))
+        stale_lock = put(os.path.join(cache, STATE_DIR), "gone.bin.lock", 0, used=60)
 
         assert main(["cache", "clean", cache]) == 0
     finally:
@@ -141,6 +141,7 @@ def test_clean_removes_leftovers_and_stale_locks_only(
     assert temporaries(cache) == [".live.bin.89abcdef.part"]
     assert sorted(listing(cache)) == [".live.bin.89abcdef.part", "mid.bin", "new.bin", "old.bin"]
     assert not os.path.exists(stale_lock)
+    assert not os.path.exists(os.path.join(cache, STATE_DIR))  # removed once empty
     summary = lines(capsys.readouterr().out)[-1]
     assert summary.startswith("removed 2 temporary files (48.9 KiB) and ")
     assert summary.endswith("; 1 in use by running downloads kept")

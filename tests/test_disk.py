@@ -443,7 +443,7 @@ def chmod_protects(directory: str) -> bool:
 
 
 def lock_file(destdir: str, name: str) -> str:
-    return os.path.join(destdir, STATE_DIR, "locks", name + ".lock")
+    return os.path.join(destdir, STATE_DIR, name + ".lock")
 
 
 def wait_for(condition: Any, what: str) -> None:

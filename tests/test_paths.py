@@ -240,12 +240,12 @@ def test_locked_temporary_is_kept(tmp_path: Path) -> None:
 
 
 def test_young_temporary_is_kept(tmp_path: Path) -> None:
-    young = make(tmp_path, temporary_name("x.bin"), mtime=time.time() - 5)
-    assert STALE_MIN_AGE == 10.0
+    young = make(tmp_path, temporary_name("x.bin"), mtime=time.time() - 1)
+    assert STALE_MIN_AGE == 2.0
     assert remove_stale_temporaries(str(tmp_path)) == []
     assert remove_stale_temporaries(str(tmp_path), min_age=60) == []
     assert os.path.exists(young)
-    assert remove_stale_temporaries(str(tmp_path), min_age=1) == [young]
+    assert remove_stale_temporaries(str(tmp_path), min_age=0.5) == [young]
 
 
 def test_only_stale_temporaries_are_removed(tmp_path: Path) -> None:

@@ -66,13 +66,8 @@ def test_four_processes_transfer_each_file_once(server: FaultServer, destdir: st
     for path, data in files.items():
         assert len(server.requests_for(path)) == 1, path
         assert read(os.path.join(destdir, path[1:])) == data
-    assert sorted(listing(destdir)) == sorted(path[1:] for path in files)
-    state = os.path.join(destdir, STATE_DIR)
-    assert sorted(os.listdir(state)) == ["flock-probe", "locks", "pins", "reservations"]
-    assert os.listdir(os.path.join(state, "reservations")) == []
-    assert sorted(os.listdir(os.path.join(state, "locks"))) == sorted(
-        path[1:] + ".lock" for path in files
-    )
+    # Nothing but the files: the coordination files went with the downloads.
+    assert sorted(os.listdir(destdir)) == sorted(path[1:] for path in files)
 
 
 HOLDER = textwrap.dedent(
@@ -145,10 +140,12 @@ def test_a_file_pinned_by_another_process_is_not_evicted(server: FaultServer, de
                 assert dl is not None
                 dl.wait()
         # f0 is the least recently used, but pinned: the others went instead.
-        assert sorted(listing(destdir)) == ["f0.bin", "f3.bin"]
+        assert sorted(listing(destdir)) == [STATE_DIR, "f0.bin", "f3.bin"]
+        assert os.listdir(os.path.join(destdir, STATE_DIR)) == ["f0.bin.pin"]
     finally:
         pinner.communicate("\n", timeout=10)
     assert pinner.returncode == 0
+    assert sorted(listing(destdir)) == ["f0.bin", "f3.bin"]  # the pin went with its holder
 
 
 def test_pin_of_a_missing_file_raises(destdir: str) -> None:
@@ -270,8 +267,10 @@ def test_room_is_reserved_for_other_processes_downloads(server: FaultServer, des
             holder.kill()  # killed, not released: the reservation must lapse by itself
             holder.communicate(timeout=10)
     # 300 kB of old files + 200 kB reserved + the new one: the oldest two went.
-    assert sorted(listing(destdir)) == ["new.bin", "old2.bin"]
     assert Reservations(StateDir(destdir)).total() == 0  # a dead holder stops counting
+    assert sorted(listing(destdir)) == [STATE_DIR, "new.bin", "old2.bin"]
+    DownloadManager(destdir).close()  # the next manager removes what the dead one left
+    assert sorted(listing(destdir)) == ["new.bin", "old2.bin"]
 
 
 def test_a_directory_without_working_file_locks(
@@ -321,16 +320,17 @@ def test_a_reservation_is_counted_while_other_processes_probe_them(destdir: str)
     # Another process probing every reservation file with a shared lock (as
     # total() does) at any moment cannot make hold() give up: the file is
     # locked under a hidden name before it appears.
-    for name in ("a", "b"):
-        with open(os.path.join(state.reservations, name), "w") as handle:
+    os.mkdir(state.path)
+    for name in ("a.1.rsv", "b.2.rsv"):
+        with open(state.file(name), "w") as handle:
             handle.write("7")  # left by dead processes: not held, not counted
-    probes = [os.open(os.path.join(state.reservations, n), os.O_RDONLY) for n in ("a", "b")]
+    probes = [os.open(state.file(n), os.O_RDONLY) for n in ("a.1.rsv", "b.2.rsv")]
     for fd in probes:
         fcntl.flock(fd, fcntl.LOCK_SH)
     try:
         mine.hold("f.bin", 1000)
         mine.hold("g.bin", 24)
-        writing = os.path.join(state.reservations, ".h.bin.0123abcd.new")
+        writing = state.file(".h.bin.0123abcd.rsv.new")
         with open(writing, "w") as handle:
             handle.write("999")  # another process's, not locked yet: skipped
 
@@ -342,4 +342,11 @@ def test_a_reservation_is_counted_while_other_processes_probe_them(destdir: str)
     mine.release("f.bin")
     mine.release("g.bin")
     assert other.total() == 0
-    assert sorted(os.listdir(state.reservations)) == [".h.bin.0123abcd.new", "a", "b"]
+    assert sorted(os.listdir(state.path)) == [".h.bin.0123abcd.rsv.new", "a.1.rsv", "b.2.rsv"]
+    # The next manager removes what no process holds, and the folder with it.
+    assert sorted(os.path.basename(p) for p in StateDir(destdir).remove_stale()) == [
+        ".h.bin.0123abcd.rsv.new",
+        "a.1.rsv",
+        "b.2.rsv",
+    ]
+    assert os.listdir(destdir) == []

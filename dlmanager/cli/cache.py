@@ -141,7 +141,7 @@ def _clean(args: argparse.Namespace, out: TextIO) -> int:
     remove_stale_temporaries(args.dir, min_age=2.0, resumable_max_age=0)
     stale_locks: list[str] = []
     if os.path.isdir(os.path.join(args.dir, STATE_DIR)):
-        stale_locks = StateDir(args.dir).remove_stale(min_age=0)
+        stale_locks = StateDir(args.dir).remove_stale()
     kept = {e.path for e in _entries(args.dir)[1]}
     removed = sorted(path for path in before if path not in kept)
     for path in removed:
