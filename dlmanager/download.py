@@ -27,6 +27,7 @@ from dlmanager.config import (
 from dlmanager.errors import DownloadError, DownloadInterrupt, StorageError
 from dlmanager.fetch import Fetch, FetchOptions
 from dlmanager.locking import DestinationLock
+from dlmanager.paths import check_url
 from dlmanager.retry import RetryLike, RetryPolicy
 from dlmanager.slots import Slots, Turn
 from dlmanager.storage import PartFile, leftover_progress
@@ -104,7 +105,7 @@ class Download:
         dl.wait()  # blocks until done, cancelled or failed; re-raises errors
 
     :param url: the http or https URL to download
-    :param dest: the destination path
+    :param dest: the destination path (a string or any :class:`os.PathLike`)
     :param finished_callback: called in the download thread with this
         download once the work is over, whatever the outcome
     :param chunk_size: the largest chunk read and handed to ``progress``;
@@ -131,7 +132,7 @@ class Download:
         the download before any byte is written, and a body that goes past
         it (sent without a length, or endless) is cut off, with
         :class:`~dlmanager.errors.TooLargeError` (not retried)
-    :raises ValueError: for an invalid option
+    :raises ValueError: for a URL that is not http(s), or an invalid option
 
     .. versionchanged:: 1.0
        ``chunk_size`` defaults to 256 KiB instead of 16 KiB; retry, timeout,
@@ -142,7 +143,7 @@ class Download:
     def __init__(
         self,
         url: str,
-        dest: str,
+        dest: str | os.PathLike[str],
         finished_callback: Callable[[Download], Any] | None = None,
         chunk_size: int | None = None,
         session: Any = None,
@@ -157,6 +158,8 @@ class Download:
         checksum: Checksum | str | None = None,
         max_size: int | None = None,
     ) -> None:
+        check_url(url)
+        dest = _check_dest(dest)
         if chunk_size is not None and (
             not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0
         ):
@@ -187,8 +190,12 @@ class Download:
         self._cancel = threading.Event()
         self._done = threading.Event()  # set when the thread's work is over
         self._error: ExcInfo | None = None
+        # Whether the caller received the error (wait(), error()): DownloadManager.wait()
+        # raises only the errors nobody received.
+        self._error_received = False
         self._state = DownloadState.PENDING
         self._attempts: set[Attempt] = set()  # open attempts, aborted by cancel()
+        self._replacing = False  # a file was at dest when the transfer began
         self._received = 0  # high-water mark of the file's bytes, for progress
         self._total: int | None = None
         self._started = False
@@ -237,34 +244,60 @@ class Download:
         return self._state is not DownloadState.PENDING and not self._done.is_set()
 
     def wait(self, raise_if_error: bool = True) -> None:
-        """Block until the download thread is finished.
+        """Block until the download is over (done, failed or cancelled).
 
-        The thread is joined in short slices, so that an exception raised in
-        the waiting thread (KeyboardInterrupt included) cancels the download
-        and propagates at once.
+        It waits in short slices, so that an exception raised in the waiting
+        thread (KeyboardInterrupt included) cancels the download and
+        propagates at once. Returns at once for a download never started.
 
         :param raise_if_error: call :meth:`raise_if_error` once finished
         """
-        while self.is_running():
-            try:
-                self.thread.join(_JOIN_SLICE)
-                if not self.thread.is_alive():
-                    # An interrupted join() can mark a live thread as stopped
-                    # (CPython); the thread's own signal is the reliable one.
-                    self._done.wait(_JOIN_SLICE)
-            except BaseException:
-                self.cancel()
-                raise
+        if threading.current_thread() is self.thread:
+            raise RuntimeError(f"the download of {self._url} cannot wait for itself")
+        try:
+            while self.is_running():
+                self._wait_a_little()
+        except BaseException:
+            self.cancel()
+            raise
+        if self.thread.ident is not None:
+            self.thread.join()  # its last instructions after the work is over
         if raise_if_error:
             self.raise_if_error()
 
+    def _wait_a_little(self) -> None:
+        """Join the thread for a moment (as dlmanager 0.1.1 did), or wait for it to start."""
+        if self.thread.ident is not None:
+            try:
+                self.thread.join(_JOIN_SLICE)
+            except RuntimeError:  # started a moment ago: not joinable yet
+                pass
+            else:
+                if self.thread.is_alive():
+                    return
+        # Not started yet (a manager starts it just after registering it), or
+        # an interrupted join() marked a live thread as stopped (CPython):
+        # the thread's own signal is the reliable one.
+        self._done.wait(_JOIN_SLICE)
+
     def error(self) -> ExcInfo | None:
-        """The ``(type, value, traceback)`` of the error that ended the download, or None."""
+        """The error that ended the download, or None.
+
+        As in dlmanager 0.1.1, it is the ``(type, value, traceback)`` tuple
+        of :func:`sys.exc_info`: the exception itself is ``error()[1]``, a
+        :class:`~dlmanager.DownloadError` for a failed transfer. A
+        cancelled download has none (unless an error ended it while it
+        was being cancelled). Once you called it, the error is yours:
+        :meth:`DownloadManager.wait` does not raise it again.
+        """
+        if self._error is not None:
+            self._error_received = True
         return self._error
 
     def raise_if_error(self) -> None:
         """Re-raise the download's error, or :class:`DownloadInterrupt` if it was cancelled."""
         if self._error is not None:
+            self._error_received = True
             raise self._error[1].with_traceback(self._error[2])
         if self.is_canceled() and self._state is not DownloadState.DONE:
             raise DownloadInterrupt(f"download of {self._url} was cancelled")
@@ -319,6 +352,9 @@ class Download:
             self._wait_for_dest_lock()
             try:
                 if not self._done_elsewhere():
+                    # A file there that does not match the checksum stays
+                    # until the new one is verified.
+                    self._replacing = self.checksum is not None and _regular_file(self._dest)
                     self._wait_for_slot()
                     try:
                         self._state = DownloadState.RUNNING
@@ -334,6 +370,8 @@ class Download:
             self._state = DownloadState.CANCELLED
             log.debug("Download of %s cancelled", self._url)
         except BaseException as exc:
+            if self._replacing and isinstance(exc, DownloadError) and _regular_file(self._dest):
+                exc.message += f" (the file already at {self._dest} was left as it was)"
             self._error = sys.exc_info()  # type: ignore[assignment]
             self._state = DownloadState.CANCELLED if self.is_canceled() else DownloadState.FAILED
             if self._state is DownloadState.CANCELLED:
@@ -519,6 +557,29 @@ class Download:
         if hook is not None:
             with self._progress_lock:
                 hook(DownloadEvent(kind, self, self._received, self._total, error, delay))
+
+
+def take_unreceived_error(download: Download) -> BaseException | None:
+    """The error of a failed *download* that its caller has not received yet,
+    which counts as received from now on; None otherwise."""
+    if download.state is not DownloadState.FAILED or download._error_received:
+        return None
+    download._error_received = True
+    return download._error[1] if download._error is not None else None
+
+
+def _check_dest(dest: object) -> str:
+    """*dest* as a string path.
+
+    :raises ValueError: when it is neither a string nor a path-like object of one
+    """
+    try:
+        path = os.fspath(dest)  # type: ignore[call-overload]
+    except TypeError:
+        path = None
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"dest must be a non-empty str or os.PathLike path, not {dest!r}")
+    return path
 
 
 def _regular_file(path: str) -> bool:

@@ -47,7 +47,15 @@ __all__ = [
 
 
 class DlManagerError(Exception):
-    """Base class of every exception raised by dlmanager."""
+    """Base class of every exception raised by dlmanager.
+
+    :ivar other_errors: when :meth:`DownloadManager.wait()
+        <dlmanager.DownloadManager.wait>` raises this error of a failed
+        download, the errors of the other downloads that failed with it,
+        oldest first; else ``()``
+    """
+
+    other_errors: tuple[BaseException, ...] = ()
 
 
 class DownloadInterrupt(DlManagerError):

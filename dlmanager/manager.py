@@ -30,6 +30,7 @@ from dlmanager.download import (
     EventCallback,
     EventKind,
     ProgressCallback,
+    take_unreceived_error,
 )
 from dlmanager.errors import DownloadInterrupt
 from dlmanager.locking import Pins, Reservations, StateDir
@@ -54,9 +55,26 @@ log = logging.getLogger(__name__)
 _IN_FLIGHT = "\x00downloads in flight"
 
 
+#: The modes of open() that DownloadManager.open accepts: reading only.
+_READ_MODES = frozenset({"r", "rt", "tr", "rb", "br"})
+
+
 def _present(dest: str) -> bool:
     """Whether a downloaded file is at *dest*: a symlink, even to a file, is not one."""
     return os.path.exists(dest) and not os.path.islink(dest)
+
+
+def _mismatching(dest: str, expected: Checksum) -> bool:
+    """Whether the file at *dest* does not match *expected* (False once it is gone)."""
+    try:
+        actual = file_digests(dest, [expected.algorithm]).get(expected.algorithm)
+    except FileNotFoundError:
+        return False
+    if actual == expected.hexdigest:
+        return False
+    log.warning("%s does not match %s (it has %s): downloading it again; it stays as it is "
+                "until the new one is verified", dest, expected, actual)  # fmt: skip
+    return True
 
 
 def _prepare_destdir(destdir: str) -> None:
@@ -162,6 +180,8 @@ class DownloadManager:
         # Whether this manager started the limit's live accounting (and stops it).
         self._watching = False
         self._downloads: dict[str, Download] = {}
+        # Failed downloads whose error wait() has not raised yet, oldest first.
+        self._failed: list[Download] = []
         self._lock = threading.RLock()
         self._limiter = Slots(max_workers)  # first started, first to transfer
         for path in remove_stale_temporaries(destdir):
@@ -191,7 +211,11 @@ class DownloadManager:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Wait for the downloads (or cancel them if the block raised), then :meth:`close`."""
+        """Wait for the downloads (or cancel them if the block raised), then :meth:`close`.
+
+        When the block ends normally, the errors of downloads that failed are
+        raised as :meth:`wait` raises them.
+        """
         try:
             if exc_type is not None:
                 self.cancel()
@@ -235,15 +259,44 @@ class DownloadManager:
             download.cancel()
 
     def wait(self, raise_if_error: bool = True) -> None:
-        """Wait for every download started so far to finish.
+        """Wait until none of the manager's downloads runs, then raise the
+        error of those that failed.
 
-        :param raise_if_error: re-raise the first error met (the remaining
-            downloads go on)
+        It waits for the downloads started so far and for those started (by
+        any thread) while it waits. Any thread may call it at any time; it
+        never cancels anything.
+
+        :param raise_if_error: raise the error of every download that failed
+            since the last :meth:`wait` (before this call too) and whose
+            error the caller has not already received from
+            :meth:`Download.wait` or :meth:`Download.error`: the error of
+            the first to fail is raised, with the others in its
+            ``other_errors`` attribute (a tuple, oldest first). A cancelled
+            download is not an error. With False, nothing is raised and those
+            errors are forgotten here (each :meth:`Download.error` still has
+            its own).
+
+        .. versionchanged:: 1.0
+           dlmanager 0.1.1 only waited for the downloads still running, so
+           the error of a download that failed before the call was lost.
         """
+        while True:
+            with self._lock:
+                running = list(self._downloads.values())
+            if not running:
+                break
+            for download in running:
+                download.wait(raise_if_error=False)
         with self._lock:
-            downloads = list(self._downloads.values())
-        for download in downloads:
-            download.wait(raise_if_error=raise_if_error)
+            failed, self._failed = self._failed, []
+        if not raise_if_error:
+            return
+        errors = [error for error in map(take_unreceived_error, failed) if error is not None]
+        if errors:
+            first = errors[0]
+            with contextlib.suppress(AttributeError):  # a class with __slots__
+                first.other_errors = tuple(errors[1:])  # type: ignore[attr-defined]
+            raise first
 
     def download(
         self,
@@ -262,7 +315,9 @@ class DownloadManager:
         :param on_event: receives every :class:`~dlmanager.DownloadEvent`
         :param checksum: ``"ALGORITHM:HEX"`` the file must match; a file
             already present is checked against it too, and downloaded again
-            when it does not match
+            when it does not match: it stays exactly as it is until the new
+            download is verified and takes its place atomically, and if that
+            download fails, it is still there (the error says so)
         :return: the started :class:`Download`; the running one when that
             destination is already downloading and *checksum* is None or the
             same as the running one's (*progress* is then attached to it); or
@@ -277,10 +332,10 @@ class DownloadManager:
         check_url(url)
         expected = parse_checksum(checksum)
         dest = self.get_dest(fname if fname is not None else name_from_url(url))
-        stale = False  # a file that does not match, left in place because pinned
+        stale = False  # a file that does not match: replaced once the new one is verified
         if expected is not None and self._running(dest, None) is None and _present(dest):
             # Hash a file already there outside the lock: it may be big.
-            stale = self._drop_if_mismatching(dest, expected)
+            stale = _mismatching(dest, expected)
         with self._lock:
             running = self._running(dest, None)
             if running is not None and (expected is None or running.checksum == expected):
@@ -293,7 +348,7 @@ class DownloadManager:
             download = Download(
                 url,
                 dest,
-                finished_callback=self._download_finished,
+                finished_callback=self._finished,
                 chunk_size=self.chunk_size,
                 session=self.session,
                 progress=progress,
@@ -327,32 +382,17 @@ class DownloadManager:
                 running.set_progress(progress)
             return running
 
-    def _drop_if_mismatching(self, dest: str, expected: Checksum) -> bool:
-        """Remove the file at *dest* if it does not match *expected*.
-
-        A file pinned by some process is left in place: the new download
-        replaces it atomically when it completes.
-
-        :return: whether a file that does not match is left in place
-        """
-        try:
-            actual = file_digests(dest, [expected.algorithm]).get(expected.algorithm)
-        except FileNotFoundError:
-            return False
-        if actual == expected.hexdigest:
-            return False
-        log.warning("%s does not match %s (it has %s): downloading it again",
-                    dest, expected, actual)  # fmt: skip
-        with self._pins.evicting() as protect:
-            if protect(dest):
-                return True
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(dest)
-        return False
-
     def _download_started(self, dl: Download) -> None:
         """Hook called when *dl* is about to start. Subclasses call the base."""
         log.debug("Download of %s started", dl.get_url())
+
+    def _finished(self, dl: Download) -> None:
+        """Called in the download thread when *dl* is over: records a failure
+        for :meth:`wait`, then calls the :meth:`_download_finished` hook."""
+        if dl.state is DownloadState.FAILED:
+            with self._lock:
+                self._failed.append(dl)
+        self._download_finished(dl)
 
     def _download_finished(self, dl: Download) -> None:
         """Hook called in the download thread when *dl* is over, whatever
@@ -440,7 +480,32 @@ class DownloadManager:
             yield path
 
     @contextlib.contextmanager
-    def open(self, fname: str, mode: str = "rb") -> Iterator[IO[Any]]:
-        """Open *fname*, pinned for as long as it is open (see :meth:`pin`)."""
-        with self.pin(fname) as path, open(path, mode) as handle:
+    def open(
+        self,
+        fname: str,
+        mode: str = "rb",
+        *,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> Iterator[IO[Any]]:
+        """Open *fname* for reading, pinned for as long as it is open (see :meth:`pin`).
+
+        :param mode: ``"rb"`` (the default), ``"r"`` or ``"rt"``; files are
+            never written through the manager
+        :param encoding: the text encoding (text mode only)
+        :param errors: how encoding errors are handled (text mode only)
+        :param newline: how line endings are translated (text mode only)
+        :raises ValueError: for a mode that writes, appends or creates
+        :raises FileNotFoundError: when the file is not there
+        """
+        if mode not in _READ_MODES:
+            raise ValueError(
+                f"invalid mode {mode!r}: DownloadManager.open only reads files "
+                f"(use one of {', '.join(repr(m) for m in sorted(_READ_MODES))})"
+            )
+        with (
+            self.pin(fname) as path,
+            open(path, mode, encoding=encoding, errors=errors, newline=newline) as handle,
+        ):
             yield handle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -420,6 +421,28 @@ def test_entry_point_404(server: FaultServer, destdir: str) -> None:
     assert url in failure
     assert "404" in failure
     assert listing(destdir) == []
+
+
+@pytest.mark.parametrize("served", ["the same file", "nothing (404)"])
+def test_a_mistyped_checksum_keeps_the_file_already_there(
+    server: FaultServer, destdir: str, served: str
+) -> None:
+    good = make_data(20_000, seed=5)
+    path = os.path.join(destdir, "f.bin")
+    with open(path, "wb") as handle:
+        handle.write(good)
+    before = os.stat(path)
+    if served == "the same file":
+        server.add("/f.bin", good)
+    mistyped = "sha256:" + hashlib.sha256(good).hexdigest()[:-1] + "0"
+
+    result = run_cli([server.url("/f.bin"), "-d", destdir, "--checksum", mistyped])
+
+    assert result.returncode == 1
+    assert f"(the file already at {path} was left as it was)" in result.stderr
+    assert read(path) == good
+    assert os.stat(path).st_ino == before.st_ino
+    assert listing(destdir) == ["f.bin"]
 
 
 def test_entry_point_help() -> None:

@@ -508,3 +508,33 @@ def test_server_ignoring_if_range_cannot_mix_versions(
     # The drop is a failed attempt; starting over is not.
     assert [type(e) for e in recorder.errors()] == [IncompleteBodyError]
     assert read(os.path.join(destdir, "file.bin")) == new
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def test_a_path_like_destination(server: FaultServer, destdir: str) -> None:
+    import pathlib
+
+    server.add("/f.bin", DATA)
+    dest = pathlib.Path(destdir) / "f.bin"
+    dl = Download(server.url("/f.bin"), dest)
+    dl.start()
+    dl.wait()
+    assert dl.get_dest() == str(dest)
+    assert read(str(dest)) == DATA
+
+
+@pytest.mark.parametrize("dest", [b"/tmp/f.bin", 3, None, ""])
+def test_a_destination_that_is_not_a_path_is_refused(dest: Any) -> None:
+    with pytest.raises(ValueError, match="dest must be"):
+        Download("http://127.0.0.1/f.bin", dest)
+
+
+@pytest.mark.parametrize("url", ["ftp://example.org/f.bin", "f.bin", "file:///etc/passwd", ""])
+def test_an_unsupported_url_is_refused_in_the_callers_thread(destdir: str, url: str) -> None:
+    threads = threading.active_count()
+    with pytest.raises(ValueError, match=r"unsupported URL scheme|invalid URL"):
+        Download(url, os.path.join(destdir, "f.bin"))
+    assert threading.active_count() == threads
+    assert listing(destdir) == []

@@ -75,6 +75,7 @@ def fetch(
         dl = manager.download(server.url("/" + name))
         assert dl is not None
         dl.wait(raise_if_error=False)
+        dl.error()  # received: leaving the block does not raise it
     return dl.state
 
 

@@ -514,8 +514,8 @@ def test_a_request_with_another_checksum_does_not_join_a_running_download(
         first.wait()
         wants_old.wait(raise_if_error=False)
         wants_new.wait()
+        error = wants_old.error()  # received here: leaving the block does not raise it
 
-    error = wants_old.error()
     assert error is not None and isinstance(error[1], ChecksumError)
     assert read(os.path.join(destdir, "f.bin")) == new
 
@@ -614,3 +614,205 @@ def client_sockets(port: int) -> list[int]:
             if link.startswith("socket:[") and int(link[8:-1]) in inodes:
                 mine.append(int(link[8:-1]))
     return mine
+
+
+# -- errors are never lost -------------------------------------------------------------------
+
+
+def failed_download(manager: DownloadManager, server: FaultServer, name: str) -> Download:
+    """Start a download of *name* that fails with a 404, and wait until it has failed."""
+    server.add(f"/{name}", Resource(DATA, statuses=[404]))
+    download = manager.download(server.url(f"/{name}"))
+    assert download is not None
+    wait_until(lambda: download.state is DownloadState.FAILED)
+    return download
+
+
+def test_wait_raises_the_error_of_a_download_that_failed_before_it(
+    server: FaultServer, manager: DownloadManager
+) -> None:
+    download = failed_download(manager, server, "missing.bin")
+
+    with pytest.raises(HTTPStatusError) as caught:
+        manager.wait()
+
+    assert caught.value.status_code == 404
+    assert caught.value.url == download.get_url()
+    assert caught.value.other_errors == ()  # type: ignore[attr-defined]
+    manager.wait()  # raised once: the next wait has nothing to say
+
+
+def test_leaving_the_block_raises_the_error_of_a_failed_download(
+    server: FaultServer, destdir: str, fast_retry: RetryPolicy
+) -> None:
+    with pytest.raises(HTTPStatusError), DownloadManager(destdir, retry=fast_retry) as manager:
+        failed_download(manager, server, "missing.bin")
+    assert listing(destdir) == []
+
+
+def test_the_first_error_is_raised_with_the_others_attached(
+    server: FaultServer, manager: DownloadManager
+) -> None:
+    first = failed_download(manager, server, "a.bin")
+    second = failed_download(manager, server, "b.bin")
+    server.add("/ok.bin", DATA)
+    manager.download(server.url("/ok.bin"))
+
+    with pytest.raises(HTTPStatusError) as caught:
+        manager.wait()
+
+    assert caught.value.url == first.get_url()
+    [other] = caught.value.other_errors  # type: ignore[attr-defined]
+    assert isinstance(other, HTTPStatusError) and other.url == second.get_url()
+
+
+@pytest.mark.parametrize("how", ["Download.wait", "Download.error"])
+def test_an_error_already_received_is_not_raised_again(
+    server: FaultServer, manager: DownloadManager, how: str
+) -> None:
+    download = failed_download(manager, server, "missing.bin")
+    if how == "Download.wait":
+        with pytest.raises(HTTPStatusError):
+            download.wait()
+    else:
+        error = download.error()
+        assert error is not None and isinstance(error[1], HTTPStatusError)
+
+    manager.wait()  # does not raise it again
+
+
+def test_a_cancelled_download_is_not_an_error(
+    server: FaultServer, manager: DownloadManager
+) -> None:
+    server.add("/slow.bin", Resource(DATA, stall_after=[1000], stall_seconds=30))
+    download = manager.download(server.url("/slow.bin"))
+    assert download is not None
+    download.cancel()
+    manager.wait()
+    assert download.state is DownloadState.CANCELLED
+
+
+def test_wait_without_raising_forgets_the_errors(
+    server: FaultServer, manager: DownloadManager
+) -> None:
+    download = failed_download(manager, server, "missing.bin")
+
+    manager.wait(raise_if_error=False)
+    manager.wait()
+
+    error = download.error()  # the download keeps its own
+    assert error is not None and isinstance(error[1], HTTPStatusError)
+
+
+def test_download_error_is_an_exc_info_tuple(server: FaultServer, manager: DownloadManager) -> None:
+    download = failed_download(manager, server, "missing.bin")
+    error = download.error()
+    assert error is not None
+    kind, value, traceback = error
+    assert kind is HTTPStatusError and isinstance(value, kind)
+    assert traceback is value.__traceback__
+
+
+# -- a good file is never deleted before its replacement is verified --------------------------
+
+
+def put_file(destdir: str, name: str, data: bytes) -> os.stat_result:
+    path = os.path.join(destdir, name)
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return os.stat(path)
+
+
+def assert_untouched(destdir: str, name: str, data: bytes, before: os.stat_result) -> None:
+    path = os.path.join(destdir, name)
+    after = os.stat(path)
+    assert read(path) == data
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_mistyped_checksum_keeps_the_file_already_there(
+    server: FaultServer, manager: DownloadManager, destdir: str
+) -> None:
+    good = b"the good file " * 1000
+    before = put_file(destdir, "f.bin", good)
+    server.add("/f.bin", good)
+    mistyped = "sha256:" + hashlib.sha256(good).hexdigest()[:-1] + "0"
+
+    download = manager.download(server.url("/f.bin"), checksum=mistyped)
+    assert download is not None
+    with pytest.raises(ChecksumError) as caught:
+        download.wait()
+
+    assert_untouched(destdir, "f.bin", good, before)
+    path = os.path.join(destdir, "f.bin")
+    assert str(caught.value).endswith(f"(the file already at {path} was left as it was)")
+    assert listing(destdir) == ["f.bin"]
+
+
+@pytest.mark.parametrize("status", [404, 503])
+def test_a_server_that_fails_keeps_the_file_already_there(
+    server: FaultServer, manager: DownloadManager, destdir: str, status: int
+) -> None:
+    old, new = b"old version " * 1000, b"new version " * 1000
+    before = put_file(destdir, "f.bin", old)
+    server.add("/f.bin", Resource(new, statuses=[status] * 10))
+
+    download = manager.download(server.url("/f.bin"), checksum=sha256_spec(new))
+    assert download is not None
+    with pytest.raises(HTTPStatusError) as caught:
+        download.wait()
+
+    assert caught.value.status_code == status
+    assert "was left as it was" in str(caught.value)
+    assert_untouched(destdir, "f.bin", old, before)
+    assert listing(destdir) == ["f.bin"]
+
+
+def test_a_file_that_does_not_match_is_replaced_once_verified(
+    server: FaultServer, destdir: str
+) -> None:
+    old, new = b"old version " * 1000, b"new version " * 1000
+    put_file(destdir, "f.bin", old)
+    gate = threading.Event()
+    server.add("/f.bin", Resource(new, stall_after=[5000], stall_seconds=30))
+    manager = DownloadManager(destdir, timeout=Timeouts(read=None, stall=None))
+
+    download = manager.download(
+        server.url("/f.bin"), checksum=sha256_spec(new), on_event=lambda e: gate.set()
+    )
+    assert download is not None
+    assert gate.wait(10)
+    assert read(os.path.join(destdir, "f.bin")) == old  # while it downloads
+    download.cancel()
+    download.wait(raise_if_error=False)
+    assert read(os.path.join(destdir, "f.bin")) == old  # cancelled: still the old one
+    server.add("/f.bin", new)
+
+    download = manager.download(server.url("/f.bin"), checksum=sha256_spec(new))
+    assert download is not None
+    download.wait()
+    manager.close()
+
+    assert read(os.path.join(destdir, "f.bin")) == new
+    assert listing(destdir) == ["f.bin"]
+
+
+# -- open() reads ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["w", "wb", "a", "ab", "r+", "rb+", "x", "w+b"])
+def test_open_refuses_modes_that_write(manager: DownloadManager, destdir: str, mode: str) -> None:
+    before = put_file(destdir, "f.bin", DATA)
+    with pytest.raises(ValueError, match="only reads files"), manager.open("f.bin", mode):
+        pass
+    assert_untouched(destdir, "f.bin", DATA, before)
+
+
+def test_open_reads_text_with_the_keywords_of_open(manager: DownloadManager, destdir: str) -> None:
+    put_file(destdir, "notes.txt", "café\r\nbar\r\n".encode("latin-1"))
+    with manager.open("notes.txt", "r", encoding="latin-1", newline="") as handle:
+        assert handle.read() == "café\r\nbar\r\n"
+    with manager.open("notes.txt", "rt", encoding="ascii", errors="replace") as handle:
+        assert handle.read() == "caf\ufffd\nbar\n"
+    with manager.open("notes.txt") as handle:
+        assert handle.read().startswith(b"caf")

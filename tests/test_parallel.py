@@ -504,12 +504,13 @@ def test_existing_file_is_checked_against_the_checksum(server: FaultServer, dest
 # -- compressed responses ------------------------------------------------------------------------
 
 
-def test_gz_name_keeps_the_bytes_as_sent(server: FaultServer, destdir: str) -> None:
+@pytest.mark.parametrize("name", ["f.tar.gz", "F.TAR.GZ", "f.tgz", "f.TGZ"])
+def test_gz_name_keeps_the_bytes_as_sent(server: FaultServer, destdir: str, name: str) -> None:
     progress = Progress()
     data = b"some text " * 50_000
-    start(server, destdir, Resource(data, gzip=True), name="f.tar.gz", progress=progress,
+    start(server, destdir, Resource(data, gzip=True), name=name, progress=progress,
           connections=4).wait()  # fmt: skip
-    stored = read(os.path.join(destdir, "f.tar.gz"))
+    stored = read(os.path.join(destdir, name))
     assert stored == gzip.compress(data, mtime=0)
     assert gzip.decompress(stored) == data
     assert progress.calls[-1] == (len(stored), len(stored))
