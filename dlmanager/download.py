@@ -18,6 +18,7 @@ import requests
 
 from dlmanager.checksum import Checksum, file_digests, parse_checksum
 from dlmanager.config import (
+    COMPAT_CHUNK_SIZE,
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONNECTIONS,
     DEFAULT_MIN_SPLIT_SIZE,
@@ -109,7 +110,10 @@ class Download:
     :param finished_callback: called in the download thread with this
         download once the work is over, whatever the outcome
     :param chunk_size: the largest chunk read and handed to ``progress``;
-        defaults to :data:`~dlmanager.config.DEFAULT_CHUNK_SIZE`
+        defaults to :data:`~dlmanager.config.DEFAULT_CHUNK_SIZE` (a response
+        that is not read through urllib3, from a test double or another
+        duck-typed session, is read with ``iter_content(16384)`` by default,
+        as dlmanager 0.1.1 did)
     :param session: a ``requests.Session``, the ``requests`` module (the
         default) or any object with a compatible ``get(url, stream=True, ...)``
     :param progress: ``progress(download, current, total)``, see :meth:`set_progress`
@@ -179,6 +183,8 @@ class Download:
             checksum=parse_checksum(checksum),
         )
         self._max_size = None if max_size is None else _check_positive("max_size", max_size)
+        # What iter_content is asked for (a response not read through urllib3).
+        self._content_chunk_size = chunk_size or COMPAT_CHUNK_SIZE
         self._limiter = limiter
         #: The place in the queue of a Slots limiter, taken when the manager starts it.
         self._turn: Turn | None = None
@@ -371,7 +377,7 @@ class Download:
             log.debug("Download of %s cancelled", self._url)
         except BaseException as exc:
             if self._replacing and isinstance(exc, DownloadError) and _regular_file(self._dest):
-                exc.message += f" (the file already at {self._dest} was left as it was)"
+                exc.message += f"; the file already at {self._dest} was left as it was"
             self._error = sys.exc_info()  # type: ignore[assignment]
             self._state = DownloadState.CANCELLED if self.is_canceled() else DownloadState.FAILED
             if self._state is DownloadState.CANCELLED:
@@ -505,6 +511,7 @@ class Download:
             chunk_size=self._options.chunk_size,
             keep_gzip=self._dest.lower().endswith((".gz", ".tgz")),
             max_size=self._max_size,
+            content_chunk_size=self._content_chunk_size,
         )
         with self._lock:
             if self._cancel.is_set():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import http.client
+import inspect
 import logging
 import queue
 import re
@@ -317,6 +318,37 @@ def _raw_reader(response: Any) -> Any:
     return None
 
 
+def _get(session: Any, url: str, **options: Any) -> Any:
+    """``session.get(url, stream=True, **options)``, leaving out the options
+    that a session's ``get`` does not take.
+
+    A session written for dlmanager 0.1.1 may define ``get(url, stream)``
+    only: it is called as 0.1.1 did. Without ``headers`` it gets no ``Range``
+    (a retry starts over) and without ``timeout`` no timeout (the stall guard
+    still ends a transfer that stalls).
+    """
+    if not isinstance(session, requests.Session) and session is not requests:
+        accepted = _keywords(session.get)
+        if accepted is not None:
+            options = {name: value for name, value in options.items() if name in accepted}
+    return session.get(url, stream=True, **options)
+
+
+def _keywords(function: Any) -> frozenset[str] | None:
+    """The keyword arguments *function* takes, or None for any (or unknown)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(
+        p.name
+        for p in parameters
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
+
+
 class Attempt:
     """One GET of *url*, asking for the bytes from *offset* on.
 
@@ -330,6 +362,8 @@ class Attempt:
     :param max_size: the largest file allowed, in bytes (None: no limit): a
         larger announced size fails :meth:`open`, and a body that goes past
         it is cut off, with :class:`~dlmanager.errors.TooLargeError`
+    :param content_chunk_size: the size asked of ``iter_content``, for a
+        response not read through urllib3 (default: *chunk_size*)
     """
 
     def __init__(
@@ -345,6 +379,7 @@ class Attempt:
         end: int | None = None,
         keep_gzip: bool = False,
         max_size: int | None = None,
+        content_chunk_size: int | None = None,
     ) -> None:
         self.url = url
         self.dest = dest
@@ -354,6 +389,7 @@ class Attempt:
         self.validator = validator
         self.timeouts = timeouts
         self.chunk_size = chunk_size
+        self.content_chunk_size = content_chunk_size or chunk_size
         self.max_size = max_size
         self.session = session
         #: body bytes delivered so far (read by the stall guard)
@@ -422,9 +458,9 @@ class Attempt:
         def send() -> None:
             try:
                 with map_transport_errors(self.url, self.dest):
-                    response = self.session.get(
+                    response = _get(
+                        self.session,
                         self.url,
-                        stream=True,
                         headers=self.request_headers(),
                         timeout=self.timeouts.requests_timeout,
                     )
@@ -570,7 +606,7 @@ class Attempt:
 
     def _iter_content_chunks(self) -> Iterator[bytes]:
         with map_transport_errors(self.url, self.dest):
-            yield from self._response.iter_content(self.chunk_size)
+            yield from self._response.iter_content(self.content_chunk_size)
 
     def length_error(
         self, expected: int, how: str, got: int | None = None, cause: str = ""

@@ -439,7 +439,7 @@ def test_a_mistyped_checksum_keeps_the_file_already_there(
     result = run_cli([server.url("/f.bin"), "-d", destdir, "--checksum", mistyped])
 
     assert result.returncode == 1
-    assert f"(the file already at {path} was left as it was)" in result.stderr
+    assert f"; the file already at {path} was left as it was\n" in result.stderr
     assert read(path) == good
     assert os.stat(path).st_ino == before.st_ino
     assert listing(destdir) == ["f.bin"]

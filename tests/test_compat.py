@@ -277,3 +277,56 @@ class TestManager:
 
         manager = download_manager.DownloadManager(destdir, session=requests)
         assert manager.session is requests
+
+
+# -- sessions written for 0.1.1 ---------------------------------------------------------------
+
+
+class OldSession:
+    """A hand-written session of the 0.1.1 era: ``get(url, stream)`` and nothing more."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.calls: list[tuple[str, bool]] = []
+        self.chunk_sizes: list[int] = []
+
+    def get(self, url: str, stream: bool = False) -> Any:
+        self.calls.append((url, stream))
+        response = Mock()
+        response.headers = {"Content-length": str(len(self.data))}
+
+        def iter_content(chunk_size: int) -> Iterator[bytes]:
+            self.chunk_sizes.append(chunk_size)
+            for start in range(0, len(self.data), chunk_size):
+                yield self.data[start : start + chunk_size]
+
+        response.iter_content = iter_content
+        return response
+
+
+def test_a_session_whose_get_takes_only_url_and_stream(destdir: str) -> None:
+    session = OldSession(b"0123456789" * 10_000)
+    manager = download_manager.DownloadManager(destdir, session=session)
+    try:
+        download = manager.download("http://foo/f.bin")
+        assert download is not None
+        download.wait()
+    finally:
+        manager.close()
+    assert session.calls == [("http://foo/f.bin", True)]  # called as 0.1.1 did
+    assert read(os.path.join(destdir, "f.bin")) == session.data
+    assert listing(destdir) == ["f.bin"]
+
+
+@pytest.mark.parametrize(("chunk_size", "asked"), [(None, 16 * 1024), (4096, 4096)])
+def test_iter_content_is_asked_for_the_chunk_size_of_0_1_1(
+    destdir: str, chunk_size: int | None, asked: int
+) -> None:
+    session = OldSession(b"x" * 100_000)
+    dl = download_manager.Download(
+        "http://foo/f.bin", os.path.join(destdir, "f.bin"), chunk_size=chunk_size, session=session
+    )
+    dl.start()
+    dl.wait()
+    assert session.chunk_sizes == [asked]
+    assert read(os.path.join(destdir, "f.bin")) == session.data

@@ -745,7 +745,7 @@ def test_a_mistyped_checksum_keeps_the_file_already_there(
 
     assert_untouched(destdir, "f.bin", good, before)
     path = os.path.join(destdir, "f.bin")
-    assert str(caught.value).endswith(f"(the file already at {path} was left as it was)")
+    assert str(caught.value).endswith(f"; the file already at {path} was left as it was")
     assert listing(destdir) == ["f.bin"]
 
 
