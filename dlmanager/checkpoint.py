@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 from typing import Any
 
+from dlmanager.redact import get_logger
 from dlmanager.segments import Range, merge_ranges
 
 __all__ = ["Checkpoint", "checkpoint_path", "load", "remove", "save"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 VERSION = 1
 

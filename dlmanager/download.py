@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import enum
-import logging
 import os
 import sys
 import threading
@@ -26,17 +25,19 @@ from dlmanager.config import (
     Timeouts,
 )
 from dlmanager.errors import DownloadError, DownloadInterrupt, StorageError
-from dlmanager.fetch import Fetch, FetchOptions
+from dlmanager.fetch import Fetch, FetchOptions, checkpoints
 from dlmanager.locking import DestinationLock
-from dlmanager.paths import check_url
+from dlmanager.paths import as_path, check_name_length, check_url
+from dlmanager.redact import get_logger, redact_url
 from dlmanager.retry import RetryLike, RetryPolicy
 from dlmanager.slots import Slots, Turn
+from dlmanager.stall import stall_guard
 from dlmanager.storage import PartFile, leftover_progress
-from dlmanager.transfer import CANCEL, Attempt
+from dlmanager.transfer import CANCEL, Attempt, release_idle_senders
 
 __all__ = ["Download", "DownloadEvent", "DownloadState", "EventKind"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 ProgressCallback = Callable[["Download", int, int], Any]
@@ -163,16 +164,23 @@ class Download:
         max_size: int | None = None,
     ) -> None:
         check_url(url)
-        dest = _check_dest(dest)
+        dest = as_path(dest, "dest")
+        check_name_length(os.path.basename(dest))
         if chunk_size is not None and (
             not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0
         ):
             raise ValueError(f"chunk_size must be a positive integer, not {chunk_size!r}")
         self.thread = threading.Thread(
-            target=self._run, name=f"dlmanager {url}", args=(finished_callback,), daemon=True
+            target=self._run,
+            name=f"dlmanager {redact_url(url)}",
+            args=(finished_callback,),
+            daemon=True,
         )
         self._url = url
         self._dest = dest
+        # Every file operation uses the path resolved now: a later
+        # os.chdir() changes nothing (get_dest() returns dest as given).
+        self._path = os.path.abspath(dest)
         self._session = requests if session is None else session
         self._options = FetchOptions(
             chunk_size=chunk_size or DEFAULT_CHUNK_SIZE,
@@ -202,6 +210,8 @@ class Download:
         self._state = DownloadState.PENDING
         self._attempts: set[Attempt] = set()  # open attempts, aborted by cancel()
         self._replacing = False  # a file was at dest when the transfer began
+        # Who downloaded the file, when this one found it done (for the logs).
+        self._waited_for = "another download"
         self._received = 0  # high-water mark of the file's bytes, for progress
         self._total: int | None = None
         self._started = False
@@ -215,30 +225,46 @@ class Download:
         self._after: Download | None = None
 
     def __repr__(self) -> str:
-        return f"<Download {self._url!r} -> {self._dest!r} {self._state.value}>"
+        return f"<Download {redact_url(self._url)!r} -> {self._dest!r} {self._state.value}>"
 
     # -- the 0.1.1 API ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the thread that downloads.
+        """Start the download.
+
+        With a :class:`~dlmanager.slots.Slots` limiter (a
+        :class:`~dlmanager.DownloadManager`'s), the download takes its place
+        in the queue and its thread starts when a transfer slot is free:
+        meanwhile it holds no thread and no file. Otherwise its thread starts
+        at once.
 
         :raises RuntimeError: when called twice
         """
-        self._claim_start()
-        self.thread.start()
-
-    def _claim_start(self) -> None:
-        """Mark the download started (queued) before its thread runs."""
         with self._lock:
             if self._state is not DownloadState.PENDING:
                 raise RuntimeError(f"download of {self._url} was already started")
             self._state = DownloadState.QUEUED
         _live.add(self)
+        if isinstance(self._limiter, Slots):
+            # Known to cancel() before it can be granted (and start the thread).
+            turn = Turn(self._limiter, on_grant=self.thread.start)
+            with self._lock:
+                self._turn = turn
+                cancelled = self._cancel.is_set()
+            if cancelled:
+                turn.cancel()  # never queued: its thread starts, and ends at once
+            else:
+                self._limiter.join(turn)
+        else:
+            self.thread.start()
 
     def cancel(self) -> None:
         """Cancel the download: it stops within about a second, leaving nothing on disk."""
         with self._lock:
             self._cancel.set()
+            turn = self._turn
+        if turn is not None:
+            turn.cancel()  # leaves the queue (a queued download ends at once)
         self._abort_attempts()
 
     def is_canceled(self) -> bool:
@@ -354,21 +380,21 @@ class Download:
 
     def _run(self, finished_callback: Callable[[Download], Any] | None) -> None:
         try:
-            self._wait_for_previous()
-            self._wait_for_dest_lock()
             try:
+                self._check_cancel()
+                self._wait_for_slot()
+                self._wait_for_previous()
+                self._wait_for_dest_lock()
                 if not self._done_elsewhere():
                     # A file there that does not match the checksum stays
                     # until the new one is verified.
-                    self._replacing = self.checksum is not None and _regular_file(self._dest)
-                    self._wait_for_slot()
-                    try:
-                        self._state = DownloadState.RUNNING
-                        self._transfer()
-                    finally:
-                        self._release_slot()
+                    self._replacing = self.checksum is not None and _regular_file(self._path)
+                    self._wait_for_slot()  # again, if a wait above gave it up
+                    self._state = DownloadState.RUNNING
+                    self._transfer()
             finally:
-                self._release_slot()  # the turn taken at start, if never used
+                # Whatever happened, at whatever step: nothing stays held.
+                self._release_slot()
                 if self._dest_lock is not None:
                     self._dest_lock.release()
             self._state = DownloadState.DONE
@@ -376,8 +402,8 @@ class Download:
             self._state = DownloadState.CANCELLED
             log.debug("Download of %s cancelled", self._url)
         except BaseException as exc:
-            if self._replacing and isinstance(exc, DownloadError) and _regular_file(self._dest):
-                exc.message += f"; the file already at {self._dest} was left as it was"
+            if self._replacing and isinstance(exc, DownloadError) and _regular_file(self._path):
+                exc.message += f"; the file already at {self._path} was left as it was"
             self._error = sys.exc_info()  # type: ignore[assignment]
             self._state = DownloadState.CANCELLED if self.is_canceled() else DownloadState.FAILED
             if self._state is DownloadState.CANCELLED:
@@ -400,30 +426,36 @@ class Download:
             finally:
                 self._done.set()
 
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise DownloadInterrupt()
+
     def _wait_for_previous(self) -> None:
-        """Let a download of the same destination that expects another checksum end."""
+        """Let a download of the same destination end first: one expecting
+        another checksum, or a cancelled one still cleaning up."""
         previous, self._after = self._after, None
-        if previous is None:
+        if previous is None or previous._done.is_set():
             return
+        self._release_slot()  # others go first meanwhile
         while not previous._done.wait(_QUEUE_POLL):
-            if self._cancel.is_set():
-                raise DownloadInterrupt()
+            self._check_cancel()
         self._adopt_leftovers = True  # what it left, if it failed, may be resumed
 
     def _wait_for_dest_lock(self) -> None:
-        """Wait while another process downloads the same destination.
+        """Wait while another process (or manager) downloads the same destination.
 
         Meanwhile, progress is reported from that process's temporary file.
         """
         lock = self._dest_lock
         if lock is None or self._try_lock(lock):
             return
-        log.info("%s is being downloaded by another process: waiting", self._dest)
+        self._waited_for = lock.holder()
+        log.info("%s is being downloaded by %s: waiting", self._path, self._waited_for)
         self._release_slot()  # no place in the queue while waiting: others go first
         while not self._try_lock(lock):
             if self._cancel.wait(_QUEUE_POLL * 2):
                 raise DownloadInterrupt()
-            held = leftover_progress(self._dest)
+            held = leftover_progress(self._path)
             if held is not None:
                 self._total = held[1] if held[1] is not None else self._total
                 self._advance(held[0])
@@ -439,39 +471,42 @@ class Download:
 
     def _done_elsewhere(self) -> bool:
         """Whether another process (or download) finished the file while this one waited."""
-        if self._dest_lock is None or not _regular_file(self._dest):
+        if self._dest_lock is None or not _regular_file(self._path):
             return False
         expected = self._options.checksum
         if expected is not None:
             try:
-                actual = file_digests(self._dest, [expected.algorithm]).get(expected.algorithm)
+                actual = file_digests(self._path, [expected.algorithm]).get(expected.algorithm)
             except FileNotFoundError:
                 return False  # evicted meanwhile: downloaded again
             if actual != expected.hexdigest:
                 return False  # downloaded again, replacing it atomically
-        log.info("%s was downloaded by another process or download", self._dest)
+        log.info("%s was downloaded by %s", self._path, self._waited_for)
         return True
 
     def _wait_for_slot(self) -> None:
+        """Hold a transfer slot (a no-op when one is held already)."""
         limiter = self._limiter
         if isinstance(limiter, Slots):
-            if self._turn is None:
-                self._turn = limiter.take_turn()
-            if not self._turn.wait(self._cancel, _QUEUE_POLL):
+            turn = self._turn
+            if turn is None:
+                with self._lock:  # cancel() wakes the turn it sees
+                    self._check_cancel()
+                    turn = self._turn = limiter.take_turn()
+            if not turn.wait(self._cancel):
                 raise DownloadInterrupt()
-        elif limiter is not None:
+        elif limiter is not None and not self._holds_semaphore:
             while not limiter.acquire(timeout=_QUEUE_POLL):
-                if self.is_canceled():
-                    raise DownloadInterrupt()
+                self._check_cancel()
             self._holds_semaphore = True
-        if self.is_canceled():
-            raise DownloadInterrupt()  # the caller releases the slot
+        self._check_cancel()  # the caller releases the slot
 
     def _release_slot(self) -> None:
         """Give back the slot or the place in the queue held, if any."""
-        if self._turn is not None:
-            self._turn.leave()
-            self._turn = None
+        with self._lock:
+            turn, self._turn = self._turn, None
+        if turn is not None:
+            turn.leave()
         if self._holds_semaphore:
             assert self._limiter is not None and not isinstance(self._limiter, Slots)
             self._holds_semaphore = False
@@ -480,11 +515,11 @@ class Download:
     def _transfer(self) -> None:
         if self.is_canceled():
             raise DownloadInterrupt()
-        adopted = PartFile.adopt(self._dest, self._url) if self._adopt_leftovers else None
+        adopted = PartFile.adopt(self._path, self._url) if self._adopt_leftovers else None
         if adopted is not None:
             part, resume = adopted
         else:
-            part, resume = PartFile.create(self._dest, self._url), None
+            part, resume = PartFile.create(self._path, self._url), None
         try:
             if resume is not None:
                 self._total = resume.total
@@ -503,13 +538,13 @@ class Download:
         attempt = Attempt(
             self._session,
             self._url,
-            dest=self._dest,
+            dest=self._path,
             offset=offset,
             end=end,
             validator=validator if offset or end is not None else None,
             timeouts=self._options.timeouts,
             chunk_size=self._options.chunk_size,
-            keep_gzip=self._dest.lower().endswith((".gz", ".tgz")),
+            keep_gzip=self._path.lower().endswith((".gz", ".tgz")),
             max_size=self._max_size,
             content_chunk_size=self._content_chunk_size,
         )
@@ -566,27 +601,18 @@ class Download:
                 hook(DownloadEvent(kind, self, self._received, self._total, error, delay))
 
 
+def unreceived(download: Download) -> bool:
+    """Whether *download* failed with an error its caller has not received yet."""
+    return download.state is DownloadState.FAILED and not download._error_received
+
+
 def take_unreceived_error(download: Download) -> BaseException | None:
     """The error of a failed *download* that its caller has not received yet,
     which counts as received from now on; None otherwise."""
-    if download.state is not DownloadState.FAILED or download._error_received:
+    if not unreceived(download):
         return None
     download._error_received = True
     return download._error[1] if download._error is not None else None
-
-
-def _check_dest(dest: object) -> str:
-    """*dest* as a string path.
-
-    :raises ValueError: when it is neither a string nor a path-like object of one
-    """
-    try:
-        path = os.fspath(dest)  # type: ignore[call-overload]
-    except TypeError:
-        path = None
-    if not isinstance(path, str) or not path:
-        raise ValueError(f"dest must be a non-empty str or os.PathLike path, not {dest!r}")
-    return path
 
 
 def _regular_file(path: str) -> bool:
@@ -598,6 +624,15 @@ def _check_positive(name: str, value: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, not {value!r}")
     return value
+
+
+def end_idle_threads(timeout: float = 5.0) -> None:
+    """End the background threads that have nothing left to do, and wait for
+    them: idle request senders, and the checkpoint and stall-guard threads
+    when no transfer uses them (a closing manager calls it)."""
+    release_idle_senders(timeout)
+    checkpoints.join_idle(timeout)
+    stall_guard.join_idle(timeout)
 
 
 class _LiveDownloads:

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dlmanager.redact import redact
+
 __all__ = [
     "ChecksumError",
     "DlManagerError",
@@ -65,6 +67,10 @@ class DownloadInterrupt(DlManagerError):
 class DownloadError(DlManagerError, OSError):
     """A download failed.
 
+    Its message never shows credentials: a URL's ``user:password@`` and the
+    values of query parameters such as ``token`` or ``X-Amz-Signature`` are
+    masked (see :mod:`dlmanager.redact`); :attr:`url` is the URL as given.
+
     :ivar url: the URL that was being downloaded
     :ivar dest: the destination path, or None
     :ivar received: bytes of the body received by the failing attempt
@@ -76,15 +82,26 @@ class DownloadError(DlManagerError, OSError):
     def __init__(
         self, message: str, *, url: str = "", dest: str | None = None, received: int = 0
     ) -> None:
+        message = redact(message)
         # OSError treats two positional arguments as (errno, strerror): pass one.
         super().__init__(message)
-        self.message = message
+        self._message = message
         self.url = url
         self.dest = dest
         self.received = received
 
+    @property
+    def message(self) -> str:
+        """The error's message (credentials masked)."""
+        return self._message
+
+    @message.setter
+    def message(self, message: str) -> None:
+        self._message = redact(message)
+        self.args = (self._message,)
+
     def __str__(self) -> str:
-        return self.message
+        return self._message
 
     def _context(self) -> dict[str, Any]:
         return {"url": self.url, "dest": self.dest, "received": self.received}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -31,6 +30,7 @@ from dlmanager.errors import (
 )
 from dlmanager.parallel import CHECKPOINT_INTERVAL, ParallelFetch, RangesIgnored
 from dlmanager.periodic import Periodic
+from dlmanager.redact import get_logger
 from dlmanager.retry import RetryPolicy
 from dlmanager.segments import Plan
 from dlmanager.stall import stall_guard
@@ -39,7 +39,7 @@ from dlmanager.transfer import STALL, Attempt, ResponseInfo
 
 __all__ = ["Fetch", "FetchOptions", "Host"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Start-overs (the file changed, ranges unusable) per download that are not
 #: counted as failed attempts: the server answered, so there is no backoff.

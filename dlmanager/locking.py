@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import logging
 import os
 import secrets
 import threading
@@ -45,6 +44,7 @@ from collections.abc import Callable, Iterator
 
 from dlmanager.errors import StorageError
 from dlmanager.paths import STATE_DIR
+from dlmanager.redact import get_logger
 
 try:
     import fcntl
@@ -53,7 +53,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = ["DestinationLock", "Pins", "Reservations", "StateDir"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -251,6 +251,12 @@ def _remove_if_unheld(path: str) -> bool:
         os.close(fd)
 
 
+#: The destination locks this process holds (their paths): a download that
+#: finds one held can tell another manager of this process from another process.
+_held_here: set[str] = set()
+_held_here_lock = threading.Lock()
+
+
 class DestinationLock:
     """The inter-process lock of one destination file, ``.dlmanager/NAME.lock`` while held."""
 
@@ -279,13 +285,26 @@ class DestinationLock:
             raise StorageError(
                 f"cannot lock {self.path}: {reason}", errno=exc.errno, dest=self.dest
             ) from exc
-        return self._fd is not None
+        if self._fd is None:
+            return False
+        with _held_here_lock:
+            _held_here.add(self.path)
+        return True
 
     def release(self) -> None:
         """Release the lock and remove its file; does nothing when not held."""
         fd, self._fd = self._fd, None
         if fd is not None:
+            with _held_here_lock:
+                _held_here.discard(self.path)
             self.state.release(self.name, fd)
+
+    def holder(self) -> str:
+        """Who holds the lock, for the logs: ``another manager`` (of this
+        process) or ``another process``."""
+        with _held_here_lock:
+            here = self.path in _held_here
+        return "another manager" if here else "another process"
 
 
 class Pins:

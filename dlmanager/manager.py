@@ -7,7 +7,6 @@ For compatibility with dlmanager 0.1.1 this module also exports
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -30,25 +29,31 @@ from dlmanager.download import (
     EventCallback,
     EventKind,
     ProgressCallback,
+    end_idle_threads,
     take_unreceived_error,
+    unreceived,
 )
 from dlmanager.errors import DownloadInterrupt
 from dlmanager.locking import Pins, Reservations, StateDir
 from dlmanager.paths import (
+    as_path,
+    check_name_length,
     check_url,
     leftover_fnames,
     name_from_url,
+    name_max,
     remove_stale_temporaries,
     validate_fname,
 )
-from dlmanager.persist_limit import PersistLimit
+from dlmanager.persist_limit import PersistLimit, mark_used
+from dlmanager.redact import get_logger
 from dlmanager.retry import RetryLike, RetryPolicy
 from dlmanager.session import DownloadSession
 from dlmanager.slots import Slots
 
 __all__ = ["Download", "DownloadInterrupt", "DownloadManager"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: The key under which the room reserved by every process's downloads in
 #: flight is counted in the persist limit.
@@ -143,7 +148,7 @@ class DownloadManager:
 
     def __init__(
         self,
-        destdir: str,
+        destdir: str | os.PathLike[str],
         session: Any = None,
         persist_limit: PersistLimit | None = None,
         *,
@@ -170,37 +175,46 @@ class DownloadManager:
         self.min_split_size = min_split_size
         self.max_size = max_size
         self.max_workers = max_workers
-        self.destdir = destdir
-        _prepare_destdir(destdir)
+        #: The destination directory as given (:meth:`get_dest` joins names to it).
+        self.destdir = as_path(destdir, "destdir")
+        # Every file operation uses the directory resolved now: a later
+        # os.chdir() changes nothing.
+        self._root = os.path.abspath(self.destdir)
+        _prepare_destdir(self._root)
+        self._name_max = name_max(self._root)
         self._own_session: requests.Session | None = None
         if session is None:
             session = self._own_session = DownloadSession(max_workers * connections)
         self.session = session
         self.persist_limit = persist_limit or PersistLimit(0)
-        # Whether this manager started the limit's live accounting (and stops it).
+        # Whether this manager follows the limit's directory live (and stops it).
         self._watching = False
+        #: The downloads in flight, by destination (as :meth:`get_dest` gives it).
         self._downloads: dict[str, Download] = {}
+        # Started downloads whose end wait() has not seen yet.
+        self._unfinished: set[Download] = set()
         # Failed downloads whose error wait() has not raised yet, oldest first.
         self._failed: list[Download] = []
+        self._failed_kept = 64  # pruned of the received errors when twice as long
         self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)  # a download ended
+        self._closed = False
         self._limiter = Slots(max_workers)  # first started, first to transfer
-        for path in remove_stale_temporaries(destdir):
+        for path in remove_stale_temporaries(self._root):
             log.info("Removed a temporary file left by a stopped process: %s", path)
         # Names with a leftover to resume; other downloads skip the scan.
-        self._leftovers = leftover_fnames(destdir)
-        self._state = StateDir(destdir)
+        self._leftovers = leftover_fnames(self._root)
+        self._state = StateDir(self._root)
         self._state.remove_stale()
-        self._pins = Pins(self._state, destdir)
+        self._pins = Pins(self._state, self._root)
         self._reservations = Reservations(self._state)
-        try:
-            if self.persist_limit.enabled and not self.persist_limit.watching:
+        if self.persist_limit.enabled:
+            try:
                 # Live accounting: other processes' changes reach the index.
-                self.persist_limit.watch(destdir)  # registers what is there
+                self.persist_limit.watch(self._root)  # registers what is there
                 self._watching = True
-        except RuntimeError:  # the limit already accounts for another directory
-            pass
-        if not self._watching:
-            self.persist_limit.register_dir_content(destdir)
+            except RuntimeError:  # the limit already accounts for another directory
+                self.persist_limit.register_dir_content(self._root)
 
     def __enter__(self) -> DownloadManager:
         return self
@@ -227,7 +241,18 @@ class DownloadManager:
 
     def close(self) -> None:
         """Cancel what is still running, wait for it to stop, and close the
-        session the manager created (a session you passed is left open)."""
+        session the manager created (a session you passed is left open).
+
+        It returns once the manager's threads have ended: those of its
+        downloads, the helper threads that sent their requests, and the
+        observer of its directory (when no other manager shares its
+        :class:`PersistLimit`). :meth:`download` raises
+        :exc:`RuntimeError` afterwards. Calling it again does nothing.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self.cancel()
         self.wait(raise_if_error=False)
         if self._own_session is not None:
@@ -235,23 +260,35 @@ class DownloadManager:
         if self._watching:
             self.persist_limit.close()
             self._watching = False
+        end_idle_threads()
 
     def get_dest(self, fname: str) -> str:
-        """The path of *fname* in the destination directory.
+        """The path of *fname* in the destination directory (joined to
+        :attr:`destdir` as it was given).
 
-        :raises ValueError: when *fname* would land outside it
+        :raises ValueError: when *fname* would land outside it, or is too
+            long for the filesystem (with the suffixes of dlmanager's
+            temporary files)
         """
-        return os.path.join(self.destdir, validate_fname(fname))
+        return os.path.join(self.destdir, check_name_length(validate_fname(fname), self._name_max))
+
+    def _path(self, dest: str) -> str:
+        """The resolved path of *dest*, a path :meth:`get_dest` gave."""
+        return os.path.join(self._root, os.path.basename(dest))
 
     def cancel(self, cancel_if: Callable[[Download], Any] | None = None) -> None:
         """Cancel the running downloads, or those for which ``cancel_if(download)`` is true.
 
-        Returns at once; each download stops within about a second.
+        Returns at once; each download stops within about a second (a queued
+        one at once).
+
+        :raises Exception: whatever *cancel_if* raises: then nothing is
+            cancelled (it is asked about every download first)
         """
         with self._lock:
             downloads = list(self._downloads.values())
         selected = [
-            dl for dl in downloads if (cancel_if is None or cancel_if(dl)) and dl.is_running()
+            dl for dl in downloads if dl.is_running() and (cancel_if is None or cancel_if(dl))
         ]
         # Queued ones first, so that none takes the slot a cancelled one frees.
         selected.sort(key=lambda dl: dl.state is not DownloadState.QUEUED)
@@ -280,14 +317,9 @@ class DownloadManager:
            dlmanager 0.1.1 only waited for the downloads still running, so
            the error of a download that failed before the call was lost.
         """
-        while True:
-            with self._lock:
-                running = list(self._downloads.values())
-            if not running:
-                break
-            for download in running:
-                download.wait(raise_if_error=False)
         with self._lock:
+            while self._unfinished:
+                self._changed.wait()
             failed, self._failed = self._failed, []
         if not raise_if_error:
             return
@@ -332,19 +364,24 @@ class DownloadManager:
         check_url(url)
         expected = parse_checksum(checksum)
         dest = self.get_dest(fname if fname is not None else name_from_url(url))
+        path = self._path(dest)
         stale = False  # a file that does not match: replaced once the new one is verified
-        if expected is not None and self._running(dest, None) is None and _present(dest):
+        if expected is not None and self._live(dest) is None and _present(path):
             # Hash a file already there outside the lock: it may be big.
-            stale = _mismatching(dest, expected)
+            stale = _mismatching(path, expected)
         with self._lock:
-            running = self._running(dest, None)
+            if self._closed:
+                raise RuntimeError(f"the DownloadManager of {self.destdir} is closed")
+            running = self._live(dest)
             if running is not None and (expected is None or running.checksum == expected):
-                return self._running(dest, progress)
-            if running is None and not stale and _present(dest):
-                self.persist_limit.touch(dest)
+                if progress is not None:
+                    running.set_progress(progress)
+                return running
+            if running is None and not stale and _present(path):
+                self._mark_used(path)
                 return None
-            if os.path.islink(dest):
-                log.warning("%s is a symlink: replacing it with the download", dest)
+            if os.path.islink(path):
+                log.warning("%s is a symlink: replacing it with the download", path)
             download = Download(
                 url,
                 dest,
@@ -361,48 +398,67 @@ class DownloadManager:
                 checksum=expected,
                 max_size=self.max_size,
             )
-            # Running with another checksum (or none): this one waits for it,
-            # then takes its file if it matches, else downloads it again.
-            download._after = running
-            download._adopt_leftovers = os.path.basename(dest) in self._leftovers
-            download._dest_lock = self._state.lock(os.path.basename(dest))
-            self._leftovers.discard(os.path.basename(dest))
+            download._path = path  # resolved when the manager was created
+            # One is in flight (running with another checksum, or cancelled
+            # and cleaning up): this one waits for it to end, then takes its
+            # file if it matches, else downloads it again.
+            download._after = self._downloads.get(dest)
+            fname = os.path.basename(path)
+            download._adopt_leftovers = fname in self._leftovers
+            download._dest_lock = self._state.lock(fname)
+            self._leftovers.discard(fname)
             self._downloads[dest] = download
+            self._unfinished.add(download)
             self._download_started(download)
-            download._claim_start()  # running for everyone from here on
-            download._turn = self._limiter.take_turn()  # in the order downloads start
-        download.thread.start()  # outside the lock: finishing downloads need it
+            download.start()  # its place in the queue, in the order downloads start
         return download
 
-    def _running(self, dest: str, progress: ProgressCallback | None) -> Download | None:
-        """The download of *dest* in flight, with *progress* attached, or None."""
+    def _live(self, dest: str) -> Download | None:
+        """The download of *dest* in flight that was not cancelled, or None."""
         with self._lock:
             running = self._downloads.get(dest)
-            if running is not None and progress is not None:
-                running.set_progress(progress)
-            return running
+        if running is None or running.is_canceled():
+            return None
+        return running
+
+    def _mark_used(self, path: str) -> None:
+        """Record a use of the file at *path* (in the index only when there is a limit)."""
+        if self.persist_limit.enabled:
+            self.persist_limit.touch(path)
+        else:
+            mark_used(path)
 
     def _download_started(self, dl: Download) -> None:
         """Hook called when *dl* is about to start. Subclasses call the base."""
         log.debug("Download of %s started", dl.get_url())
 
     def _finished(self, dl: Download) -> None:
-        """Called in the download thread when *dl* is over: records a failure
-        for :meth:`wait`, then calls the :meth:`_download_finished` hook."""
-        if dl.state is DownloadState.FAILED:
+        """Called in the download thread when *dl* is over: forgets it,
+        records a failure for :meth:`wait`, calls the
+        :meth:`_download_finished` hook, then tells :meth:`wait`."""
+        try:
             with self._lock:
-                self._failed.append(dl)
-        self._download_finished(dl)
+                if self._downloads.get(dl.get_dest()) is dl:
+                    del self._downloads[dl.get_dest()]
+                if dl.state is DownloadState.FAILED:
+                    self._failed.append(dl)
+                    if len(self._failed) >= 2 * self._failed_kept:
+                        # Errors received meanwhile need no keeping for wait().
+                        self._failed = [d for d in self._failed if unreceived(d)]
+                        self._failed_kept = max(64, len(self._failed))
+            self._download_finished(dl)
+        finally:
+            with self._lock:
+                self._unfinished.discard(dl)
+                self._changed.notify_all()
 
     def _download_finished(self, dl: Download) -> None:
         """Hook called in the download thread when *dl* is over, whatever
-        the outcome. Subclasses call the base: it forgets the download and,
-        when the file is in place, applies the persist limit (:meth:`evict`)."""
-        with self._lock:
-            if self._downloads.get(dl.get_dest()) is dl:
-                del self._downloads[dl.get_dest()]
+        the outcome; :meth:`wait` returns after it. Subclasses call the base:
+        when the file is in place, it records its use and applies the persist
+        limit (:meth:`evict`)."""
         if dl.state is DownloadState.DONE:
-            self.persist_limit.touch(dl.get_dest())
+            self._mark_used(self._path(dl.get_dest()))
             self.evict()
 
     def _files_evicted(self, paths: list[str]) -> None:
@@ -454,6 +510,8 @@ class DownloadManager:
                 self.evict()
             elif event.kind is EventKind.FINISHED:
                 self._reservations.release(fname)
+                # What the limit counts in flight no longer includes it.
+                self.persist_limit.reserve(_IN_FLIGHT, self._reservations.total())
             if on_event is not None:
                 on_event(event)
 
@@ -472,11 +530,11 @@ class DownloadManager:
             with manager.pin("firefox.tar.bz2") as path:
                 run_tests(path)
 
-        :return: the file's path
+        :return: the file's path (absolute)
         :raises FileNotFoundError: when the file is not there
         """
-        with self._pins.pin(self.get_dest(fname)) as path:
-            self.persist_limit.touch(path)
+        with self._pins.pin(self._path(self.get_dest(fname))) as path:
+            self._mark_used(path)
             yield path
 
     @contextlib.contextmanager

@@ -15,7 +15,6 @@ every connection and is raised at once.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterable
 
@@ -27,6 +26,7 @@ from dlmanager.errors import (
     StallError,
     StorageError,
 )
+from dlmanager.redact import get_logger
 from dlmanager.retry import RetryPolicy
 from dlmanager.segments import Plan, Segment
 from dlmanager.stall import stall_guard
@@ -35,7 +35,7 @@ from dlmanager.transfer import Attempt
 
 __all__ = ["CHECKPOINT_INTERVAL", "ParallelFetch", "RangesIgnored"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Seconds between two checkpoints of a running download.
 CHECKPOINT_INTERVAL = 1.0

@@ -12,7 +12,6 @@ removes the ones whose writer is gone and that cannot be resumed.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import secrets
@@ -20,19 +19,24 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 
+from dlmanager.redact import get_logger
+
 __all__ = [
     "TEMP_SUFFIX",
+    "as_path",
+    "check_name_length",
     "check_url",
     "is_temporary",
     "leftover_fnames",
     "name_from_url",
+    "name_max",
     "remove_stale_temporaries",
     "temporary_name",
     "try_exclusive",
     "validate_fname",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 TEMP_SUFFIX = ".part"
 _TEMP_RE = re.compile(r"\.(?P<fname>.+)\.[0-9a-f]{8}\.(?P<kind>part|ckpt|ckpt\.new)", re.DOTALL)
@@ -41,6 +45,11 @@ STATE_DIR = ".dlmanager"
 #: A temporary file younger than this is never taken for stale: its writer may
 #: not have locked it yet.
 STALE_MIN_AGE = 2.0
+#: Bytes the longest name derived from a file name adds to it: the
+#: checkpoint being written, ``.NAME.XXXXXXXX.ckpt.new``.
+DERIVED_NAME_OVERHEAD = len(".") + len(".12345678.ckpt.new")
+#: The longest file name (in bytes) most filesystems hold, when they do not say.
+NAME_MAX = 255
 #: A resumable temporary file (one with a checkpoint) is kept this long, in
 #: seconds, for a later download of the same file to resume.
 RESUMABLE_MAX_AGE = 7 * 24 * 3600.0
@@ -66,6 +75,45 @@ def check_url(url: str) -> None:
         raise ValueError(f"unsupported URL scheme in {url!r}: only http and https are downloaded")
     if not parts.netloc:
         raise ValueError(f"invalid URL {url!r}: no host")
+
+
+def as_path(value: object, what: str) -> str:
+    """*value* (a string or an :class:`os.PathLike`) as a string path.
+
+    :raises ValueError: naming *what* when it is neither, or empty
+    """
+    try:
+        path = os.fspath(value)  # type: ignore[call-overload]
+    except TypeError:
+        path = None
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"{what} must be a non-empty str or os.PathLike path, not {value!r}")
+    return path
+
+
+def name_max(directory: str) -> int:
+    """The longest file name, in bytes, the filesystem of *directory* holds."""
+    try:
+        return int(os.pathconf(directory, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return NAME_MAX
+
+
+def check_name_length(fname: str, longest: int = NAME_MAX) -> str:
+    """Return *fname* if it and the names dlmanager derives from it fit in
+    *longest* bytes (the filesystem's limit on a file name).
+
+    :raises ValueError: when it is too long, saying how long it may be
+    """
+    size = len(os.fsencode(fname))
+    allowed = longest - DERIVED_NAME_OVERHEAD
+    if size > allowed:
+        raise ValueError(
+            f"file name too long: {fname[:40]!r}... is {size} bytes, and may be at most "
+            f"{allowed} here (the filesystem holds {longest}; dlmanager's temporary files "
+            f"add {DERIVED_NAME_OVERHEAD}): pass a shorter name"
+        )
+    return fname
 
 
 def validate_fname(fname: str) -> str:

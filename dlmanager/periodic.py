@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Callable, Iterator
 
+from dlmanager.redact import get_logger
+
 __all__ = ["Periodic"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Periodic:
     """Call every registered function each *interval* seconds, from one thread.
 
-    The thread runs only while something is registered. A function that
-    raises is logged and keeps being called.
+    The thread runs only while something is registered, and ends at once
+    when the last function is removed. A function that raises is logged and
+    keeps being called.
     """
 
     def __init__(self, interval: float, name: str) -> None:
@@ -25,7 +27,8 @@ class Periodic:
         self._lock = threading.Lock()
         self._functions: dict[int, Callable[[], None]] = {}
         self._next_key = 0
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the last one started
+        self._running = False
         self._wake = threading.Event()
 
     @contextlib.contextmanager
@@ -35,7 +38,9 @@ class Periodic:
             key = self._next_key
             self._next_key += 1
             self._functions[key] = function
-            if self._thread is None:
+            self._wake.clear()  # something to call again: no early end
+            if not self._running:
+                self._running = True
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
         try:
@@ -43,6 +48,15 @@ class Periodic:
         finally:
             with self._lock:
                 self._functions.pop(key, None)
+                if not self._functions:
+                    self._wake.set()  # nothing left: the thread ends now
+
+    def join_idle(self, timeout: float) -> None:
+        """Wait up to *timeout* seconds for the thread to end, if nothing is registered."""
+        with self._lock:
+            thread = None if self._functions else self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _run(self) -> None:
         while True:
@@ -50,7 +64,7 @@ class Periodic:
             with self._lock:
                 functions = list(self._functions.values())
                 if not functions:
-                    self._thread = None
+                    self._running = False
                     return
             for function in functions:
                 try:

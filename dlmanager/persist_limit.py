@@ -18,14 +18,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple
 
 from dlmanager.paths import is_temporary
+from dlmanager.redact import get_logger
 
 if TYPE_CHECKING:
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers.api import BaseObserver
 
-__all__ = ["File", "PersistLimit"]
+__all__ = ["File", "PersistLimit", "mark_used"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Seconds :meth:`PersistLimit.close` waits for the observer thread to end.
 _JOIN_TIMEOUT = 10.0
@@ -175,6 +176,7 @@ class PersistLimit:
         # Watching.
         self._watch_lock = threading.Lock()
         self._watched: str | None = None  # the directory, live or rescanned
+        self._watchers = 0  # watch() calls not ended by close() yet
         self._observer: BaseObserver | None = None  # None: rescan on every check
         self._stop_observer: Callable[[], object] | None = None
         self._warned = False
@@ -254,17 +256,8 @@ class PersistLimit:
     def touch(self, path: str) -> None:
         """Record a use of *path* now, on disk (its access time) and in the index."""
         with self._lock:  # see register_file
-            try:
-                # Never through a symlink: its target may be outside the directory.
-                fstat = os.stat(path, follow_symlinks=False)
-                if not stat.S_ISREG(fstat.st_mode):
-                    return
-                os.utime(path, ns=(time.time_ns(), fstat.st_mtime_ns), follow_symlinks=False)
-                fstat = os.stat(path, follow_symlinks=False)  # the access time as stored
-            except OSError as exc:
-                log.debug("Cannot record a use of %s: %s", path, exc)
-                return
-            if stat.S_ISREG(fstat.st_mode) and not is_temporary(os.path.basename(path)):
+            fstat = mark_used(path)
+            if fstat is not None and not is_temporary(os.path.basename(path)):
                 self._put(path, fstat)
 
     # -- reservations ----------------------------------------------------------------------
@@ -413,8 +406,11 @@ class PersistLimit:
         limits reached, a network filesystem), a warning is logged once and
         :meth:`remove_old_files` rescans the directory before each check.
 
-        A PersistLimit watches one directory at a time; watching it again
-        retries starting the observer if it could not start.
+        A PersistLimit watches one directory at a time. Watching it again
+        (two managers sharing the limit, for instance) is counted: each
+        :meth:`watch` is ended by one :meth:`close`, and the observer stops
+        at the last one. Watching it again also retries starting the
+        observer if it could not start.
 
         :raises NotADirectoryError: when *directory* is not a directory
         :raises RuntimeError: when another directory is being watched
@@ -427,9 +423,14 @@ class PersistLimit:
                     raise RuntimeError(
                         f"already watching {self._watched!r}; close() before watching another"
                     )
+                self._watchers += 1
                 if self._observer is not None and _observer_alive(self._observer):
                     return
+                count = self._watchers
                 self._stop_watching()
+                self._watchers = count
+            else:
+                self._watchers = 1
             self._watched = directory
             try:
                 self._observer, self._stop_observer = self._start_observer(directory)
@@ -452,17 +453,22 @@ class PersistLimit:
             self._rescan(directory)
 
     def close(self) -> None:
-        """Stop following the watched directory: stop and join the observer.
+        """End one :meth:`watch`: at the last, stop following the directory
+        (stop and join the observer).
 
-        The index stays as it is. Calling it again does nothing.
+        The index stays as it is. Calling it when nothing is watched does
+        nothing.
         """
         with self._watch_lock:
-            self._stop_watching()
+            self._watchers -= 1
+            if self._watchers <= 0:
+                self._stop_watching()
 
     def _stop_watching(self) -> None:
         stop = self._stop_observer
         self._observer = self._stop_observer = None
         self._watched = None
+        self._watchers = 0
         if stop is not None:
             stop()  # once: the finalizer is dead afterwards
 
@@ -488,7 +494,7 @@ class PersistLimit:
             event_filter.append(attrib)
         observer: BaseObserver | None = None
         try:
-            _quiet_watchdog_shutdown()
+            _quiet_watchdog()
             observer = Observer()
             if isinstance(observer, PollingObserver):
                 raise _CannotWatch("the platform has no file change notification")
@@ -505,7 +511,9 @@ class PersistLimit:
             if observer is not None:
                 _stop(observer)
             raise _CannotWatch(f"the observer cannot start: {exc}") from None
-        return observer, weakref.finalize(self, _stop, observer)
+        quiet = os.path.abspath(directory)
+        _watchdog_noise.add(quiet)
+        return observer, weakref.finalize(self, _stop, observer, quiet)
 
     def _check_live(self) -> None:
         """Rescan the watched directory if no observer follows it."""
@@ -637,6 +645,26 @@ class PersistLimit:
         self._total -= entry.file.stat.st_size
 
 
+def mark_used(path: str) -> os.stat_result | None:
+    """Record a use of the regular file at *path* on disk: its access time is now.
+
+    Never through a symlink (its target may be outside the directory).
+
+    :return: the file's status with the access time as stored, or None when
+        it is not a regular file or cannot be touched
+    """
+    try:
+        fstat = os.stat(path, follow_symlinks=False)
+        if not stat.S_ISREG(fstat.st_mode):
+            return None
+        os.utime(path, ns=(time.time_ns(), fstat.st_mtime_ns), follow_symlinks=False)
+        fstat = os.stat(path, follow_symlinks=False)
+    except OSError as exc:
+        log.debug("Cannot record a use of %s: %s", path, exc)
+        return None
+    return fstat if stat.S_ISREG(fstat.st_mode) else None
+
+
 class _CannotWatch(Exception):
     """No observer can follow the directory; the message says why."""
 
@@ -724,26 +752,72 @@ def _observer_alive(observer: BaseObserver) -> bool:
     return observer.is_alive() and bool(emitters) and all(e.is_alive() for e in emitters)
 
 
-class _ShutdownRace(logging.Filter):
-    """Drops the ERROR watchdog logs when its inotify thread is stopped between
-    reading an event and handling it: a benign race of every stop (see
-    gorakhargosh/watchdog#963), which would otherwise reach the standard error
-    of programs that do not configure logging."""
+class _WatchdogNoise(logging.Filter):
+    """Keeps watchdog's logs about dlmanager's own observers out of the way.
 
-    MESSAGE = "InotifyEmitter.queue_events() called when the thread is inactive"
+    It drops the ERROR log of a benign race of every stop (the inotify thread
+    stopped between reading an event and handling it, see
+    gorakhargosh/watchdog#963), which would otherwise reach the standard error
+    of programs that do not configure logging; and watchdog's DEBUG records
+    that name a directory dlmanager watches (one per file system event, some
+    80 for one 20 MB download), which would drown dlmanager's own DEBUG
+    records. Other users of watchdog keep its DEBUG records about theirs.
+    """
+
+    SHUTDOWN_RACE = "InotifyEmitter.queue_events() called when the thread is inactive"
+    LOGGERS = (
+        "watchdog.observers.inotify",
+        "watchdog.observers.inotify_buffer",
+        "watchdog.observers.inotify_c",
+        "watchdog.observers.inotify_move_event_grouper",
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directories: frozenset[str] = frozenset()  # replaced whole: read without a lock
+        self._lock = threading.Lock()
+        self._observers: dict[str, int] = {}  # directory -> dlmanager observers of it
+
+    def add(self, directory: str) -> None:
+        with self._lock:
+            self._observers[directory] = self._observers.get(directory, 0) + 1
+            self.directories = frozenset(self._observers)
+
+    def discard(self, directory: str) -> None:
+        with self._lock:
+            count = self._observers.pop(directory, 0) - 1
+            if count > 0:
+                self._observers[directory] = count
+            self.directories = frozenset(self._observers)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != self.MESSAGE
+        if record.msg == self.SHUTDOWN_RACE:
+            return False
+        if record.levelno > logging.DEBUG or not self.directories:
+            return True
+        message = record.getMessage()
+        return not any(directory in message for directory in self.directories)
 
 
-def _quiet_watchdog_shutdown() -> None:
-    logger = logging.getLogger("watchdog.observers.inotify")
-    if not any(isinstance(f, _ShutdownRace) for f in logger.filters):
-        logger.addFilter(_ShutdownRace())
+_watchdog_noise = _WatchdogNoise()
 
 
-def _stop(observer: BaseObserver) -> None:
-    """Stop *observer* and wait for its thread (and those it started) to end."""
+def _quiet_watchdog() -> None:
+    """Install :class:`_WatchdogNoise` on watchdog's loggers (once)."""
+    for name in _WatchdogNoise.LOGGERS:
+        logger = logging.getLogger(name)
+        if _watchdog_noise not in logger.filters:
+            logger.addFilter(_watchdog_noise)
+
+
+def _stop(observer: BaseObserver, quiet: str | None = None) -> None:
+    """Stop *observer* and wait for its thread (and those it started) to end.
+
+    :param quiet: the directory whose watchdog DEBUG records are dropped
+        while it is watched (see :class:`_WatchdogNoise`)
+    """
+    if quiet is not None:
+        _watchdog_noise.discard(quiet)
     try:
         observer.stop()
     except Exception:

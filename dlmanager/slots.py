@@ -7,12 +7,18 @@ Here a download takes its :class:`Turn` when it is started, in the caller's
 thread, and turns are granted first come, first served: the first download
 started is the first to transfer, which is what a harness prefetching "the
 next build" expects.
+
+A turn taken with a callback costs nothing while it waits: no thread, no
+polling; the callback (which starts the download's thread) runs when the
+turn is granted. A thread that waits for a turn blocks on an event, woken by
+the grant or by :meth:`Turn.cancel`.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
 
 __all__ = ["Slots", "Turn"]
 
@@ -27,53 +33,118 @@ class Slots:
         self._free = count
         self._queue: collections.deque[Turn] = collections.deque()
 
-    def take_turn(self) -> Turn:
-        """A place in the queue, granted at once when a slot is free."""
-        turn = Turn(self)
-        with self._lock:
-            if self._free and not self._queue:
-                self._free -= 1
-                turn._granted.set()
-            else:
-                self._queue.append(turn)
+    def take_turn(self, on_grant: Callable[[], object] | None = None) -> Turn:
+        """A place in the queue, granted at once when a slot is free.
+
+        :param on_grant: called once the turn is granted, in the thread that
+            granted it (this one, or one giving a slot back), without any lock
+            held; or by :meth:`Turn.cancel` for a turn cancelled while queued
+        """
+        turn = Turn(self, on_grant)
+        self.join(turn)
         return turn
+
+    def join(self, turn: Turn) -> None:
+        """Put *turn* (made by ``Turn(slots, on_grant)``) in the queue; see
+        :meth:`take_turn`. A turn cancelled before it joined stays out."""
+        with self._lock:
+            if turn._left or turn._queued:
+                return
+            granted = bool(self._free) and not self._queue
+            if granted:
+                self._free -= 1
+                turn._granted = True
+            else:
+                turn._queued = True
+                self._queue.append(turn)
+        if granted:
+            turn._fire()
 
     def queued(self) -> int:
         """How many turns wait for a slot."""
         with self._lock:
             return len(self._queue)
 
+    def free(self) -> int:
+        """How many slots nobody holds."""
+        with self._lock:
+            return self._free
+
+    def _withdraw(self, turn: Turn) -> bool:
+        """Take *turn* out of the queue if it is still waiting there.
+
+        :return: whether it was (a granted turn is left alone)
+        """
+        with self._lock:
+            if turn._left or turn._granted:
+                return False
+            turn._left = True
+            if turn._queued:
+                self._queue.remove(turn)
+            return True
+
     def _leave(self, turn: Turn) -> None:
+        """Take *turn* out: out of the queue, or give its slot to the next turn."""
+        if self._withdraw(turn):
+            return
+        successor = None
         with self._lock:
             if turn._left:
                 return
             turn._left = True
-            if not turn._granted.is_set():
-                self._queue.remove(turn)
-            elif self._queue:  # hand the slot over to the longest waiter
-                self._queue.popleft()._granted.set()
+            if self._queue:  # hand the slot over to the longest waiter
+                successor = self._queue.popleft()
+                successor._granted = True
             else:
                 self._free += 1
+        if successor is not None:
+            successor._fire()
 
 
 class Turn:
     """One download's place in the queue of :class:`Slots`, then its slot."""
 
-    def __init__(self, slots: Slots) -> None:
+    def __init__(self, slots: Slots, on_grant: Callable[[], object] | None = None) -> None:
         self._slots = slots
-        self._granted = threading.Event()
+        self._on_grant = on_grant
+        self._event = threading.Event()  # set when granted, or cancelled
+        self._granted = False
+        self._queued = False  # waiting in the queue (not granted at once)
         self._left = False
 
-    def wait(self, cancel: threading.Event, poll: float = 0.1) -> bool:
-        """Wait for the slot; True once granted, False (having left) once *cancel* is set.
+    @property
+    def granted(self) -> bool:
+        """Whether the slot was granted (it stays true after :meth:`leave`)."""
+        return self._granted
 
-        :param poll: how often *cancel* is looked at, in seconds
+    def _fire(self) -> None:
+        self._event.set()
+        if self._on_grant is not None:
+            self._on_grant()
+
+    def wait(self, cancel: threading.Event) -> bool:
+        """Block until the slot is granted or :meth:`cancel` is called.
+
+        :return: True once granted; False (having left the queue) once
+            *cancel* is set
         """
-        while not self._granted.wait(poll):
-            if cancel.is_set():
-                self.leave()
-                return False
+        self._event.wait()
+        if cancel.is_set():
+            self.leave()
+            return False
         return True
+
+    def cancel(self) -> None:
+        """Leave the queue if still in it, and wake :meth:`wait`.
+
+        The callback of a turn cancelled while queued is called at once (it
+        was never granted, so it would never run otherwise): the download it
+        starts sees that it is cancelled, and ends.
+        """
+        withdrawn = self._slots._withdraw(self)
+        self._event.set()
+        if withdrawn and self._on_grant is not None:
+            self._on_grant()
 
     def leave(self) -> None:
         """Leave the queue, or give the slot back once done with it. Idempotent."""

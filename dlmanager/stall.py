@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from collections.abc import Iterator
 
+from dlmanager.redact import get_logger
 from dlmanager.transfer import STALL, Attempt
 
 __all__ = ["StallGuard", "stall_guard"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class StallGuard:
@@ -27,7 +27,9 @@ class StallGuard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._watched: dict[Attempt, tuple[float, int]] = {}
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the last one started
+        self._running = False
+        self._wake = threading.Event()  # set when nothing is watched any more
 
     @contextlib.contextmanager
     def watch(self, attempt: Attempt) -> Iterator[None]:
@@ -37,7 +39,9 @@ class StallGuard:
             return
         with self._lock:
             self._watched[attempt] = (time.monotonic(), attempt.received)
-            if self._thread is None:
+            self._wake.clear()  # something to watch again: no early end
+            if not self._running:
+                self._running = True
                 self._thread = threading.Thread(
                     target=self._run, name="dlmanager-stall-guard", daemon=True
                 )
@@ -47,15 +51,24 @@ class StallGuard:
         finally:
             with self._lock:
                 self._watched.pop(attempt, None)
+                if not self._watched:
+                    self._wake.set()  # the thread ends now
+
+    def join_idle(self, timeout: float) -> None:
+        """Wait up to *timeout* seconds for the thread to end, if nothing is watched."""
+        with self._lock:
+            thread = None if self._watched else self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _run(self) -> None:
         while True:
-            time.sleep(self.TICK)
+            self._wake.wait(self.TICK)
             now = time.monotonic()
             stalled = []
             with self._lock:
                 if not self._watched:
-                    self._thread = None
+                    self._running = False
                     return
                 for attempt, (since, mark) in list(self._watched.items()):
                     window = attempt.timeouts.stall

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from dlmanager import checkpoint
 from dlmanager.checkpoint import Checkpoint
 from dlmanager.errors import DlManagerError, InsufficientSpaceError, StorageError
 from dlmanager.paths import is_part, temporary_fname, temporary_name
+from dlmanager.redact import get_logger
 
 try:
     import fcntl
@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = ["SPACE_MARGIN", "PartFile", "free_space", "leftover_progress"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Bytes kept free beyond what a file still needs when checking the free
 #: space: its checkpoint, the filesystem's own metadata and the rounding of

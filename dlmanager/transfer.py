@@ -13,12 +13,11 @@ import contextlib
 import dataclasses
 import http.client
 import inspect
-import logging
-import queue
 import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,6 +36,7 @@ from dlmanager.errors import (
     TransferError,
 )
 from dlmanager.headers import header
+from dlmanager.redact import get_logger
 from dlmanager.retry import parse_retry_after
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
     "parse_content_range",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 CANCEL = "cancel"
 STALL = "stall"
@@ -638,45 +638,83 @@ class Attempt:
             _close(response)
 
 
+class _Sender:
+    """One thread of :class:`_Senders`, and the task handed to it."""
+
+    def __init__(self, task: Callable[[], None]) -> None:
+        self.task: Callable[[], None] | None = task
+        self.stop = False
+        self.handed = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="dlmanager-request", daemon=True)
+
+    def run(self) -> None:
+        while True:
+            task, self.task = self.task, None
+            assert task is not None
+            task()
+            del task  # an idle thread must not keep the last request's response alive
+            if not _senders.rest(self):
+                return
+
+
 class _Senders:
     """Daemon threads that send requests, reused from one request to the next.
 
-    A thread idle for *idle_timeout* seconds ends. Daemon threads, so that a
+    A task is handed to an idle thread if there is one, else to a new
+    thread. A thread idle for *idle_timeout* seconds ends, and
+    :meth:`release_idle` ends the idle ones at once. Daemon threads, so that a
     request abandoned by a cancel never holds up the interpreter's exit.
     """
 
     def __init__(self, idle_timeout: float = 5.0) -> None:
-        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._idle = 0
+        self._idle: list[_Sender] = []
         self._idle_timeout = idle_timeout
 
     def submit(self, task: Callable[[], None]) -> None:
-        self._tasks.put(task)
         with self._lock:
-            spawn = self._idle == 0
-        if spawn:
-            threading.Thread(target=self._work, name="dlmanager-request", daemon=True).start()
+            sender = self._idle.pop() if self._idle else None
+            if sender is not None:
+                sender.task = task
+                sender.handed.set()
+        if sender is None:
+            _Sender(task).thread.start()
 
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                self._idle += 1
-            try:
-                task = self._tasks.get(timeout=self._idle_timeout)
-            except queue.Empty:
-                with self._lock:
-                    self._idle -= 1
-                    if self._tasks.empty():
-                        return  # a task put meanwhile is taken on the next turn
-                continue
-            with self._lock:
-                self._idle -= 1
-            task()
-            del task  # an idle thread must not keep the last request's response alive
+    def rest(self, sender: _Sender) -> bool:
+        """Wait, in *sender*'s thread, for its next task; False when it is to end."""
+        with self._lock:
+            sender.handed.clear()
+            self._idle.append(sender)
+        sender.handed.wait(self._idle_timeout)
+        with self._lock:
+            if sender.task is None and not sender.stop:  # timed out, nothing handed
+                self._idle.remove(sender)
+                return False
+        return not sender.stop
+
+    def release_idle(self, timeout: float = 5.0) -> None:
+        """End the idle threads now, and wait up to *timeout* seconds for them."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            for sender in idle:
+                sender.stop = True
+        for sender in idle:
+            sender.handed.set()
+        deadline = time.monotonic() + timeout
+        for sender in idle:
+            sender.thread.join(max(0.0, deadline - time.monotonic()))
 
 
 _senders = _Senders()
+
+
+def release_idle_senders(timeout: float = 5.0) -> None:
+    """End the idle request threads now, waiting up to *timeout* seconds.
+
+    A thread still sending a request that a cancel abandoned goes on until
+    the response headers arrive or the request times out, then ends.
+    """
+    _senders.release_idle(timeout)
 
 
 def _close(response: Any) -> None:

@@ -87,6 +87,7 @@ def assert_untouched(destdir: str, name: str) -> None:
 
 def finish(dl: Download) -> BaseException:
     """Wait for *dl* (never forever) and return the error it failed with."""
+    wait_for(lambda: not dl.is_running(), "the end of the download")
     dl.thread.join(WAIT)
     assert not dl.thread.is_alive(), "the download hangs"
     assert dl.state is DownloadState.FAILED
@@ -516,23 +517,26 @@ def test_destination_broken_mid_run(server: FaultServer, tmp_path: Any, how: str
             assert dl is not None
             downloads[name] = dl
         # a (two connections) and b (one stream) are writing, and stall;
-        # c waits for a slot, holding its destination's lock already.
+        # c waits for a slot: queued, it holds no thread and no lock yet.
         assert recorders["a"].got_bytes.wait(WAIT)
         assert recorders["b"].got_bytes.wait(WAIT)
-        wait_for(lambda: os.path.exists(lock_file(broken, "c.bin")), "c's lock")
+        assert downloads["c"].state is DownloadState.QUEUED
+        assert not downloads["c"].thread.is_alive()
+        assert not os.path.exists(lock_file(broken, "c.bin"))
         break_directory(how, broken, stack)
         errors = {name: finish(downloads[name]) for name in "abc"}
         for name in "de":
-            downloads[name].thread.join(WAIT)
-            downloads[name].wait()
+            finishing = downloads[name]
+            wait_for(lambda: not finishing.is_running(), f"the end of {name}")  # noqa: B023
+            finishing.wait()
             assert read(os.path.join(healthy, f"{name}.bin")) == files[name]
     for name, error in errors.items():
         assert type(error) is StorageError, (name, error)
         assert error.dest == os.path.join(broken, f"{name}.bin")
         assert error.url == server.url(f"/{name}.bin")
         assert str(error).startswith("cannot "), str(error)
-        # c fails creating its temporary file; or, when the directory vanished
-        # while it was taking its lock, on the lock.
+        # c fails taking its lock once a and b gave their slots back (or,
+        # when the lock still worked, creating its temporary file).
         paths = [f" {broken}{os.sep}.{name}.bin."]
         if name == "c":
             paths.append(f" {lock_file(broken, 'c.bin')}:")

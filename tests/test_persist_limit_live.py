@@ -142,10 +142,15 @@ def test_watch_errors(tmp_path: Path, limit: PersistLimit) -> None:
     with pytest.raises(RuntimeError, match="already watching"):
         limit.watch(str(tmp_path / "two"))
     threads = set(threading.enumerate())
-    limit.watch(str(tmp_path / "one"))  # the same directory: nothing new
+    limit.watch(str(tmp_path / "one"))  # the same directory: nothing new, counted
     assert set(threading.enumerate()) == threads
     limit.close()
-    limit.watch(str(tmp_path / "two"))  # after close(), another one
+    assert limit.watching  # one watch() left
+    with pytest.raises(RuntimeError, match="already watching"):
+        limit.watch(str(tmp_path / "two"))
+    limit.close()
+    assert not limit.watching
+    limit.watch(str(tmp_path / "two"))  # after the last close(), another one
     assert limit.watching
 
 

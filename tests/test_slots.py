@@ -1,4 +1,5 @@
-"""Slots: first come, first served, and a cancelled waiter leaves the queue."""
+"""Slots: first come, first served, a cancelled turn leaves the queue, and a queued
+download holds no thread."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def test_turns_are_granted_in_the_order_taken() -> None:
     order: list[int] = []
 
     def run(number: int) -> None:
-        assert turns[number].wait(never, poll=0.01)
+        assert turns[number].wait(never)
         order.append(number)
         turns[number].leave()
 
@@ -45,7 +46,8 @@ def test_a_cancelled_turn_leaves_the_queue() -> None:
     waiting = slots.take_turn()
     cancel.set()
 
-    assert waiting.wait(cancel, poll=0.01) is False
+    waiting.cancel()
+    assert waiting.wait(cancel) is False
     assert slots.queued() == 0
     first.leave()
     assert slots.take_turn().wait(never)  # the slot went back to the pool
@@ -56,14 +58,53 @@ def test_a_granted_turn_that_leaves_hands_the_slot_over() -> None:
     never = threading.Event()
     a, b, c = slots.take_turn(), slots.take_turn(), slots.take_turn()
 
-    assert a.wait(never, poll=0.01) and b.wait(never, poll=0.01)
+    assert a.wait(never) and b.wait(never)
     assert slots.queued() == 1
     b.leave()
     b.leave()  # idempotent: does not free a second slot
 
-    assert c.wait(never, poll=0.01)
+    assert c.wait(never)
     assert slots.queued() == 0
-    assert slots._free == 0
+    assert slots.free() == 0
+
+
+def test_a_turn_with_a_callback_runs_it_when_granted() -> None:
+    slots = Slots(1)
+    granted: list[str] = []
+    first = slots.take_turn(lambda: granted.append("first"))
+    second = slots.take_turn(lambda: granted.append("second"))
+    assert granted == ["first"]  # at once: a slot was free
+    assert slots.queued() == 1
+    first.leave()  # hands its slot over: the callback runs in this thread
+    assert granted == ["first", "second"]
+    assert second.granted
+    second.leave()
+    assert slots.free() == 1
+
+
+def test_a_queued_turn_cancelled_runs_its_callback_once_and_frees_nothing() -> None:
+    slots = Slots(1)
+    calls: list[str] = []
+    first = slots.take_turn()
+    queued = slots.take_turn(lambda: calls.append("queued"))
+    queued.cancel()
+    queued.cancel()
+    assert calls == ["queued"]  # so that its download can end
+    assert slots.queued() == 0
+    first.leave()
+    assert calls == ["queued"]  # never granted afterwards
+    assert slots.free() == 1
+    queued.leave()
+    assert slots.free() == 1  # leaving it gave back no slot
+
+
+def test_a_granted_turn_cancelled_keeps_its_slot_until_it_leaves() -> None:
+    slots = Slots(1)
+    turn = slots.take_turn()
+    turn.cancel()
+    assert slots.free() == 0
+    turn.leave()
+    assert slots.free() == 1
 
 
 def test_count_must_be_positive() -> None:
