@@ -210,8 +210,10 @@ class Download:
         self._state = DownloadState.PENDING
         self._attempts: set[Attempt] = set()  # open attempts, aborted by cancel()
         self._replacing = False  # a file was at dest when the transfer began
+        self._keep_partial = False  # cancel(keep_partial=True)
         # Who downloaded the file, when this one found it done (for the logs).
         self._waited_for = "another download"
+        self._done_by: str | None = None
         self._received = 0  # high-water mark of the file's bytes, for progress
         self._total: int | None = None
         self._started = False
@@ -258,9 +260,23 @@ class Download:
         else:
             self.thread.start()
 
-    def cancel(self) -> None:
-        """Cancel the download: it stops within about a second, leaving nothing on disk."""
+    def cancel(self, keep_partial: bool = False) -> None:
+        """Cancel the download: it stops within about a second, leaving nothing on disk.
+
+        :param keep_partial: keep what was received instead, as a hidden
+            leftover (the temporary file, flushed, and its checkpoint) that
+            the next download of the same file resumes, as ``wget -c`` does;
+            only when the server gave a validator and a size (otherwise the
+            bytes could not be resumed safely, and are removed). The
+            ``dlmanager`` command does this on Ctrl-C; ``dlmanager cache
+            clean`` removes such leftovers.
+
+        .. versionchanged:: 1.0
+           *keep_partial*.
+        """
         with self._lock:
+            if not self._cancel.is_set():
+                self._keep_partial = keep_partial
             self._cancel.set()
             turn = self._turn
         if turn is not None:
@@ -376,6 +392,15 @@ class Download:
         """The expected size, once known."""
         return self._total
 
+    @property
+    def done_by(self) -> str | None:
+        """Who put the file in place, when this download found it done without
+        transferring it (it waited while another process, another manager of
+        this process or another download of this manager downloaded it):
+        ``"another process"``, ``"another manager"`` or ``"another
+        download"``; None otherwise."""
+        return self._done_by
+
     # -- the thread --------------------------------------------------------------------
 
     def _run(self, finished_callback: Callable[[Download], Any] | None) -> None:
@@ -482,6 +507,7 @@ class Download:
             if actual != expected.hexdigest:
                 return False  # downloaded again, replacing it atomically
         log.info("%s was downloaded by %s", self._path, self._waited_for)
+        self._done_by = self._waited_for
         return True
 
     def _wait_for_slot(self) -> None:
@@ -520,16 +546,24 @@ class Download:
             part, resume = adopted
         else:
             part, resume = PartFile.create(self._path, self._url), None
+        fetch: Fetch | None = None
         try:
             if resume is not None:
                 self._total = resume.total
                 self._received = resume.received
-            Fetch(self, self._url, part, self._options, self._cancel, resume).run()
+            fetch = Fetch(self, self._url, part, self._options, self._cancel, resume)
+            fetch.run()
             if self.is_canceled():
                 raise DownloadInterrupt()
             part.publish(self._total)
-        except BaseException:
-            part.discard()
+        except BaseException as exc:
+            keep = self._keep_partial and isinstance(exc, DownloadInterrupt)
+            if keep and fetch is not None and fetch.keep():
+                part.close()  # a leftover the next download resumes
+                log.info("Kept %d bytes of %s for a later download to resume",
+                         part.size, self._path)  # fmt: skip
+            else:
+                part.discard()
             raise
 
     # -- what Fetch reports (fetch.Host) ---------------------------------------------------

@@ -354,6 +354,28 @@ class Fetch:
             state = Checkpoint(self.url, self.total, self.validator, tuple(ranges()))
             self.part.save_checkpoint(state)
 
+    def keep(self) -> bool:
+        """Checkpoint the bytes the part file holds now (once the transfer has
+        stopped), so that a later download resumes them.
+
+        :return: whether a checkpoint was saved: not when there is nothing to
+            keep, or the response gave no size or validator to resume with
+        """
+        plan = self._active_plan
+        with self._checkpoint_lock:
+            if self.total is None or self.validator is None:
+                return False
+            ranges = plan.written() if plan is not None else [(0, self.part.size)]
+            if not any(end > start for start, end in ranges):
+                return False
+            try:
+                self.part.save_checkpoint(Checkpoint(self.url, self.total, self.validator,
+                                                     tuple(ranges)))  # fmt: skip
+            except StorageError as exc:
+                log.debug("Cannot keep %s for resuming: %s", self.part.path, exc)
+                return False
+        return True
+
     def _stop_checkpoints(self, live: list[bool]) -> None:
         """Clear *live*, waiting for a checkpoint being saved, if any."""
         with self._checkpoint_lock:

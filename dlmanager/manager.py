@@ -276,11 +276,16 @@ class DownloadManager:
         """The resolved path of *dest*, a path :meth:`get_dest` gave."""
         return os.path.join(self._root, os.path.basename(dest))
 
-    def cancel(self, cancel_if: Callable[[Download], Any] | None = None) -> None:
+    def cancel(
+        self, cancel_if: Callable[[Download], Any] | None = None, *, keep_partial: bool = False
+    ) -> None:
         """Cancel the running downloads, or those for which ``cancel_if(download)`` is true.
 
         Returns at once; each download stops within about a second (a queued
         one at once).
+
+        :param keep_partial: keep what each download received, for the next
+            download of its file to resume (see :meth:`Download.cancel`)
 
         :raises Exception: whatever *cancel_if* raises: then nothing is
             cancelled (it is asked about every download first)
@@ -293,7 +298,7 @@ class DownloadManager:
         # Queued ones first, so that none takes the slot a cancelled one frees.
         selected.sort(key=lambda dl: dl.state is not DownloadState.QUEUED)
         for download in selected:
-            download.cancel()
+            download.cancel(keep_partial=keep_partial)
 
     def wait(self, raise_if_error: bool = True) -> None:
         """Wait until none of the manager's downloads runs, then raise the

@@ -135,9 +135,10 @@ def validate_fname(fname: str) -> str:
     return fname
 
 
-def name_from_url(url: str) -> str:
+def name_from_url(url: str, hint: str = "pass fname") -> str:
     """Derive a file name from the last segment of the URL's path (percent-decoded).
 
+    :param hint: what the error message tells the caller to do instead
     :raises ValueError: when the URL gives no usable name
     """
     path = urllib.parse.urlsplit(url).path
@@ -146,9 +147,8 @@ def name_from_url(url: str) -> str:
     try:
         return validate_fname(name)
     except ValueError as exc:
-        raise ValueError(
-            f"cannot derive a file name from URL {url!r} ({exc}); pass fname"
-        ) from None
+        reason = "its path ends with '/'" if not segment else str(exc)
+        raise ValueError(f"cannot derive a file name from URL {url!r} ({reason}); {hint}") from None
 
 
 def temporary_name(fname: str) -> str:

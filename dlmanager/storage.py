@@ -297,14 +297,19 @@ class PartFile:
         _fsync_directory(os.path.dirname(self.dest))
         log.debug("Published %s", self.dest)
 
-    def discard(self) -> None:
-        """Close and remove the temporary file and its checkpoint; never raises."""
+    def close(self) -> None:
+        """Close the file and leave it (and its checkpoint) for a later download
+        to adopt; never raises."""
         if self._fd >= 0:
             try:
                 os.close(self._fd)
             except OSError:
                 pass
             self._fd = -1
+
+    def discard(self) -> None:
+        """Close and remove the temporary file and its checkpoint; never raises."""
+        self.close()
         try:
             os.unlink(self.path)
         except FileNotFoundError:

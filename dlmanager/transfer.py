@@ -18,6 +18,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -101,6 +102,9 @@ def map_transport_errors(
         raise TransferError(
             _fatal_message(url, exc), retryable=False, url=url, dest=dest, received=received
         ) from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        message = f"{url}: {_connection_problem(url, exc)}"
+        raise TransferError(message, url=url, dest=dest, received=received) from exc
     except (
         requests.exceptions.RequestException,
         urllib3.exceptions.HTTPError,
@@ -132,6 +136,42 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
         linked += list(current.args)
         pending += [e for e in linked if isinstance(e, BaseException)]
+
+
+def _connection_problem(url: str, exc: requests.exceptions.RequestException) -> str:
+    """What went wrong with the connection, once, in words: the host and the
+    cause, without urllib3's "Max retries exceeded" wrapping (dlmanager
+    retries by itself)."""
+    failed = urllib.parse.urlsplit(_failed_url(url, exc))
+    port = failed.port or (443 if failed.scheme == "https" else 80)
+    where = f"{failed.hostname}:{port}"
+    causes = list(_causes(exc))
+    for cause in causes:
+        if type(cause).__name__ == "NameResolutionError" or isinstance(cause, socket.gaierror):
+            reason = next((c for c in causes if isinstance(c, socket.gaierror)), None)
+            why = reason.strerror if reason is not None and reason.strerror else "unknown host"
+            return f"cannot resolve the host {failed.hostname}: {why}"
+    for cause in causes:
+        if isinstance(cause, ConnectionRefusedError):
+            return f"cannot connect to {where}: connection refused"
+        if isinstance(cause, http.client.RemoteDisconnected):
+            return f"{where} closed the connection without answering"
+        if isinstance(cause, ConnectionResetError):
+            return f"the connection to {where} was reset"
+    # (urllib3's NewConnectionError derives from ConnectTimeoutError: the
+    # refusals above come first.)
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or any(
+        type(c) is urllib3.exceptions.ConnectTimeoutError for c in causes
+    ):
+        return f"timed out connecting to {where}"
+    if isinstance(exc, requests.exceptions.ReadTimeout) or any(
+        isinstance(c, urllib3.exceptions.ReadTimeoutError) for c in causes
+    ):
+        return f"no answer from {where} in time (read timeout)"
+    for cause in causes:
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"connection to {where} failed: {cause.strerror}"
+    return f"connection to {where} failed: {exc}"
 
 
 def _tls_message(url: str, exc: requests.exceptions.SSLError) -> tuple[str, bool]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -203,18 +204,55 @@ def test_duplicate_urls_are_downloaded_once(
     assert len(file_lines(out)) == 1
 
 
-def test_urls_with_the_same_file_name_give_one_line_per_file(
-    server: FaultServer, destdir: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("named", ["derived", "explicit"])
+def test_two_urls_for_one_file_name_are_bad_usage(
+    server: FaultServer,
+    destdir: str,
+    tmp_path: os.PathLike[str],
+    capsys: pytest.CaptureFixture[str],
+    named: str,
 ) -> None:
-    server.add("/a/same.bin", make_data(2_000, seed=1))
-    server.add("/b/same.bin", make_data(2_000, seed=2))
+    first, second = server.url("/a/same.bin"), server.url("/b/same.bin")
+    manifest = os.path.join(os.fspath(tmp_path), "m.txt")
+    with open(manifest, "w", encoding="utf-8") as handle:
+        if named == "derived":
+            handle.write(f"{first}\n{second}\n")
+        else:
+            handle.write(f"{first} x.bin\n{second} x.bin\n")
+    name = "same.bin" if named == "derived" else "x.bin"
 
-    assert main([server.url("/a/same.bin"), server.url("/b/same.bin"), "-d", destdir]) == 0
+    with pytest.raises(SystemExit) as caught:
+        main(["-i", manifest, "-d", destdir])
 
-    out, _ = capsys.readouterr()
-    assert read(os.path.join(destdir, "same.bin")) == make_data(2_000, seed=1)
-    downloaded = [line for line in lines(out) if line.startswith("downloaded ")]
-    assert len(downloaded) == 1, out
+    assert caught.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"dlmanager: two URLs for the file name {name!r}: {first} and {second}\n"
+    assert server.requests == []
+    assert listing(destdir) == []
+
+
+def test_the_same_file_named_twice_is_downloaded_once_with_its_checksum(
+    server: FaultServer,
+    destdir: str,
+    tmp_path: os.PathLike[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = make_data(3_000)
+    server.add("/f.bin", data)
+    url = server.url("/f.bin")
+    manifest = os.path.join(os.fspath(tmp_path), "m.txt")
+    with open(manifest, "w", encoding="utf-8") as handle:
+        # The same file three ways: derived name, explicit name, with a checksum.
+        handle.write(f"{url}\n{url} f.bin\n{url} - sha256:{'0' * 64}\n")
+
+    assert main(["-i", manifest, "-d", destdir]) == 1
+
+    # One request, checked against the checksum (which does not match).
+    assert [r.method for r in server.requests_for("/f.bin")].count("GET") == 1
+    _, err = capsys.readouterr()
+    assert "expected 000" in err
+    assert listing(destdir) == []
 
 
 def test_retries_0_fails_on_a_dropped_connection(
@@ -242,11 +280,14 @@ def test_default_retries_recover_from_a_dropped_connection(
     assert main([server.url("/drop.bin"), "-d", destdir]) == 0
 
     out, err = capsys.readouterr()
-    assert err == ""
+    # Each retry is told as it happens, without -v, redirected too.
+    retry, resume = lines(err)
+    assert re.fullmatch(r"retrying drop\.bin in [0-9.]+ s after: body shorter than .*", retry)
+    assert resume == "resuming drop.bin at 1000 B"
     assert read(os.path.join(destdir, "drop.bin")) == data
     assert temporaries(destdir) == []
     assert len(file_lines(out)) == 1
-    assert "1 retries" in lines(out)[-1]
+    assert "1 retry," in lines(out)[-1]
     assert [r.method for r in server.requests_for("/drop.bin")].count("GET") >= 2
 
 
@@ -304,7 +345,12 @@ def test_bad_usage_exits_2(
     out, err = capsys.readouterr()
     assert out == ""
     assert problem in err
-    assert "usage:" in err
+    # argparse's own errors show the usage; the checks of what it cannot
+    # check are one line.
+    if problem.startswith(("--output", "--checksum")):
+        assert err == f"dlmanager: {lines(err)[0].removeprefix('dlmanager: ')}\n"
+    else:
+        assert "usage:" in err
     assert server.requests == []
     assert listing(destdir) == []
 
@@ -466,10 +512,14 @@ def test_entry_point_get_help() -> None:
 # --- Ctrl-C ----------------------------------------------------------------------------------
 
 
-def test_ctrl_c_exits_130_and_cleans_up(server: FaultServer, destdir: str) -> None:
-    server.add("/big.bin", Resource(make_data(200_000), stall_after=[50_000]))
+def test_ctrl_c_exits_130_and_keeps_what_was_received_for_the_rerun(
+    server: FaultServer, destdir: str
+) -> None:
+    data = make_data(400_000)
+    server.add("/big.bin", Resource(data, stall_after=[150_000]))
+    command = [server.url("/big.bin"), "-d", destdir, "-x", "1", *TIMEOUT_30]
     process = subprocess.Popen(
-        [sys.executable, "-m", "dlmanager", server.url("/big.bin"), "-d", destdir, *TIMEOUT_30],
+        [sys.executable, "-m", "dlmanager", *command],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -479,7 +529,7 @@ def test_ctrl_c_exits_130_and_cleans_up(server: FaultServer, destdir: str) -> No
     )
     try:
         for _ in range(200):  # 10 s at most
-            if temporaries(destdir) and server.bytes_sent >= 50_000:
+            if temporaries(destdir) and server.bytes_sent >= 150_000:
                 break
             if process.poll() is not None:
                 pytest.fail(f"dlmanager exited early ({process.returncode})")
@@ -498,8 +548,24 @@ def test_ctrl_c_exits_130_and_cleans_up(server: FaultServer, destdir: str) -> No
 
     assert process.returncode == 130, err
     assert elapsed < 10
-    assert "interrupted" in err
     assert "Traceback" not in err
     assert out == ""
-    assert temporaries(destdir) == []
-    assert "big.bin" not in listing(destdir)
+    assert lines(err)[-1] == (
+        "dlmanager: interrupted; finished before: none; 1 cancelled; 1 partial file kept "
+        "(hidden): run the same command again to resume"
+    )
+    # Hidden, resumable: the temporary file and its checkpoint, nothing else.
+    kept = temporaries(destdir)
+    assert sorted(listing(destdir)) == kept
+    assert [name.rsplit(".", 1)[-1] for name in kept] == ["ckpt", "part"]
+
+    server.add("/big.bin", data)  # the rerun meets a healthy server
+    sent = server.bytes_sent
+    result = run_cli(command)
+
+    assert result.returncode == 0, result.stderr
+    assert read(os.path.join(destdir, "big.bin")) == data
+    assert listing(destdir) == ["big.bin"]
+    # Only the missing bytes were sent again.
+    assert server.bytes_sent - sent == len(data) - 150_000
+    assert (server.requests_for("/big.bin")[-1].range or "").startswith("bytes=150000-")

@@ -50,7 +50,7 @@ def test_ls_lists_least_recently_used_first(cache: str, capsys: pytest.CaptureFi
     used = time.strftime("%Y-%m-%d %H:%M", time.localtime(NOW - 3_000))
     assert used in out[1]
     assert out[4] == "3 files, 293.0 KiB"
-    assert out[5].startswith("1 temporary files of unfinished downloads, 4.9 KiB")
+    assert out[5].startswith("1 temporary file of unfinished downloads, 4.9 KiB")
 
 
 def test_ls_json(cache: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -94,7 +94,7 @@ def test_prune_removes_the_least_recently_used(
     assert sorted(listing(cache)) == ["mid.bin", "new.bin"]
     out = lines(capsys.readouterr().out)
     assert out[0] == "removed old.bin (97.7 KiB)"
-    assert out[-1] == "removed 1 files (97.7 KiB); kept 2 files, 195.3 KiB"
+    assert out[-1] == "removed 1 file (97.7 KiB); kept 2 files, 195.3 KiB"
 
 
 def test_prune_keeps_a_file_pinned_by_another_user(cache: str) -> None:

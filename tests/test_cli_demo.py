@@ -31,7 +31,7 @@ def test_demo_survives_its_faults_and_cleans_up() -> None:
     assert re.search(r"retrying build-03\.zip .*read timed out", err), err
     assert re.search(r"retrying build-04\.zip .*HTTP 503", err), err
     assert "evicted build-" in err
-    assert "0 differ from what the server sent; 0 temporary files are left" in out
+    assert "0 differ from what the server sent; 0 temporary files left" in out
     # The temporary directory is gone.
     (directory,) = re.findall(r"downloading them into (\S+),", out)
     assert not os.path.exists(directory)

@@ -226,6 +226,19 @@ def test_without_verbose_nothing_is_logged(
 
     assert main([server.url("/drop.bin"), "-d", destdir]) == 0
 
+    # The retry and the resume are told in a line each, but no log record is.
+    err = capsys.readouterr().err
+    assert [line.split()[0] for line in lines(err)] == ["retrying", "resuming"]
+    assert "INFO" not in err
+
+
+def test_quiet_tells_no_retry(
+    server: FaultServer, destdir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.add("/drop.bin", Resource(make_data(60_000), drop_after=[10_000]))
+
+    assert main([server.url("/drop.bin"), "-d", destdir, "--quiet"]) == 0
+
     assert capsys.readouterr().err == ""
 
 
@@ -319,7 +332,8 @@ def test_ctrl_c_prints_what_finished(server: FaultServer, destdir: str) -> None:
 
     assert process.returncode == 130, err
     assert "Traceback" not in err
-    assert "interrupted; finished before: small.bin; 1 cancelled" in err
+    assert "interrupted; finished before: small.bin; 1 cancelled; 1 partial file kept" in err
     assert file_lines(out) == [line for line in file_lines(out) if "small.bin" in line]
-    assert listing(destdir) == ["small.bin"]
-    assert temporaries(destdir) == []
+    # The stuck file's bytes are kept, hidden, for the next run to resume.
+    assert sorted(listing(destdir)) == [*temporaries(destdir), "small.bin"]
+    assert len(temporaries(destdir)) == 2

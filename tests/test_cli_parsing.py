@@ -123,7 +123,8 @@ def test_manifest_lines(line: str, item: Item | None) -> None:
         ("http://example.com/a .dlmanager", "file name"),
         ("http://example.com/a b.bin sha256:xyz", "sha256"),
         ("http://example.com/a b.bin nope:abcd", "nope"),
-        (f"http://example.com/a b.bin {SHA256} extra", "unexpected 'extra'"),
+        (f"http://example.com/a b.bin {SHA256} extra", "too many fields: 4"),
+        ("http://example.com/a a b", "too many fields: 3"),
     ],
 )
 def test_invalid_manifest_lines_say_what_is_wrong(line: str, problem: str) -> None:

@@ -816,3 +816,50 @@ def test_open_reads_text_with_the_keywords_of_open(manager: DownloadManager, des
         assert handle.read() == "caf\ufffd\nbar\n"
     with manager.open("notes.txt") as handle:
         assert handle.read().startswith(b"caf")
+
+
+# -- cancel(keep_partial=True): a leftover the next download resumes ------------------------
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+def test_a_cancel_that_keeps_the_bytes_lets_the_next_download_resume(
+    server: FaultServer, destdir: str, connections: int
+) -> None:
+    data = make_data(2_000_000, seed=3)
+    server.add("/f.bin", Resource(data, stall_after=[200_000] * 8, stall_seconds=60))
+    options: dict[str, Any] = {"connections": connections, "min_split_size": 256 * 1024}
+    with DownloadManager(destdir, timeout=Timeouts(read=None, stall=None), **options) as manager:
+        download = manager.download(server.url("/f.bin"))
+        assert download is not None
+        wait_until(lambda: download.received >= 150_000)
+        manager.cancel(keep_partial=True)
+        with pytest.raises(DownloadInterrupt):
+            download.wait()
+    kept = temporaries(destdir)
+    assert [name.rsplit(".", 1)[1] for name in kept] == ["ckpt", "part"]
+    assert sorted(listing(destdir)) == kept  # hidden leftovers only
+    server.add("/f.bin", data)  # the server recovered
+    sent = server.bytes_sent
+
+    with DownloadManager(destdir, **options) as manager:
+        manager.download(server.url("/f.bin"))
+
+    assert read(os.path.join(destdir, "f.bin")) == data
+    assert listing(destdir) == ["f.bin"]
+    again = server.bytes_sent - sent
+    assert again <= len(data) - 150_000  # only the missing bytes
+    assert all(r.range is not None for r in server.requests_for("/f.bin")[-connections:])
+
+
+def test_a_kept_cancel_without_validator_keeps_nothing(server: FaultServer, destdir: str) -> None:
+    server.add(
+        "/f.bin",
+        Resource(DATA, etag=None, last_modified=None, stall_after=[20_000], stall_seconds=60),
+    )
+    with DownloadManager(destdir, timeout=Timeouts(read=None, stall=None)) as manager:
+        download = manager.download(server.url("/f.bin"))
+        assert download is not None
+        wait_until(lambda: download.received > 0)
+        download.cancel(keep_partial=True)
+        download.wait(raise_if_error=False)
+    assert listing(destdir) == []  # could not be resumed safely: removed

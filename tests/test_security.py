@@ -504,7 +504,7 @@ def test_cli_max_file_size(
     status = main([*urls, "-d", destdir, "-q", "--max-file-size", "100K"])
 
     assert status == 1
-    assert "more than max_size (102400 bytes)" in capsys.readouterr().err
+    assert "more than --max-file-size (102400 bytes)" in capsys.readouterr().err
     assert listing(destdir) == ["small.bin"]
 
 

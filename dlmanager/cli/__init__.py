@@ -11,23 +11,28 @@
 
 Exit status: 0 when every file is in place, 1 when any download failed (with
 a summary of each failure), 2 for bad usage, 130 when interrupted (Ctrl-C
-cancels every transfer and removes their temporary files).
+stops every transfer and keeps what it received for the same command to
+resume). A closed standard output ends the command as if killed by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
+import re
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
 from dlmanager import __version__
-from dlmanager.cli import cache, demo, get
+from dlmanager.cli import cache, demo, get, output
 
 __all__ = ["build_parser", "main", "parse_args", "run"]
 
 COMMANDS = ("get", "cache", "demo")
+#: A first argument that looks like a mistyped command rather than a URL.
+_BARE_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,9 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse *argv*; exits with status 2 on bad usage (0 for --help and --version)."""
     argv = list(argv)
+    parser = build_parser()
+    if argv and _BARE_WORD.fullmatch(argv[0]) and argv[0] not in COMMANDS:
+        guess = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"; did you mean '{guess[0]}'?" if guess else ""
+        parser.error(
+            f"{argv[0]!r} is not a command ({', '.join(COMMANDS)}) nor an http(s) URL{hint}"
+        )
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "get")
-    parser = build_parser()
     if not argv:
         parser.error("no URL given (pass URLs, -i FILE, or a command; see --help)")
     if argv[0] == "get":
@@ -104,6 +115,16 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The console script's entry point."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    return run(args)
+    """The console script's entry point.
+
+    Everything printed goes through :mod:`dlmanager.cli.output`: credentials
+    masked, and a closed standard output ends the command as if killed by
+    ``SIGPIPE``.
+    """
+    output.pipe_closed.clear()
+    with output.wrapped():
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        status = run(args)
+    if output.pipe_closed.is_set():
+        return output.die_of_sigpipe()
+    return status

@@ -10,7 +10,7 @@ import time
 from typing import TextIO
 
 from dlmanager.cli.get import add_limit_arguments
-from dlmanager.cli.parsing import format_size
+from dlmanager.cli.parsing import format_size, plural
 from dlmanager.locking import StateDir
 from dlmanager.manager import DownloadManager
 from dlmanager.paths import STATE_DIR, is_temporary, remove_stale_temporaries
@@ -109,10 +109,10 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
         fstat = entry.stat(follow_symlinks=False)
         used = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(fstat.st_atime))
         print(f"{entry.name:<{width}}  {format_size(fstat.st_size):>10}  {used}", file=out)
-    print(f"{len(files)} files, {format_size(total)}", file=out)
+    print(f"{plural(len(files), 'file')}, {format_size(total)}", file=out)
     if temporaries:
         print(
-            f"{len(temporaries)} temporary files of unfinished downloads, "
+            f"{plural(len(temporaries), 'temporary file')} of unfinished downloads, "
             f"{format_size(pending)} (dlmanager cache clean removes them)",
             file=out,
         )
@@ -129,7 +129,8 @@ def _prune(args: argparse.Namespace, out: TextIO) -> int:
     kept = [size for path, size in before.items() if path not in removed]
     freed = format_size(sum(before.get(path, 0) for path in removed))
     print(
-        f"removed {len(removed)} files ({freed}); kept {len(kept)} files, {format_size(sum(kept))}",
+        f"removed {plural(len(removed), 'file')} ({freed}); kept {plural(len(kept), 'file')}, "
+        f"{format_size(sum(kept))}",
         file=out,
     )
     return 0
@@ -148,8 +149,9 @@ def _clean(args: argparse.Namespace, out: TextIO) -> int:
         print(f"removed {os.path.basename(path)}", file=out)
     freed = format_size(sum(before[path] for path in removed))
     print(
-        f"removed {len(removed)} temporary files ({freed}) and {len(stale_locks)} stale "
-        f"lock files" + (f"; {len(kept)} in use by running downloads kept" if kept else ""),
+        f"removed {plural(len(removed), 'temporary file')} ({freed}) and "
+        f"{plural(len(stale_locks), 'stale lock file')}"
+        + (f"; {len(kept)} in use by running downloads kept" if kept else ""),
         file=out,
     )
     return 0

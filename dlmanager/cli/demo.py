@@ -26,7 +26,7 @@ from dlmanager.cli.get import (
     logging_to,
     make_reporter,
 )
-from dlmanager.cli.parsing import Item, format_size
+from dlmanager.cli.parsing import Item, format_size, plural
 from dlmanager.paths import is_temporary
 from dlmanager.persist_limit import PersistLimit
 
@@ -76,12 +76,12 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         dest = args.dest or stack.enter_context(tempfile.TemporaryDirectory(prefix="dlmanager-"))
         server = stack.enter_context(DemoServer(FILES, rate=RATE))
         items = [
-            Item(server.url(f.name), checksum=parse_checksum(f"sha256:{server.sha256(f.name)}"))
+            Item(server.url(f.name), f.name, parse_checksum(f"sha256:{server.sha256(f.name)}"))
             for f in FILES
         ]
         total = sum(f.size for f in FILES)
         print(
-            f"Serving {len(FILES)} files ({format_size(total)}) on {server.base_url} at "
+            f"Serving {plural(len(FILES), 'file')} ({format_size(total)}) on {server.base_url} at "
             f"{format_size(RATE)}/s per connection, with a dropped connection, a stall and "
             f"a 503; downloading them into {dest}, capped at {format_size(CAP)}.",
             file=report,
@@ -113,13 +113,15 @@ def _summary(server: DemoServer, reporter: Reporter, dest: str, out: TextIO) -> 
     stats = server.stats
     faults = ", ".join(f"{count} {fault.value}" for fault, count in stats.faults.items() if count)
     print(
-        f"The server answered {stats.requests} requests ({stats.range_requests} for ranges) "
+        f"The server answered {plural(stats.requests, 'request')} "
+        f"({stats.range_requests} for ranges) "
         f"and sent {format_size(stats.bytes_sent)}; faults injected: {faults or 'none'}.",
         file=out,
     )
     print(
-        f"dlmanager retried {reporter.retries} times, resumed {reporter.resumes} times "
-        f"and evicted {len(reporter.evicted)} files to stay under the cap.",
+        f"dlmanager retried {plural(reporter.retries, 'time')}, resumed "
+        f"{plural(reporter.resumes, 'time')} and evicted {plural(len(reporter.evicted), 'file')}"
+        " to stay under the cap.",
         file=out,
     )
 
@@ -131,9 +133,9 @@ def _check(server: DemoServer, dest: str, out: TextIO) -> bool:
     wrong = [n for n in names if n in server.files and _sha256(dest, n) != server.sha256(n)]
     leftovers = [n for n in os.listdir(dest) if is_temporary(n)]
     print(
-        f"{dest} holds {len(names)} files, {format_size(size)} (cap {format_size(CAP)}); "
-        f"{len(wrong)} differ from what the server sent; "
-        f"{len(leftovers)} temporary files are left.",
+        f"{dest} holds {plural(len(names), 'file')}, {format_size(size)} "
+        f"(cap {format_size(CAP)}); {len(wrong)} differ from what the server sent; "
+        f"{plural(len(leftovers), 'temporary file')} left.",
         file=out,
     )
     return not wrong and not leftovers and size <= CAP

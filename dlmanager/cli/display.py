@@ -21,9 +21,11 @@ import threading
 import time
 from typing import Any, TextIO
 
-from dlmanager.cli.parsing import format_size
+from dlmanager.cli.parsing import format_size, plural
 from dlmanager.download import Download, DownloadEvent, DownloadState, EventCallback, EventKind
-from dlmanager.errors import DownloadInterrupt, HTTPStatusError
+from dlmanager.errors import DownloadInterrupt, HTTPStatusError, TooLargeError
+from dlmanager.redact import redact
+from dlmanager.storage import leftover_progress
 
 __all__ = ["BarsReporter", "JsonReporter", "LinesReporter", "Outcome", "Reporter", "reason"]
 
@@ -34,11 +36,15 @@ CANCELLED = "cancelled"
 
 
 def reason(url: str, error: BaseException) -> str:
-    """A one-line reason for *error*, without the URL the line already names."""
+    """A one-line reason for *error*, without the URL the line already names,
+    in the words of the command line."""
     if isinstance(error, DownloadInterrupt):
         return "cancelled"
     text = str(error) or type(error).__name__
-    return text.removeprefix(f"{url}: ")
+    text = text.removeprefix(f"{redact(url)}: ")
+    if isinstance(error, TooLargeError):
+        text = text.replace("max_size", "--max-file-size")
+    return text
 
 
 @dataclasses.dataclass
@@ -89,10 +95,14 @@ class Reporter:
     #: being reserved for machine-readable lines).
     totals_on_stderr = False
 
-    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool = False) -> None:
+    def __init__(
+        self, out: TextIO, err: TextIO, *, quiet: bool = False, limit: str = "the size limit"
+    ) -> None:
         self.out = out
         self.err = err
         self.quiet = quiet
+        #: What evictions keep the directory under, for the messages.
+        self.limit = limit
         self.outcomes: list[Outcome] = []
         self.evicted: list[str] = []
         self.retries = 0
@@ -134,11 +144,11 @@ class Reporter:
         self._finish(Outcome(url, path, FAILED, error=error))
 
     def files_evicted(self, paths: list[str]) -> None:
-        """The size limit removed *paths*."""
+        """The size limit removed *paths*: each is named, whatever the verbosity."""
         with self._lock:
             self.evicted.extend(paths)
             for path in paths:
-                self._note(f"evicted {os.path.basename(path)} to stay under the size limit")
+                self._evicted(f"evicted {os.path.basename(path)} to stay under {self.limit}")
 
     # -- events ---------------------------------------------------------------------------
 
@@ -172,7 +182,11 @@ class Reporter:
         """Bytes were written."""
 
     def _note(self, text: str) -> None:
-        """Something worth telling as it happens (retry, resume, eviction)."""
+        """Something worth telling as it happens (retry, resume, restart)."""
+
+    def _evicted(self, text: str) -> None:
+        """A file was removed: always told (on standard error unless a bar shows it)."""
+        print(text, file=self.err)
 
     def _finish(self, outcome: Outcome) -> None:
         with self._lock:
@@ -199,9 +213,17 @@ class Reporter:
         print(f"dlmanager: {self._totals()}", file=stream)
         if self.interrupted:
             finished = ", ".join(os.path.basename(o.path) for o in downloaded) or "none"
+            cancelled = self.count(CANCELLED)
+            kept = [o for o in cancelled if leftover_progress(o.path) is not None]
+            resume = (
+                f"; {plural(len(kept), 'partial file')} kept (hidden): run the same command"
+                " again to resume"
+                if kept
+                else ""
+            )
             print(
                 f"dlmanager: interrupted; finished before: {finished}; "
-                f"{len(self.count(CANCELLED))} cancelled, their temporary files removed",
+                f"{len(cancelled)} cancelled{resume}",
                 file=self.err,
             )
         self._failures(failed)
@@ -220,7 +242,7 @@ class Reporter:
             f"{len(self.count(FAILED))} failed",
         ]
         if self.retries:
-            parts.append(f"{self.retries} retries")
+            parts.append(plural(self.retries, "retry"))
         if self.resumes:
             parts.append(f"{self.resumes} resumed")
         if self.evicted:
@@ -247,7 +269,11 @@ def _outcome(event: DownloadEvent, track: _Track) -> Outcome:
         retries=track.retries,
         resumes=track.resumes,
     )
-    if state is DownloadState.DONE:
+    if state is DownloadState.DONE and download.done_by is not None:
+        outcome.status = SKIPPED
+        outcome.note = f"done by {download.done_by}"
+        outcome.size = _size(outcome.path)
+    elif state is DownloadState.DONE:
         outcome.size = _size(outcome.path) or event.received
     else:
         outcome.status = CANCELLED if state is DownloadState.CANCELLED else FAILED
@@ -265,9 +291,12 @@ def _speed(outcome: Outcome) -> str:
 class LinesReporter(Reporter):
     """One plain line per file: ``downloaded URL -> PATH (...)`` on standard output,
     ``skipped URL (...)`` too, ``failed URL: reason`` on standard error; with
-    :attr:`notes`, retries, resumes and evictions on standard error too."""
+    :attr:`notes` (unless ``--quiet``), one line per retry, resume and restart
+    on standard error too, as they happen."""
 
-    notes = False
+    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool = False, limit: str = "") -> None:
+        super().__init__(out, err, quiet=quiet, limit=limit or "the size limit")
+        self.notes = not quiet
 
     def _note(self, text: str) -> None:
         if self.notes:
@@ -302,8 +331,16 @@ class JsonReporter(Reporter):
 class BarsReporter(Reporter):
     """``rich`` bars on a terminal: a total bar and one bar per active file."""
 
-    def __init__(self, out: TextIO, err: TextIO, *, quiet: bool = False, files: int = 0) -> None:
-        super().__init__(out, err, quiet=quiet)
+    def __init__(
+        self,
+        out: TextIO,
+        err: TextIO,
+        *,
+        quiet: bool = False,
+        files: int = 0,
+        limit: str = "the size limit",
+    ) -> None:
+        super().__init__(out, err, quiet=quiet, limit=limit)
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -344,7 +381,7 @@ class BarsReporter(Reporter):
 
     def _total_label(self) -> str:
         ended = len(self.outcomes)
-        return f"[bold]total[/] {ended}/{self._files} files"
+        return f"[bold]total[/] {ended}/{plural(self._files, 'file')}"
 
     def _update_total(self) -> None:
         active = sum(self._sizes.values())
@@ -379,6 +416,9 @@ class BarsReporter(Reporter):
 
     def _note(self, text: str) -> None:
         self.console.print(f"  [yellow]{_escape(text)}[/]")
+
+    def _evicted(self, text: str) -> None:
+        self._note(text)
 
     def _show(self, outcome: Outcome) -> None:
         name = _escape(os.path.basename(outcome.path))

@@ -8,15 +8,16 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from dlmanager.checksum import parse_checksum
 from dlmanager.cli.display import BarsReporter, JsonReporter, LinesReporter, Reporter
-from dlmanager.cli.parsing import Item, parse_manifest, parse_size
+from dlmanager.cli.output import pipe_closed
+from dlmanager.cli.parsing import Item, format_size, parse_manifest, parse_size
 from dlmanager.config import DEFAULT_CONNECTIONS
 from dlmanager.download import Download
 from dlmanager.manager import DownloadManager
-from dlmanager.paths import name_from_url, validate_fname
+from dlmanager.paths import check_name_length, name_from_url, name_max, validate_fname
 from dlmanager.persist_limit import PersistLimit
 from dlmanager.session import DownloadSession
 
@@ -163,24 +164,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Read ``-i`` and check what argparse cannot; exits with status 2 on bad usage.
 
-    Sets ``args.items``, the files to download in order, without duplicates.
+    Every file's name is decided here, before anything starts. Sets
+    ``args.items``: the files to download in order, each with its name, the
+    same URL listed twice (under the same name) once.
     """
     try:
         items = parse_manifest(args.urls, "command line")
         if args.input_file:
             items += _read_manifest(args.input_file)
     except OSError as exc:
-        parser.error(f"cannot read {args.input_file}: {exc.strerror or exc}")
+        bad_usage(f"cannot read {args.input_file}: {exc.strerror or exc}")
     except UnicodeDecodeError as exc:
-        parser.error(f"cannot read {args.input_file}: not UTF-8 text ({exc.reason})")
+        bad_usage(f"cannot read {args.input_file}: not UTF-8 text ({exc.reason})")
     except ValueError as exc:
-        parser.error(str(exc))
+        bad_usage(str(exc))
     if not items:
         parser.error("no URL given (pass URLs or -i FILE)")
-    items = list(dict.fromkeys(items))
     for option in ("--output", "--checksum"):
         if getattr(args, option[2:]) is not None and len({i.url for i in items}) != 1:
-            parser.error(f"{option} needs exactly one URL")
+            bad_usage(f"{option} needs exactly one URL")
     if args.output is not None or args.checksum is not None:
         item = items[0]
         fname, checksum = item.fname, item.checksum
@@ -188,19 +190,49 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             if args.output is not None:
                 fname = validate_fname(args.output)
         except ValueError as exc:
-            parser.error(f"--output: {exc}")
+            bad_usage(f"--output: {exc}")
         try:
             if args.checksum is not None:
                 checksum = parse_checksum(args.checksum)
         except ValueError as exc:
-            parser.error(f"--checksum: {exc}")
+            bad_usage(f"--checksum: {exc}")
         items = [Item(item.url, fname, checksum)]
-    names: dict[str, str] = {}
+    args.items = _named(items, name_max(args.dest))
+
+
+def _named(items: list[Item], longest: int) -> list[Item]:
+    """*items*, each with its file name; the same file asked twice once.
+
+    Exits with status 2 (bad usage) for a URL that gives no usable name, a
+    name too long, two URLs for one name, or one file with two checksums.
+    """
+    by_name: dict[str, Item] = {}
     for item in items:
-        if item.fname is not None and names.setdefault(item.fname, item.url) != item.url:
-            first = names[item.fname]
-            parser.error(f"two URLs for the file name {item.fname!r}: {first} and {item.url}")
-    args.items = items
+        try:
+            name = item.fname or name_from_url(item.url, hint=_NAME_HINT)
+            check_name_length(name, longest)
+        except ValueError as exc:
+            bad_usage(f"{exc}" if item.fname is None else f"{exc} ({_NAME_HINT})")
+        first = by_name.get(name)
+        if first is None:
+            by_name[name] = Item(item.url, name, item.checksum)
+        elif first.url != item.url:
+            bad_usage(f"two URLs for the file name {name!r}: {first.url} and {item.url}")
+        elif item.checksum is not None and first.checksum not in (None, item.checksum):
+            bad_usage(f"two checksums for {name}: {first.checksum} and {item.checksum}")
+        elif item.checksum is not None:
+            by_name[name] = Item(first.url, name, item.checksum)
+    return list(by_name.values())
+
+
+#: How to name a file when its URL gives no usable name.
+_NAME_HINT = "name it with -o NAME, or with 'URL NAME' in an -i file"
+
+
+def bad_usage(message: str) -> NoReturn:
+    """Say what is wrong in one line on standard error and exit with status 2."""
+    print(f"dlmanager: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _read_manifest(path: str) -> list[Item]:
@@ -222,11 +254,17 @@ class ReportingManager(DownloadManager):
 
 def make_reporter(args: argparse.Namespace, out: TextIO, err: TextIO, files: int) -> Reporter:
     """Bars on a terminal; plain lines with ``--quiet`` or when redirected; or JSON."""
+    limits = []
+    if getattr(args, "max_size", None) is not None:
+        limits.append(f"--max-size {format_size(args.max_size)}")
+    if getattr(args, "max_files", None) is not None:
+        limits.append(f"--max-files {args.max_files}")
+    limit = " and ".join(limits) or "the size limit"
     if args.json:
-        return JsonReporter(out, err)
+        return JsonReporter(out, err, limit=limit)
     if args.quiet or not out.isatty():
-        return LinesReporter(out, err, quiet=args.quiet)
-    return BarsReporter(out, err, files=files)
+        return LinesReporter(out, err, quiet=args.quiet, limit=limit)
+    return BarsReporter(out, err, files=files, limit=limit)
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -258,31 +296,50 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 
 
 def download_items(manager: DownloadManager, items: Iterable[Item], reporter: Reporter) -> int:
-    """Download *items* with *manager*, report, close both; return the exit status."""
+    """Download *items* with *manager*, report, close both; return the exit status.
+
+    Ctrl-C cancels every download but keeps what each received, hidden, for
+    the same command to resume (status 130). A closed standard output (the
+    reader of a pipe is gone) stops everything the same way, silently: the
+    caller then ends as if killed by ``SIGPIPE``.
+    """
     started: dict[Download, None] = {}
     try:
         with reporter:
             for item in items:
+                if pipe_closed.is_set():
+                    break
                 _start(manager, item, reporter, started)
-            for download in started:
-                download.wait(raise_if_error=False)
+            # Not Download.wait(): a Ctrl-C there would cancel that download
+            # before the partial bytes can be kept.
+            while any(download.is_running() for download in started):
+                if pipe_closed.wait(_POLL):
+                    manager.cancel(keep_partial=True)
+                    manager.wait(raise_if_error=False)
+                    break
     except KeyboardInterrupt:
         reporter.interrupted = True
-        manager.cancel()
-        for download in started:
-            download.wait(raise_if_error=False)
+        manager.cancel(keep_partial=True)
+        manager.wait(raise_if_error=False)
     finally:
         manager.close()
+    if pipe_closed.is_set():
+        return 1
     reporter.summary()
     if reporter.interrupted:
         return 130
     return 1 if reporter.count("failed") else 0
 
 
+#: How often the main thread looks at the standard output while it waits, in seconds.
+_POLL = 0.1
+
+
 def _start(
     manager: DownloadManager, item: Item, reporter: Reporter, started: dict[Download, None]
 ) -> None:
-    path = manager.get_dest(item.fname) if item.fname else ""
+    assert item.fname is not None  # named by check_arguments
+    path = manager.get_dest(item.fname)
     try:
         download = manager.download(
             item.url, item.fname, checksum=item.checksum, on_event=reporter.hook()
@@ -291,10 +348,7 @@ def _start(
         reporter.failed(item.url, path, exc)
         return
     if download is None:
-        path = path or manager.get_dest(name_from_url(item.url))
         reporter.skipped(item.url, path, f"already in {manager.destdir}")
-    elif download in started:
-        reporter.skipped(item.url, download.get_dest(), f"same file as {download.get_url()}")
     else:
         started[download] = None
 

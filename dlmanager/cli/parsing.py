@@ -13,12 +13,21 @@ from collections.abc import Iterable
 from dlmanager.checksum import Checksum, parse_checksum
 from dlmanager.paths import check_url, validate_fname
 
-__all__ = ["Item", "format_size", "parse_manifest", "parse_manifest_line", "parse_size"]
+__all__ = [
+    "Item",
+    "format_size",
+    "parse_manifest",
+    "parse_manifest_line",
+    "parse_size",
+    "plural",
+]
 
 _SIZE_RE = re.compile(
     r"\s*(?P<number>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*(?P<unit>[kmgt]?)(?P<suffix>ib|b)?\s*"
 )
 _SIZE_HINT = "a number of bytes, or with a unit: 500M, 2G, 1.5GiB, 100MB"
+#: A comment at the end of a manifest line: a ``#`` after a blank, and what follows.
+_COMMENT_RE = re.compile(r"\s#.*\Z", re.DOTALL)
 
 
 def parse_size(text: str) -> int:
@@ -60,6 +69,15 @@ def format_size(size: float) -> str:
     return f"{size:.1f} {unit}"
 
 
+def plural(count: int, singular: str, several: str | None = None) -> str:
+    """``1 file``, ``2 files``, ``1 retry``, ``3 retries``."""
+    if count == 1:
+        return f"{count} {singular}"
+    if several is None:
+        several = singular[:-1] + "ies" if singular.endswith("y") else singular + "s"
+    return f"{count} {several}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Item:
     """One file to download: its URL, and optionally its name and checksum."""
@@ -74,25 +92,29 @@ def parse_manifest_line(line: str) -> Item | None:
 
     ``URL``, ``URL NAME``, ``URL NAME ALGO:HEX`` or ``URL ALGO:HEX``, separated
     by blanks; ``-`` as NAME stands for the name derived from the URL. A line
-    whose first non-blank character is ``#`` is a comment.
+    whose first non-blank character is ``#`` is a comment, and so is the end
+    of a line from a ``#`` that follows a blank (``URL NAME  # a comment``).
 
     :raises ValueError: for a URL that is not http(s), a name that would land
         outside the destination directory, an invalid checksum or extra fields
     """
-    fields = line.split()
+    fields = _COMMENT_RE.sub("", line).split()
     if not fields or fields[0].startswith("#"):
         return None
     url, rest = fields[0], fields[1:]
     check_url(url)
     fname: str | None = None
     checksum: Checksum | None = None
+    if len(rest) > 2 or (len(rest) == 2 and not _looks_like_checksum(rest[1])):
+        raise ValueError(
+            f"too many fields: {len(fields)} ({' '.join(fields[1:])!r} after the URL); "
+            "a line is URL [NAME] [ALGO:HEX], and a comment starts with ' #'"
+        )
     if rest and not _looks_like_checksum(rest[0]):
         name = rest.pop(0)
         fname = None if name == "-" else validate_fname(name)
     if rest:
         checksum = parse_checksum(rest.pop(0))
-    if rest:
-        raise ValueError(f"unexpected {' '.join(rest)!r} (expected URL [NAME] [ALGO:HEX])")
     return Item(url, fname, checksum)
 
 
