@@ -219,8 +219,9 @@ def test_queued_downloads_hold_no_thread_and_no_file(server: FaultServer, destdi
         queued = [manager.download(server.url(f"/q{i}.bin")) for i in range(300)]
 
         assert all(d is not None and d.state is DownloadState.QUEUED for d in queued)
-        assert threading.active_count() == threads
-        assert open_fds() == fds
+        # None more (one may have ended meanwhile: a server thread, a socket).
+        assert threading.active_count() <= threads
+        assert open_fds() <= fds
         manager.cancel(cancel_if=lambda d: d is not running)
         for download in queued:
             assert download is not None
