@@ -191,8 +191,10 @@ class DownloadManager:
         self._watching = False
         #: The downloads in flight, by destination (as :meth:`get_dest` gives it).
         self._downloads: dict[str, Download] = {}
-        # Started downloads whose end wait() has not seen yet.
-        self._unfinished: set[Download] = set()
+        # Started downloads whose end wait() has not seen yet, in start order:
+        # those of _downloads, and those a newer download of their file
+        # displaced there (another checksum, or cancelled and cleaning up).
+        self._unfinished: dict[Download, None] = {}
         # Failed downloads whose error wait() has not raised yet, oldest first.
         self._failed: list[Download] = []
         self._failed_kept = 64  # pruned of the received errors when twice as long
@@ -291,7 +293,7 @@ class DownloadManager:
             cancelled (it is asked about every download first)
         """
         with self._lock:
-            downloads = list(self._downloads.values())
+            downloads = list(self._unfinished)
         selected = [
             dl for dl in downloads if dl.is_running() and (cancel_if is None or cancel_if(dl))
         ]
@@ -413,7 +415,7 @@ class DownloadManager:
             download._dest_lock = self._state.lock(fname)
             self._leftovers.discard(fname)
             self._downloads[dest] = download
-            self._unfinished.add(download)
+            self._unfinished[download] = None
             self._download_started(download)
             download.start()  # its place in the queue, in the order downloads start
         return download
@@ -454,7 +456,7 @@ class DownloadManager:
             self._download_finished(dl)
         finally:
             with self._lock:
-                self._unfinished.discard(dl)
+                self._unfinished.pop(dl, None)
                 self._changed.notify_all()
 
     def _download_finished(self, dl: Download) -> None:

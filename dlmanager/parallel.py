@@ -185,10 +185,14 @@ class ParallelFetch:
             thread.join()
 
     def _work(self, segment: Segment | None, attempt: Attempt | None) -> None:
-        while segment is not None and not self._stop.is_set():
-            self._fetch(segment, attempt)
-            attempt = None
-            segment = self._next()
+        try:
+            while segment is not None and not self._stop.is_set():
+                given, attempt = attempt, None
+                self._fetch(segment, given)
+                segment = self._next()
+        finally:
+            if attempt is not None:  # stopped before it could read the first response
+                self.release(attempt)
 
     def _next(self) -> Segment | None:
         """A segment nobody fetches yet, else half of the largest remaining one."""
@@ -201,9 +205,16 @@ class ParallelFetch:
         return segment
 
     def _fetch(self, segment: Segment, attempt: Attempt | None) -> None:
-        """Fetch *segment*, retrying and resuming under the retry policy."""
+        """Fetch *segment*, retrying and resuming under the retry policy.
+
+        *attempt*, an opened attempt at the segment's start, is released
+        whatever happens (also when the segment is full already).
+        """
         policy = self.retry
         retried = False
+        if not self.plan.limit(segment, 1) and attempt is not None:
+            self.release(attempt)
+            return
         while self.plan.limit(segment, 1):
             mark = segment.pos
             try:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import os
 import threading
 import urllib.parse
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
 import requests.adapters
+import urllib3
 
-__all__ = ["MAX_REDIRECTS", "DownloadSession"]
+__all__ = ["MAX_REDIRECTS", "DownloadSession", "connections_seen_by"]
 
 #: Redirects a :class:`DownloadSession` follows for one request (``requests``
 #: follows 30). Download links take one to three hops (a mirror, a CDN, a
@@ -61,9 +64,7 @@ class DownloadSession(requests.Session):
         if not isinstance(verify, (bool, str)) or verify == "":
             raise ValueError(f"verify must be True, False or a CA bundle path, not {verify!r}")
         super().__init__()
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=10, pool_maxsize=max(10, pool_size), max_retries=0
-        )
+        adapter = _Adapter(pool_connections=10, pool_maxsize=max(10, pool_size), max_retries=0)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
         self.verify = verify
@@ -165,6 +166,65 @@ class DownloadSession(requests.Session):
         jar.set_policy(_DomainCookiesOnly())
         prepared_request.headers.pop("Cookie", None)
         prepared_request.prepare_cookies(jar)
+
+
+_seen = threading.local()
+
+
+@contextlib.contextmanager
+def connections_seen_by(callback: Callable[[Any], object]) -> Iterator[None]:
+    """Pass every connection a :class:`DownloadSession`'s pools hand out in
+    this thread, for the ``with`` block, to *callback* (before it is used).
+
+    A download uses it to shut down the socket of a request that waits for
+    its response headers when it is cancelled: the request then ends at
+    once, instead of when the server answers. (Other sessions' pools do not
+    call it.)
+    """
+    previous = getattr(_seen, "callback", None)
+    _seen.callback = callback
+    try:
+        yield
+    finally:
+        _seen.callback = previous
+
+
+class _Seen:
+    """A connection pool that shows the connections it hands out (see
+    :func:`connections_seen_by`)."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        callback = getattr(_seen, "callback", None)
+        if callback is not None:
+            callback(conn)
+        return conn
+
+
+class _SeenHTTPPool(_Seen, urllib3.HTTPConnectionPool):
+    pass
+
+
+class _SeenHTTPSPool(_Seen, urllib3.HTTPSConnectionPool):
+    pass
+
+
+_POOLS = {"http": _SeenHTTPPool, "https": _SeenHTTPSPool}
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, with pools that show their connections
+    (``pool_classes_by_scheme`` is urllib3's customization point)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: Any, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if type(manager) is urllib3.ProxyManager:  # SOCKS managers keep their own
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
 
 
 class _DomainCookiesOnly(http.cookiejar.DefaultCookiePolicy):

@@ -39,6 +39,7 @@ from dlmanager.errors import (
 from dlmanager.headers import header
 from dlmanager.redact import get_logger
 from dlmanager.retry import parse_retry_after
+from dlmanager.session import connections_seen_by
 
 __all__ = [
     "CANCEL",
@@ -438,6 +439,7 @@ class Attempt:
         #: decode a compressed body (decided when the response arrives)
         self.decode = True
         self._response: Any = None
+        self._connection: Any = None  # while the request waits for its headers
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._abort_reason: str | None = None
@@ -445,16 +447,30 @@ class Attempt:
     # -- control from other threads -------------------------------------------------
 
     def abort(self, reason: str) -> None:
-        """End the attempt from another thread: close its connection at once."""
+        """End the attempt from another thread: its socket is shut down at once,
+        which wakes a read blocked on it; the thread reading the body then
+        closes the response (:meth:`close`): a response is never closed by
+        one thread while another reads it."""
         with self._lock:
             if self._abort_reason is not None:
                 return
             self._abort_reason = reason
-            response = self._response
+            response, connection = self._response, self._connection
         self._wake.set()
         log.debug("Aborting attempt on %s (%s)", self.url, reason)
         if response is not None:
             _shutdown(response)
+        elif connection is not None:
+            _shutdown_socket(getattr(connection, "sock", None))
+
+    def _connected(self, connection: Any) -> None:
+        """The connection the request goes out on (a :class:`DownloadSession`'s):
+        an abort while the request waits for its headers shuts its socket down."""
+        with self._lock:
+            self._connection = connection
+            aborted = self._abort_reason is not None
+        if aborted:
+            _shutdown_socket(getattr(connection, "sock", None))
 
     def _abort_error(self) -> DlManagerError | None:
         if self._abort_reason == CANCEL:
@@ -495,9 +511,13 @@ class Attempt:
         outcome: list[Any] = []
         done = threading.Event()
 
-        def send() -> None:
+        def send() -> bool:
+            """Send the request; whether its thread may be reused (not when abandoned)."""
             try:
-                with map_transport_errors(self.url, self.dest):
+                with (
+                    map_transport_errors(self.url, self.dest),
+                    connections_seen_by(self._connected),
+                ):
                     response = _get(
                         self.session,
                         self.url,
@@ -507,17 +527,19 @@ class Attempt:
                 outcome.append(response)
             except BaseException as exc:
                 outcome.append(exc)
-            finally:
-                with self._lock:
-                    done.set()
-                    abandoned = self._abort_reason is not None
-                self._wake.set()
-                if abandoned and outcome and not isinstance(outcome[0], BaseException):
-                    _close(outcome[0])
+            with self._lock:
+                done.set()
+                abandoned = self._abort_reason is not None
+            self._wake.set()
+            if abandoned and outcome and not isinstance(outcome[0], BaseException):
+                _close(outcome[0])
+            return not abandoned
 
         _senders.submit(send)
         self._wake.wait()
         with self._lock:
+            if done.is_set():
+                self._connection = None  # the response holds it from now on
             if not done.is_set() or self._abort_reason is not None:
                 self._abort_reason = self._abort_reason or CANCEL
                 if done.is_set() and not isinstance(outcome[0], BaseException):
@@ -681,8 +703,8 @@ class Attempt:
 class _Sender:
     """One thread of :class:`_Senders`, and the task handed to it."""
 
-    def __init__(self, task: Callable[[], None]) -> None:
-        self.task: Callable[[], None] | None = task
+    def __init__(self, task: Callable[[], bool]) -> None:
+        self.task: Callable[[], bool] | None = task
         self.stop = False
         self.handed = threading.Event()
         self.thread = threading.Thread(target=self.run, name="dlmanager-request", daemon=True)
@@ -691,9 +713,9 @@ class _Sender:
         while True:
             task, self.task = self.task, None
             assert task is not None
-            task()
+            reuse = task()
             del task  # an idle thread must not keep the last request's response alive
-            if not _senders.rest(self):
+            if not reuse or not _senders.rest(self):
                 return
 
 
@@ -711,7 +733,10 @@ class _Senders:
         self._idle: list[_Sender] = []
         self._idle_timeout = idle_timeout
 
-    def submit(self, task: Callable[[], None]) -> None:
+    def submit(self, task: Callable[[], bool]) -> None:
+        """Run *task* in a thread; the thread waits for the next task only when
+        *task* returns true (a request a cancel abandoned returns false: its
+        thread, late already, ends at once instead of outliving a close)."""
         with self._lock:
             sender = self._idle.pop() if self._idle else None
             if sender is not None:
@@ -765,11 +790,17 @@ def _close(response: Any) -> None:
 
 
 def _shutdown(response: Any) -> None:
-    """Wake a read blocked on *response*'s socket, then close the response."""
+    """Wake a read blocked on *response*'s socket; close the response only
+    when its socket cannot be reached (a duck-typed response)."""
     sock = _response_socket(response)
-    if sock is not None:
-        try:
+    if sock is None:
+        _close(response)
+        return
+    _shutdown_socket(sock)
+
+
+def _shutdown_socket(sock: Any) -> None:
+    """Shut *sock* down (if it is a socket): a read or write blocked on it ends."""
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-    _close(response)

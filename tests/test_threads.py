@@ -423,3 +423,47 @@ def test_watchdog_debug_records_about_the_directory_are_dropped(
     noisy = [r for r in caplog.records if r.name.startswith("watchdog")]
     assert noisy == [], [r.getMessage() for r in noisy[:3]]
     assert any(r.name.startswith("dlmanager") for r in caplog.records)
+
+
+def test_close_cancels_a_download_that_a_newer_one_displaced(
+    server: FaultServer, destdir: str
+) -> None:
+    import hashlib
+
+    server.add("/f.bin", Resource(DATA, trickle=(256, 0.05)))
+    manager = DownloadManager(destdir, max_workers=2)
+    first = manager.download(server.url("/f.bin"))
+    # Another checksum: a new download, which waits for the first one.
+    second = manager.download(
+        server.url("/f.bin"), checksum="sha256:" + hashlib.sha256(DATA).hexdigest()
+    )
+    assert first is not None and second is not None and first is not second
+    wait_until(lambda: first.received > 0, "the first bytes")
+
+    manager.close()
+
+    assert first.state is DownloadState.CANCELLED
+    assert second.state is DownloadState.CANCELLED
+    assert listing(destdir) == []
+
+
+def test_a_cancel_ends_a_request_waiting_for_headers_at_once(destdir: str) -> None:
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/f.bin"
+        manager = DownloadManager(destdir, timeout=Timeouts(read=60))
+        download = manager.download(url)
+        assert download is not None
+        accepted, _ = listener.accept()  # the request arrives, and is never answered
+        with accepted:
+            accepted.settimeout(WAIT)
+            assert accepted.recv(4096).startswith(b"GET /f.bin")
+            manager.close()
+            # The client's side of the connection is shut down at once, not
+            # when the 60 s read timeout passes.
+            assert accepted.recv(4096) == b""
+    assert download.state is DownloadState.CANCELLED
+    assert [t.name for t in threading.enumerate() if t.name.startswith("dlmanager")] == []
