@@ -514,7 +514,7 @@ def _collect(
 
 def _run(args: argparse.Namespace) -> int:
     _use_checkout()
-    from dlmanager.paths import STATE_DIR, is_temporary
+    from dlmanager.disk.layout import STATE_DIR, is_temporary
     from tests.chaos import ChaosConfig, ChaosFile, ChaosServer, Fault
 
     began = time.monotonic()

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dlmanager.headers import header
+from dlmanager.transport.headers import header
 
 __all__ = [
     "ALGORITHMS",

@@ -1,9 +1,12 @@
-"""Small validated option objects shared by the manager and its downloads."""
+"""How downloads transfer: validated option objects, built once and shared."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Union
+
+from dlmanager.checksum import Checksum, parse_checksum
+from dlmanager.retry import RetryLike, RetryPolicy
 
 __all__ = [
     "COMPAT_CHUNK_SIZE",
@@ -12,6 +15,7 @@ __all__ = [
     "DEFAULT_MIN_SPLIT_SIZE",
     "TimeoutLike",
     "Timeouts",
+    "TransferOptions",
 ]
 
 #: Read size used when the caller gives no ``chunk_size`` (measured with
@@ -91,3 +95,80 @@ class Timeouts:
 
 
 TimeoutLike = Union[Timeouts, float, None]
+
+
+def _check_count(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferOptions:
+    """How a download transfers: validated once, then shared.
+
+    A :class:`~dlmanager.DownloadManager` builds one from its keywords and
+    hands it to each of its downloads (with the download's own *checksum*);
+    a :class:`~dlmanager.Download` builds one from its own keywords. Each
+    field has the meaning of the keyword of the same name.
+
+    :raises ValueError: for an invalid value
+    """
+
+    #: The largest chunk read, or None for :data:`DEFAULT_CHUNK_SIZE` (see
+    #: :data:`COMPAT_CHUNK_SIZE` for responses not read through urllib3).
+    chunk_size: int | None = None
+    timeouts: Timeouts = dataclasses.field(default_factory=Timeouts)
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+    connections: int = DEFAULT_CONNECTIONS
+    min_split_size: int = DEFAULT_MIN_SPLIT_SIZE
+    #: The largest file accepted, in bytes, or None.
+    max_size: int | None = None
+    #: What the file must match, or None.
+    checksum: Checksum | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk_size is not None:
+            _check_count("chunk_size", self.chunk_size)
+        _check_count("connections", self.connections)
+        _check_count("min_split_size", self.min_split_size)
+        if self.max_size is not None:
+            _check_count("max_size", self.max_size)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        chunk_size: int | None = None,
+        timeout: TimeoutLike = None,
+        retry: RetryLike = None,
+        connections: int = DEFAULT_CONNECTIONS,
+        min_split_size: int = DEFAULT_MIN_SPLIT_SIZE,
+        max_size: int | None = None,
+        checksum: Checksum | str | None = None,
+    ) -> TransferOptions:
+        """The options the keywords of :class:`~dlmanager.Download` and
+        :class:`~dlmanager.DownloadManager` describe (*timeout*, *retry* and
+        *checksum* in any form they accept).
+
+        :raises ValueError: for an invalid value
+        """
+        return cls(
+            chunk_size=chunk_size,
+            timeouts=Timeouts.from_value(timeout),
+            retry=RetryPolicy.from_value(retry),
+            connections=connections,
+            min_split_size=min_split_size,
+            max_size=max_size,
+            checksum=parse_checksum(checksum),
+        )
+
+    @property
+    def read_size(self) -> int:
+        """The size of each read of a body read through urllib3."""
+        return self.chunk_size or DEFAULT_CHUNK_SIZE
+
+    @property
+    def content_chunk_size(self) -> int:
+        """What ``iter_content`` is asked for (a response not read through urllib3)."""
+        return self.chunk_size or COMPAT_CHUNK_SIZE

@@ -7,6 +7,7 @@ For compatibility with dlmanager 0.1.1 this module also exports
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -20,34 +21,32 @@ from dlmanager.config import (
     DEFAULT_CONNECTIONS,
     DEFAULT_MIN_SPLIT_SIZE,
     TimeoutLike,
-    Timeouts,
+    TransferOptions,
 )
-from dlmanager.download import (
-    Download,
+from dlmanager.disk.cleanup import leftover_fnames, remove_stale_temporaries
+from dlmanager.disk.locks import Pins, StateDir
+from dlmanager.disk.reservations import Reservations
+from dlmanager.download import Destination, Download, take_unreceived_error, unreceived
+from dlmanager.errors import DownloadInterrupt
+from dlmanager.events import (
     DownloadEvent,
     DownloadState,
     EventCallback,
     EventKind,
     ProgressCallback,
-    end_idle_threads,
-    take_unreceived_error,
-    unreceived,
 )
-from dlmanager.errors import DownloadInterrupt
-from dlmanager.locking import Pins, Reservations, StateDir
-from dlmanager.paths import (
+from dlmanager.names import (
     as_path,
     check_name_length,
     check_url,
-    leftover_fnames,
     name_from_url,
     name_max,
-    remove_stale_temporaries,
     validate_fname,
 )
 from dlmanager.persist_limit import PersistLimit, mark_used
 from dlmanager.redact import get_logger
-from dlmanager.retry import RetryLike, RetryPolicy
+from dlmanager.retry import RetryLike
+from dlmanager.runtime import Runtime
 from dlmanager.session import DownloadSession
 from dlmanager.slots import Slots
 
@@ -62,6 +61,30 @@ _IN_FLIGHT = "\x00downloads in flight"
 
 #: The modes of open() that DownloadManager.open accepts: reading only.
 _READ_MODES = frozenset({"r", "rt", "tr", "rb", "br"})
+
+
+JOIN = "join"  # the download in flight is the one asked for
+HIT = "hit"  # the file is there
+START = "start"  # a new download
+
+
+def request_action(
+    *,
+    running: bool,
+    running_checksum: Checksum | None,
+    expected: Checksum | None,
+    present: bool,
+    mismatching: bool,
+) -> str:
+    """What a request for a destination gets (pure): :data:`JOIN` the download
+    in flight (unless it expects another checksum), a :data:`HIT` on the file
+    there (unless it does not match the checksum asked for), or a
+    :data:`START`."""
+    if running and (expected is None or running_checksum == expected):
+        return JOIN
+    if not running and present and not mismatching:
+        return HIT
+    return START
 
 
 def _present(dest: str) -> bool:
@@ -159,21 +182,19 @@ class DownloadManager:
         connections: int = DEFAULT_CONNECTIONS,
         min_split_size: int = DEFAULT_MIN_SPLIT_SIZE,
         max_size: int | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
-        for name, value in (
-            ("max_workers", max_workers),
-            ("connections", connections),
-            ("min_split_size", min_split_size),
-            ("max_size", 1 if max_size is None else max_size),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, not {value!r}")
-        self.retry = RetryPolicy.from_value(retry)
-        self.timeout = Timeouts.from_value(timeout)
-        self.chunk_size = chunk_size
-        self.connections = connections
-        self.min_split_size = min_split_size
-        self.max_size = max_size
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+            raise ValueError(f"max_workers must be an integer >= 1, not {max_workers!r}")
+        #: How every download transfers, validated once (see :class:`TransferOptions`).
+        self.options = TransferOptions.build(
+            chunk_size=chunk_size,
+            timeout=timeout,
+            retry=retry,
+            connections=connections,
+            min_split_size=min_split_size,
+            max_size=max_size,
+        )
         self.max_workers = max_workers
         #: The destination directory as given (:meth:`get_dest` joins names to it).
         self.destdir = as_path(destdir, "destdir")
@@ -182,6 +203,9 @@ class DownloadManager:
         self._root = os.path.abspath(self.destdir)
         _prepare_destdir(self._root)
         self._name_max = name_max(self._root)
+        # The background threads of its downloads: its own, or one it shares.
+        self._runtime = runtime or Runtime()
+        self._owns_runtime = runtime is None
         self._own_session: requests.Session | None = None
         if session is None:
             session = self._own_session = DownloadSession(max_workers * connections)
@@ -262,7 +286,8 @@ class DownloadManager:
         if self._watching:
             self.persist_limit.close()
             self._watching = False
-        end_idle_threads()
+        if self._owns_runtime:
+            self._runtime.close()
 
     def get_dest(self, fname: str) -> str:
         """The path of *fname* in the destination directory (joined to
@@ -380,40 +405,46 @@ class DownloadManager:
             if self._closed:
                 raise RuntimeError(f"the DownloadManager of {self.destdir} is closed")
             running = self._live(dest)
-            if running is not None and (expected is None or running.checksum == expected):
+            action = request_action(
+                running=running is not None,
+                running_checksum=running.checksum if running is not None else None,
+                expected=expected,
+                present=_present(path),
+                mismatching=stale,
+            )
+            if action == JOIN:
+                assert running is not None
                 if progress is not None:
                     running.set_progress(progress)
                 return running
-            if running is None and not stale and _present(path):
+            if action == HIT:
                 self._mark_used(path)
                 return None
             if os.path.islink(path):
                 log.warning("%s is a symlink: replacing it with the download", path)
+            fname = os.path.basename(path)
+            destination = Destination(
+                dest,
+                path,
+                lock=self._state.lock(fname),
+                leftovers=fname in self._leftovers,
+                # One in flight (with another checksum, or cancelled and
+                # cleaning up): the new one lets it end first, then takes its
+                # file if it matches, else downloads it again.
+                after=self._downloads.get(dest),
+            )
+            self._leftovers.discard(fname)
             download = Download(
                 url,
-                dest,
+                destination,
                 finished_callback=self._finished,
-                chunk_size=self.chunk_size,
                 session=self.session,
                 progress=progress,
-                retry=self.retry,
-                timeout=self.timeout,
                 on_event=self._reserving(dest, on_event),
                 limiter=self._limiter,
-                connections=self.connections,
-                min_split_size=self.min_split_size,
-                checksum=expected,
-                max_size=self.max_size,
+                options=dataclasses.replace(self.options, checksum=expected),
+                runtime=self._runtime,
             )
-            download._path = path  # resolved when the manager was created
-            # One is in flight (running with another checksum, or cancelled
-            # and cleaning up): this one waits for it to end, then takes its
-            # file if it matches, else downloads it again.
-            download._after = self._downloads.get(dest)
-            fname = os.path.basename(path)
-            download._adopt_leftovers = fname in self._leftovers
-            download._dest_lock = self._state.lock(fname)
-            self._leftovers.discard(fname)
             self._downloads[dest] = download
             self._unfinished[download] = None
             self._download_started(download)

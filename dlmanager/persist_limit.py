@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple
 
-from dlmanager.paths import is_temporary
+from dlmanager.disk.layout import is_temporary
 from dlmanager.redact import get_logger
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from dlmanager.download import DownloadEvent, EventCallback, EventKind
+from dlmanager.events import DownloadEvent, EventCallback, EventKind
 
 __all__ = ["rich_bar", "tqdm_bar"]
 

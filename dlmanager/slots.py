@@ -19,8 +19,9 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["Slots", "Turn"]
+__all__ = ["Holder", "Slots", "Turn"]
 
 
 class Slots:
@@ -149,3 +150,71 @@ class Turn:
     def leave(self) -> None:
         """Leave the queue, or give the slot back once done with it. Idempotent."""
         self._slots._leave(self)
+
+
+class Holder:
+    """One download's hold on its limiter: a :class:`Turn` of :class:`Slots`, or a
+    semaphore (any object with ``acquire(timeout=...)`` and ``release()``), or
+    nothing (no limiter).
+
+    :param cancel: set when the download is cancelled; :meth:`take` then
+        returns False
+    :param poll: how often a semaphore is tried again, in seconds (a
+        :class:`Slots` turn is woken instead)
+    """
+
+    def __init__(self, limiter: Any, cancel: threading.Event, poll: float = 0.1) -> None:
+        self.limiter = limiter
+        self.cancel = cancel
+        self.poll = poll
+        self._lock = threading.Lock()
+        self._turn: Turn | None = None
+        self._holds_semaphore = False
+
+    def join_queue(self, on_grant: Callable[[], object]) -> None:
+        """Take a place in the queue of a :class:`Slots` limiter; *on_grant*
+        runs when the slot is granted (or at once when cancelled meanwhile)."""
+        assert isinstance(self.limiter, Slots)
+        turn = Turn(self.limiter, on_grant)
+        with self._lock:
+            self._turn = turn
+        if self.cancel.is_set():
+            turn.cancel()  # never queued: its callback runs, and sees the cancel
+        else:
+            self.limiter.join(turn)
+
+    def take(self) -> bool:
+        """Hold a slot (a no-op when one is held already): whether one is held,
+        False once cancelled (having left the queue)."""
+        limiter = self.limiter
+        if isinstance(limiter, Slots):
+            with self._lock:
+                if self.cancel.is_set():
+                    return False
+                turn = self._turn
+                if turn is None:
+                    turn = self._turn = limiter.take_turn()
+            return turn.wait(self.cancel)
+        if limiter is not None and not self._holds_semaphore:
+            while not limiter.acquire(timeout=self.poll):
+                if self.cancel.is_set():
+                    return False
+            self._holds_semaphore = True
+        return not self.cancel.is_set()
+
+    def cancelled(self) -> None:
+        """The download was cancelled: leave the queue, wake a waiting :meth:`take`."""
+        with self._lock:
+            turn = self._turn
+        if turn is not None:
+            turn.cancel()
+
+    def release(self) -> None:
+        """Give back the slot or the place in the queue held, if any."""
+        with self._lock:
+            turn, self._turn = self._turn, None
+        if turn is not None:
+            turn.leave()
+        if self._holds_semaphore:
+            self._holds_semaphore = False
+            self.limiter.release()

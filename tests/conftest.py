@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from dlmanager import RetryPolicy
-from dlmanager.paths import is_part, is_temporary
+from dlmanager.disk.layout import is_part, is_temporary
 from tests.server import FaultServer
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from dlmanager import DownloadManager
 from dlmanager.cli import main
-from dlmanager.paths import STATE_DIR
+from dlmanager.disk.layout import STATE_DIR
 from tests.conftest import listing, temporaries
 from tests.test_cli import lines, run_cli
 

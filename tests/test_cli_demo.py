@@ -8,7 +8,7 @@ import re
 import subprocess
 
 from dlmanager.cli.demo import CAP, FILES
-from dlmanager.paths import STATE_DIR
+from dlmanager.disk.layout import STATE_DIR
 from tests.conftest import temporaries
 from tests.test_cli import lines, run_cli
 from tests.test_cli_get import run_in_terminal

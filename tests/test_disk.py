@@ -3,7 +3,7 @@
 Real failures, no mocks of I/O: ``RLIMIT_FSIZE`` in a child process (EFBIG), a
 small tmpfs when the test may mount one (ENOSPC), a directory removed, renamed
 or made read-only under running downloads. Only the free-space figure is faked
-(:func:`dlmanager.storage.free_space`) where the check itself is tested.
+(:func:`dlmanager.partfile.free_space`) where the check itself is tested.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from dlmanager import (
     RetryPolicy,
     StorageError,
     Timeouts,
-    storage,
 )
-from dlmanager.checkpoint import Checkpoint, checkpoint_path
-from dlmanager.checkpoint import save as save_checkpoint
-from dlmanager.paths import STATE_DIR, temporary_name
+from dlmanager.disk import partfile
+from dlmanager.disk.checkpoint import Checkpoint, checkpoint_path
+from dlmanager.disk.checkpoint import save as save_checkpoint
+from dlmanager.disk.layout import STATE_DIR, temporary_name
 from tests.conftest import child_env, listing, parts, read, temporaries
 from tests.server import FaultServer, Resource, make_data
 
@@ -246,7 +246,7 @@ def tmpfs(tmp_path: Any) -> Iterator[str]:
 def test_disk_full_while_writing(server: FaultServer, tmpfs: str) -> None:
     # No announced size (chunked): nothing to check first, the disk fills up.
     place_files(tmpfs, "big.bin")
-    free = storage.free_space(tmpfs)
+    free = partfile.free_space(tmpfs)
     data = make_data(2 * MIB, seed=23)
     recorder = Recorder()
     dl = start(server, tmpfs, Resource(data, chunked=True), recorder=recorder)
@@ -259,7 +259,7 @@ def test_disk_full_while_writing(server: FaultServer, tmpfs: str) -> None:
     assert EventKind.RETRYING not in recorder.kinds()
     assert len(server.requests) == 1
     assert_untouched(tmpfs, "big.bin")
-    assert storage.free_space(tmpfs) == free  # all the space is given back
+    assert partfile.free_space(tmpfs) == free  # all the space is given back
 
 
 @pytest.mark.parametrize("connections", [1, 4])
@@ -274,7 +274,7 @@ def test_too_big_for_the_disk_is_refused_before_writing(
     assert isinstance(error, InsufficientSpaceError)
     assert error.errno == errno.ENOSPC
     assert error.needed == len(data)
-    assert error.available == storage.free_space(tmpfs)
+    assert error.available == partfile.free_space(tmpfs)
     assert f"not enough free space in {tmpfs} for big.bin" in str(error)
     assert recorder.bytes_seen() == 0
     assert len(server.requests) == 1
@@ -285,7 +285,7 @@ def test_preallocation_on_a_full_disk(
     server: FaultServer, tmpfs: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The filesystem claims more room than it has: posix_fallocate finds out.
-    monkeypatch.setattr(storage, "free_space", lambda directory: 100 * MIB)
+    monkeypatch.setattr(partfile, "free_space", lambda directory: 100 * MIB)
     place_files(tmpfs, "big.bin")
     data = make_data(2 * MIB, seed=25)
     dl = start(server, tmpfs, data, connections=4)
@@ -309,17 +309,17 @@ def fake_free_space(monkeypatch: pytest.MonkeyPatch, available: int) -> list[str
         asked.append(directory)
         return available
 
-    monkeypatch.setattr(storage, "free_space", free_space)
+    monkeypatch.setattr(partfile, "free_space", free_space)
     return asked
 
 
 def test_free_space_is_what_statvfs_gives_this_user(tmp_path: Any) -> None:
     status = os.statvfs(os.fspath(tmp_path))
-    free = storage.free_space(os.fspath(tmp_path))
+    free = partfile.free_space(os.fspath(tmp_path))
     assert free is not None and free > 0
     # Another process may write meanwhile: compare up to a few MiB.
     assert abs(free - status.f_bavail * status.f_frsize) < 64 * MIB
-    assert storage.free_space(os.path.join(os.fspath(tmp_path), "missing")) is None
+    assert partfile.free_space(os.path.join(os.fspath(tmp_path), "missing")) is None
 
 
 @pytest.mark.parametrize("connections", [1, 4])
@@ -350,16 +350,16 @@ def test_free_space_checked_before_the_body_is_written(
 def test_a_margin_is_kept_free(
     server: FaultServer, destdir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake_free_space(monkeypatch, len(DATA) + storage.SPACE_MARGIN - 1)
+    fake_free_space(monkeypatch, len(DATA) + partfile.SPACE_MARGIN - 1)
     error = finish(start(server, destdir, DATA))
     assert isinstance(error, InsufficientSpaceError)
-    assert str(error).endswith(f"({storage.SPACE_MARGIN} are kept free)")
+    assert str(error).endswith(f"({partfile.SPACE_MARGIN} are kept free)")
 
 
 def test_enough_free_space(
     server: FaultServer, destdir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    asked = fake_free_space(monkeypatch, len(DATA) + storage.SPACE_MARGIN)
+    asked = fake_free_space(monkeypatch, len(DATA) + partfile.SPACE_MARGIN)
     dl = start(server, destdir, DATA, connections=4)
     dl.wait()
     assert read(os.path.join(destdir, "big.bin")) == DATA
@@ -395,7 +395,7 @@ def test_resume_needs_room_for_the_missing_bytes_only(
     with open(part, "wb") as handle:
         handle.write(DATA[:HELD])
     save_checkpoint(checkpoint_path(part), Checkpoint(url, len(DATA), resource.etag, ((0, HELD),)))
-    fake_free_space(monkeypatch, MISSING + storage.SPACE_MARGIN + room)
+    fake_free_space(monkeypatch, MISSING + partfile.SPACE_MARGIN + room)
     dl = start(server, destdir, resource, connections=connections)
     if room < 0:
         error = finish(dl)
@@ -413,7 +413,7 @@ def test_resume_needs_room_for_the_missing_bytes_only(
 def test_check_counts_the_space_a_file_already_holds(
     destdir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    part = storage.PartFile.create(os.path.join(destdir, "x.bin"))
+    part = partfile.PartFile.create(os.path.join(destdir, "x.bin"))
     try:
         part.preallocate(MIB)
         fake_free_space(monkeypatch, 0)

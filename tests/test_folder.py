@@ -27,7 +27,7 @@ from dlmanager import (
     RetryPolicy,
     Timeouts,
 )
-from dlmanager.paths import STATE_DIR
+from dlmanager.disk.layout import STATE_DIR
 from tests.conftest import child_env, listing, read
 from tests.server import FaultServer, Resource, make_data
 
@@ -240,7 +240,7 @@ def test_the_next_manager_removes_what_a_killed_process_left(
 def test_without_working_file_locks_no_folder_is_made(
     server: FaultServer, destdir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dlmanager import locking
+    from dlmanager.disk import locks as locking
 
     class NoLocks:
         LOCK_EX, LOCK_SH, LOCK_NB = 2, 1, 4

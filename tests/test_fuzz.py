@@ -22,10 +22,11 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from dlmanager.checksum import ALGORITHMS, Checksum, parse_checksum, server_digests
+from dlmanager.disk.layout import STATE_DIR, is_temporary
 from dlmanager.errors import ResumeError
-from dlmanager.paths import STATE_DIR, check_url, is_temporary, name_from_url, validate_fname
+from dlmanager.names import check_url, name_from_url, validate_fname
 from dlmanager.retry import parse_retry_after
-from dlmanager.transfer import _response_info, parse_content_range
+from dlmanager.transport.headers import parse_content_range, response_info
 
 FUZZ = settings(max_examples=200, deadline=None, database=None)
 
@@ -100,7 +101,7 @@ def test_response_headers_raise_only_resume_error(
 ) -> None:
     response: Any = type("Response", (), {"headers": headers, "status_code": status})()
     try:
-        info = _response_info(response, "http://example.com/f", None, offset, end)
+        info = response_info(response, "http://example.com/f", None, offset, end)
     except ResumeError:
         assert status == 206
         return

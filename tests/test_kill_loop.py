@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from dlmanager import checkpoint
-from dlmanager.paths import STATE_DIR, is_part, temporary_fname
+from dlmanager.disk import checkpoint
+from dlmanager.disk.layout import STATE_DIR, is_part, temporary_fname
 from tests.conftest import child_env, listing, read
 from tests.server import FaultServer, Resource, make_data
 
@@ -33,11 +33,12 @@ WAIT = 30.0
 CHILD = textwrap.dedent(
     """
     import sys
-    from dlmanager import DownloadManager, fetch, parallel
+    from dlmanager import DownloadManager
+    from dlmanager.runtime import Runtime
     destdir, interval, urls = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
     # Checkpoints as often as asked, so that short runs leave resumable leftovers.
-    fetch.checkpoints.interval = parallel.CHECKPOINT_INTERVAL = interval
-    with DownloadManager(destdir, max_workers=3, connections=3,
+    runtime = Runtime(checkpoint_interval=interval)
+    with DownloadManager(destdir, max_workers=3, connections=3, runtime=runtime,
                          min_split_size=128 * 1024, chunk_size=16 * 1024) as manager:
         for url in urls:
             manager.download(url)

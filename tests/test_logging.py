@@ -22,9 +22,9 @@ from dlmanager import (
     RetryPolicy,
     Timeouts,
 )
-from dlmanager.checkpoint import Checkpoint, checkpoint_path
-from dlmanager.checkpoint import save as save_checkpoint
-from dlmanager.paths import temporary_name
+from dlmanager.disk.checkpoint import Checkpoint, checkpoint_path
+from dlmanager.disk.checkpoint import save as save_checkpoint
+from dlmanager.disk.layout import temporary_name
 from tests.conftest import listing, read
 from tests.server import FaultServer, Resource, make_data
 

@@ -31,8 +31,8 @@ from dlmanager import (
     Timeouts,
 )
 from dlmanager import download as download_module
-from dlmanager.locking import StateDir
-from dlmanager.paths import STATE_DIR, temporary_name
+from dlmanager.disk.layout import STATE_DIR, temporary_name
+from dlmanager.disk.locks import StateDir
 from tests.conftest import listing, parts, read, temporaries
 from tests.server import FaultServer, Resource, make_data
 

@@ -27,9 +27,9 @@ from dlmanager import (
     RetryPolicy,
     Timeouts,
 )
-from dlmanager.checkpoint import Checkpoint, checkpoint_path
-from dlmanager.checkpoint import save as save_checkpoint
-from dlmanager.paths import temporary_name
+from dlmanager.disk.checkpoint import Checkpoint, checkpoint_path
+from dlmanager.disk.checkpoint import save as save_checkpoint
+from dlmanager.disk.layout import temporary_name
 from tests.conftest import listing, parts, read, temporaries
 from tests.server import FaultServer, RecordedRequest, Resource, make_data
 
@@ -340,7 +340,7 @@ def test_sigkill_then_resume_fetches_only_missing_bytes(
 
 
 def _checkpoint_in(directory: str) -> Checkpoint | None:
-    from dlmanager.checkpoint import load
+    from dlmanager.disk.checkpoint import load
 
     for name in os.listdir(directory):
         if name.endswith(".ckpt"):

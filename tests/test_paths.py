@@ -10,17 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dlmanager.paths import (
-    STALE_MIN_AGE,
-    STATE_DIR,
-    TEMP_SUFFIX,
-    check_url,
-    is_temporary,
-    name_from_url,
-    remove_stale_temporaries,
-    temporary_name,
-    validate_fname,
-)
+from dlmanager.disk.cleanup import STALE_MIN_AGE, remove_stale_temporaries
+from dlmanager.disk.layout import STATE_DIR, TEMP_SUFFIX, is_temporary, temporary_name
+from dlmanager.names import check_url, name_from_url, validate_fname
 
 # -- check_url -----------------------------------------------------------------------------
 
@@ -294,7 +286,7 @@ def test_subdirectories_are_not_searched(tmp_path: Path) -> None:
 
 
 def _checkpointed(directory: Path, age: float) -> tuple[str, str]:
-    from dlmanager.checkpoint import Checkpoint, checkpoint_path, save
+    from dlmanager.disk.checkpoint import Checkpoint, checkpoint_path, save
 
     part = make(directory, temporary_name("f.bin"), time.time() - age)
     ckpt = checkpoint_path(part)

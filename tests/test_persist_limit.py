@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dlmanager.paths import temporary_name
+from dlmanager.disk.layout import temporary_name
 from dlmanager.persist_limit import File, PersistLimit
 
 #: A fixed epoch for explicit access times: file i is used at BASE + i.

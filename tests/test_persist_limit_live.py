@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from dlmanager import persist_limit as persist_limit_module
-from dlmanager.paths import STATE_DIR
+from dlmanager.disk.layout import STATE_DIR
 from dlmanager.persist_limit import PersistLimit
 
 pytestmark = pytest.mark.skipif(

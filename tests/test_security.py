@@ -33,14 +33,15 @@ from dlmanager import (
     Timeouts,
     TooLargeError,
     TransferError,
-    storage,
 )
-from dlmanager import checkpoint as checkpoints
 from dlmanager.cli import main
 from dlmanager.cli.demoserver import LoopbackServer
+from dlmanager.disk import checkpoint as checkpoints
+from dlmanager.disk import layout
+from dlmanager.disk.partfile import PartFile
 from dlmanager.session import MAX_REDIRECTS, DownloadSession
-from dlmanager.storage import PartFile
-from dlmanager.transfer import Attempt
+from dlmanager.transport.attempt import Attempt
+from dlmanager.transport.senders import Senders
 from tests.conftest import listing, read, temporaries
 from tests.server import FaultServer, Resource, make_data, strong_etag
 
@@ -445,6 +446,7 @@ def test_content_range_total_beyond_max_size(server: FaultServer) -> None:
         timeouts=Timeouts(),
         chunk_size=65536,
         max_size=len(DATA) - 1,
+        senders=Senders(),
     )
 
     with pytest.raises(TooLargeError, match=f"the file is {len(DATA)} bytes"):
@@ -466,6 +468,7 @@ def test_partial_body_past_max_size_counts_the_bytes_before() -> None:
         timeouts=Timeouts(),
         chunk_size=10_000,
         max_size=300_000,
+        senders=Senders(),
     )
     try:
         info = attempt.open()
@@ -597,7 +600,7 @@ def test_temporary_file_is_never_opened_through_a_symlink(
 ) -> None:
     # The name has 32 random bits; force it to test what happens on a match.
     name = ".file.bin.0123abcd.part"
-    monkeypatch.setattr(storage, "temporary_name", lambda fname: name)
+    monkeypatch.setattr(layout, "temporary_name", lambda fname: name)
     target = outside + ".missing" if dangling else outside
     os.symlink(target, os.path.join(destdir, name))
 

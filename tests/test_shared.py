@@ -14,8 +14,9 @@ from collections.abc import Callable
 import pytest
 
 from dlmanager import DownloadManager, PersistLimit
-from dlmanager.locking import Reservations, StateDir
-from dlmanager.paths import STATE_DIR
+from dlmanager.disk.layout import STATE_DIR
+from dlmanager.disk.locks import StateDir
+from dlmanager.disk.reservations import Reservations
 from tests.conftest import listing, read
 from tests.server import FaultServer, Resource, make_data
 
@@ -232,8 +233,6 @@ def test_without_a_working_lock_two_writers_still_publish_one_good_file(
 
 
 def test_room_is_reserved_for_other_processes_downloads(server: FaultServer, destdir: str) -> None:
-    from dlmanager.locking import Reservations, StateDir
-
     for i in range(3):
         server.add(f"/old{i}.bin", make_data(100_000, seed=i))
     limit = PersistLimit(size_limit=350_000, file_limit=1)
@@ -247,7 +246,8 @@ def test_room_is_reserved_for_other_processes_downloads(server: FaultServer, des
             [
                 sys.executable,
                 "-c",
-                "import sys; from dlmanager.locking import Reservations, StateDir;"
+                "import sys; from dlmanager.disk.locks import StateDir;"
+                " from dlmanager.disk.reservations import Reservations;"
                 " r = Reservations(StateDir(sys.argv[1])); r.hold('big.bin', 200_000);"
                 " print('held', flush=True); sys.stdin.readline()",
                 destdir,
@@ -282,7 +282,7 @@ def test_a_directory_without_working_file_locks(
     import errno
     import fcntl
 
-    from dlmanager import locking
+    from dlmanager.disk import locks as locking
 
     class NoLocks:
         """fcntl as on an NFSv3 mount without a lock manager."""
@@ -300,7 +300,7 @@ def test_a_directory_without_working_file_locks(
 
     monkeypatch.setattr(locking, "fcntl", NoLocks)
     server.add("/f.bin", b"data")
-    with caplog.at_level("WARNING", logger="dlmanager.locking"):
+    with caplog.at_level("WARNING", logger="dlmanager.disk.locks"):
         manager = DownloadManager(destdir)
     try:
         assert "File locks do not work" in caplog.text

@@ -25,8 +25,8 @@ from dlmanager import (
     RetryPolicy,
     StorageError,
     Timeouts,
-    locking,
 )
+from dlmanager.disk import locks
 from tests.conftest import listing, read
 from tests.server import FaultServer, Resource, make_data
 
@@ -59,7 +59,7 @@ def test_a_failure_taking_the_lock_gives_the_slot_back(
     server: FaultServer, destdir: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server.add("/f.bin", DATA)
-    real = locking.StateDir.acquire
+    real = locks.StateDir.acquire
     failures = iter([OSError(5, "Input/output error")] * 3)
 
     def failing(self: Any, name: str, operation: int, *, blocking: bool) -> Any:
@@ -68,7 +68,7 @@ def test_a_failure_taking_the_lock_gives_the_slot_back(
             raise error
         return real(self, name, operation, blocking=blocking)
 
-    monkeypatch.setattr(locking.StateDir, "acquire", failing)
+    monkeypatch.setattr(locks.StateDir, "acquire", failing)
     with DownloadManager(destdir, max_workers=1) as manager:
         for _ in range(3):  # more failures than slots
             download = manager.download(server.url("/f.bin"))
@@ -450,6 +450,7 @@ def test_close_cancels_a_download_that_a_newer_one_displaced(
 def test_a_cancel_ends_a_request_waiting_for_headers_at_once(destdir: str) -> None:
     import socket
 
+    before = set(threading.enumerate())
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
@@ -466,4 +467,4 @@ def test_a_cancel_ends_a_request_waiting_for_headers_at_once(destdir: str) -> No
             # when the 60 s read timeout passes.
             assert accepted.recv(4096) == b""
     assert download.state is DownloadState.CANCELLED
-    assert [t.name for t in threading.enumerate() if t.name.startswith("dlmanager")] == []
+    assert [t.name for t in set(threading.enumerate()) - before] == []

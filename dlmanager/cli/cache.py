@@ -11,9 +11,10 @@ from typing import TextIO
 
 from dlmanager.cli.get import add_limit_arguments
 from dlmanager.cli.parsing import format_size, plural
-from dlmanager.locking import StateDir
+from dlmanager.disk.cleanup import remove_stale_temporaries
+from dlmanager.disk.layout import STATE_DIR, is_temporary
+from dlmanager.disk.locks import StateDir
 from dlmanager.manager import DownloadManager
-from dlmanager.paths import STATE_DIR, is_temporary, remove_stale_temporaries
 from dlmanager.persist_limit import PersistLimit
 
 __all__ = ["add_arguments", "run"]

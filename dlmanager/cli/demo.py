@@ -27,7 +27,7 @@ from dlmanager.cli.get import (
     make_reporter,
 )
 from dlmanager.cli.parsing import Item, format_size, plural
-from dlmanager.paths import is_temporary
+from dlmanager.disk.layout import is_temporary
 from dlmanager.persist_limit import PersistLimit
 
 __all__ = ["DESCRIPTION", "FILES", "add_arguments", "run"]

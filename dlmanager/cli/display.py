@@ -22,10 +22,11 @@ import time
 from typing import Any, TextIO
 
 from dlmanager.cli.parsing import format_size, plural
-from dlmanager.download import Download, DownloadEvent, DownloadState, EventCallback, EventKind
+from dlmanager.disk.partfile import leftover_progress
+from dlmanager.download import Download
 from dlmanager.errors import DownloadInterrupt, HTTPStatusError, TooLargeError
+from dlmanager.events import DownloadEvent, DownloadState, EventCallback, EventKind
 from dlmanager.redact import redact
-from dlmanager.storage import leftover_progress
 
 __all__ = ["BarsReporter", "JsonReporter", "LinesReporter", "Outcome", "Reporter", "reason"]
 

@@ -17,7 +17,7 @@ from dlmanager.cli.parsing import Item, format_size, parse_manifest, parse_size
 from dlmanager.config import DEFAULT_CONNECTIONS
 from dlmanager.download import Download
 from dlmanager.manager import DownloadManager
-from dlmanager.paths import check_name_length, name_from_url, name_max, validate_fname
+from dlmanager.names import check_name_length, name_from_url, name_max, validate_fname
 from dlmanager.persist_limit import PersistLimit
 from dlmanager.session import DownloadSession
 

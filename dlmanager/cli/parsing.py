@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 
 from dlmanager.checksum import Checksum, parse_checksum
-from dlmanager.paths import check_url, validate_fname
+from dlmanager.names import check_url, validate_fname
 
 __all__ = [
     "Item",

@@ -1,4 +1,4 @@
-"""One background thread that calls registered functions at a fixed interval."""
+"""One background thread that calls registered functions at a fixed interval (checkpoints)."""
 
 from __future__ import annotations
 

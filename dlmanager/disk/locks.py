@@ -1,4 +1,4 @@
-"""Coordination of processes sharing one destination directory.
+"""The locks of processes sharing one destination directory: destination locks and pins.
 
 While downloads, waits or pins are active, their coordination files live in
 the hidden ``.dlmanager/`` folder of the directory, which
@@ -36,14 +36,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator
 
+from dlmanager.disk.layout import LOCK_SUFFIX, PIN_SUFFIX, STATE_DIR, key
 from dlmanager.errors import StorageError
-from dlmanager.paths import STATE_DIR
 from dlmanager.redact import get_logger
 
 try:
@@ -51,32 +50,31 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["DestinationLock", "Pins", "Reservations", "StateDir"]
+__all__ = [
+    "CREATE_FLAGS",
+    "READ_FLAGS",
+    "RETRIES",
+    "DestinationLock",
+    "Pins",
+    "StateDir",
+    "remove_if_unheld",
+    "same_file",
+    "try_exclusive",
+]
 
 log = get_logger(__name__)
 
-_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-#: Coordination files of a name longer than this (in bytes) are named after
-#: its hash, so that their names stay within the filesystem's limit.
-_LONGEST_KEY = 200
+CREATE_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 #: Folders of the layout of earlier development versions, removed when unused.
 _OLD_FOLDERS = ("locks", "pins", "reservations")
 #: How many times a file is created again when a concurrent removal of the
 #: folder or of the file itself gets in the way (each retry means another
 #: process made progress).
-_RETRIES = 100
+RETRIES = 100
 
 
-def _key(fname: str) -> str:
-    """The part of the coordination files' names that stands for *fname*."""
-    raw = os.fsencode(fname)
-    if len(raw) <= _LONGEST_KEY:
-        return fname
-    return "#" + hashlib.sha256(raw).hexdigest()
-
-
-def _same_file(fd: int, path: str) -> bool:
+def same_file(fd: int, path: str) -> bool:
     """Whether the open file *fd* is the one at *path* now."""
     held = os.fstat(fd)
     if not held.st_nlink:
@@ -100,7 +98,7 @@ class StateDir:
         """The path of the coordination file *name*."""
         return os.path.join(self.path, name)
 
-    def open(self, name: str, flags: int = _FLAGS) -> int:
+    def open(self, name: str, flags: int = CREATE_FLAGS) -> int:
         """Open (by default create) the coordination file *name*, and the folder if needed.
 
         :raises FileNotFoundError: when the destination directory is gone
@@ -108,7 +106,7 @@ class StateDir:
         :raises OSError: when the file cannot be created
         """
         path = self.file(name)
-        for _ in range(_RETRIES):
+        for _ in range(RETRIES):
             try:
                 return os.open(path, flags, 0o666)
             except FileNotFoundError:
@@ -135,7 +133,7 @@ class StateDir:
             is false and another process holds the lock
         """
         path = self.file(name)
-        for _ in range(_RETRIES):
+        for _ in range(RETRIES):
             fd = self.open(name)
             try:
                 fcntl.flock(fd, operation | (0 if blocking else fcntl.LOCK_NB))
@@ -145,7 +143,7 @@ class StateDir:
             except BaseException:
                 os.close(fd)
                 raise
-            if _same_file(fd, path):
+            if same_file(fd, path):
                 return fd
             os.close(fd)  # removed by its last holder meanwhile: lock the new one
         raise OSError(errno.EBUSY, f"cannot lock {path}: it keeps being replaced", path)
@@ -191,7 +189,7 @@ class StateDir:
                 continue
             for name in names:
                 path = os.path.join(folder, name)
-                if _remove_if_unheld(path):
+                if remove_if_unheld(path):
                     removed.append(path)
             if folder != self.path:
                 with contextlib.suppress(OSError):
@@ -208,7 +206,7 @@ class StateDir:
             return False
         name = f"probe.{secrets.token_hex(4)}"
         try:
-            fd = self.open(name, _FLAGS | os.O_EXCL)
+            fd = self.open(name, CREATE_FLAGS | os.O_EXCL)
         except OSError:
             return False
         try:
@@ -229,10 +227,32 @@ class StateDir:
             self.tidy()
 
 
-def _remove_if_unheld(path: str) -> bool:
+@contextlib.contextmanager
+def try_exclusive(path: str) -> Iterator[bool]:
+    """Hold *path*'s flock for the block if no one else does; yield whether we got it.
+
+    False too when the file cannot be opened.
+    """
+    try:
+        fd = os.open(path, READ_FLAGS)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def remove_if_unheld(path: str) -> bool:
     """Remove the file at *path* if no process holds its lock; whether it was removed."""
     try:
-        fd = os.open(path, _READ)
+        fd = os.open(path, READ_FLAGS)
     except OSError:
         return False
     try:
@@ -240,7 +260,7 @@ def _remove_if_unheld(path: str) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return False
-        if not _same_file(fd, path):
+        if not same_file(fd, path):
             return False
         os.unlink(path)
         log.debug("Removed %s, left by a stopped process", path)
@@ -262,7 +282,7 @@ class DestinationLock:
 
     def __init__(self, state: StateDir, fname: str) -> None:
         self.state = state
-        self.name = _key(fname) + ".lock"
+        self.name = key(fname) + LOCK_SUFFIX
         self.path = state.file(self.name)
         self.dest = os.path.join(state.destdir, fname)
         self._fd: int | None = None
@@ -316,7 +336,7 @@ class Pins:
 
     @staticmethod
     def _name(path: str) -> str:
-        return _key(os.path.basename(path)) + ".pin"
+        return key(os.path.basename(path)) + PIN_SUFFIX
 
     @contextlib.contextmanager
     def pin(self, path: str) -> Iterator[str]:
@@ -365,101 +385,3 @@ class Pins:
         finally:
             for name, fd in held:
                 self.state.release(name, fd)
-
-
-class Reservations:
-    """Room reserved against the cap by the downloads in flight of every process.
-
-    Each reservation is a file ``NAME.TOKEN.rsv`` holding its size, locked by
-    its process for as long as the download runs. It is written under a
-    hidden name first, locked, then renamed: no other process can take a
-    shared lock on it (to see whether it is held) before its owner holds it.
-    """
-
-    SUFFIX = ".rsv"
-
-    def __init__(self, state: StateDir) -> None:
-        self.state = state
-        self._lock = threading.Lock()  # download threads hold and release at once
-        self._held: dict[str, tuple[int, str]] = {}  # fname -> (fd, name) of this process's
-
-    def hold(self, fname: str, nbytes: int) -> None:
-        """Reserve *nbytes* for the download of *fname* until :meth:`release`."""
-        if fcntl is None:  # pragma: no cover - Windows
-            return
-        with self._lock:
-            if fname in self._held:
-                return
-            try:
-                self._held[fname] = self._create(fname, nbytes)
-            except OSError as exc:
-                log.debug("Cannot reserve room for %s: %s", fname, exc)
-
-    def _create(self, fname: str, nbytes: int) -> tuple[int, str]:
-        for _ in range(_RETRIES):
-            name = f"{_key(fname)}.{secrets.token_hex(4)}{self.SUFFIX}"
-            hidden = f".{name}.new"
-            fd = self.state.open(hidden, _FLAGS | os.O_EXCL)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # at most a cleaner's moment
-                if _same_file(fd, self.state.file(hidden)):
-                    os.pwrite(fd, str(nbytes).encode(), 0)
-                    os.rename(self.state.file(hidden), self.state.file(name))
-                    return fd, name
-            except FileNotFoundError:
-                pass  # removed by a cleaner before it was locked: again
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(self.state.file(hidden))
-                os.close(fd)
-                raise
-            os.close(fd)
-        raise OSError(errno.EBUSY, "reservation files keep being removed")
-
-    def release(self, fname: str) -> None:
-        with self._lock:
-            held = self._held.pop(fname, None)
-        if held is not None:
-            fd, name = held
-            self.state.release(name, fd)
-
-    def total(self) -> int:
-        """Bytes reserved by live downloads of every process (this one included)."""
-        if fcntl is None:  # pragma: no cover
-            return 0
-        try:
-            names = os.listdir(self.state.path)
-        except OSError:
-            return 0
-        with self._lock:
-            own = {name: fd for fd, name in self._held.values()}
-            total = 0
-            for name in names:
-                if name.startswith(".") or not name.endswith(self.SUFFIX):
-                    continue  # being written (not held yet), or not a reservation
-                fd = own.get(name)
-                if fd is None:
-                    total += _held_size(self.state.file(name))
-                else:
-                    with contextlib.suppress(OSError, ValueError):
-                        total += int(os.pread(fd, 32, 0) or b"0")
-        return total
-
-
-def _held_size(path: str) -> int:
-    """The size in a reservation file that a live process holds, else 0."""
-    try:
-        fd = os.open(path, _READ)
-    except OSError:
-        return 0
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:  # held: a download in flight
-            try:
-                return int(os.pread(fd, 32, 0) or b"0")
-            except ValueError:
-                return 0
-        return 0  # nobody holds it: its process is gone
-    finally:
-        os.close(fd)

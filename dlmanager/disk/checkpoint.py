@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any
 
+from dlmanager.disk.layout import checkpoint_path
 from dlmanager.redact import get_logger
 from dlmanager.segments import Range, merge_ranges
 
@@ -79,12 +80,6 @@ class Checkpoint:
     @property
     def received(self) -> int:
         return sum(end - start for start, end in self.ranges)
-
-
-def checkpoint_path(part_path: str) -> str:
-    """The checkpoint's path for the temporary file *part_path*."""
-    base, _ = os.path.splitext(part_path)
-    return base + ".ckpt"
 
 
 def save(path: str, checkpoint: Checkpoint) -> None:

@@ -16,10 +16,9 @@ import os
 import shutil
 from collections.abc import Iterator
 
-from dlmanager import checkpoint
-from dlmanager.checkpoint import Checkpoint
+from dlmanager.disk import checkpoint, layout
+from dlmanager.disk.checkpoint import Checkpoint
 from dlmanager.errors import DlManagerError, InsufficientSpaceError, StorageError
-from dlmanager.paths import is_part, temporary_fname, temporary_name
 from dlmanager.redact import get_logger
 
 try:
@@ -91,7 +90,7 @@ class PartFile:
             or gone, no space or inodes left...)
         """
         directory, fname = os.path.split(dest)
-        path = os.path.join(directory, temporary_name(fname))
+        path = os.path.join(directory, layout.temporary_name(fname))
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
         except OSError as exc:
@@ -113,16 +112,12 @@ class PartFile:
         :return: the adopted file and its checkpoint, or None
         """
         directory, fname = os.path.split(dest)
-        prefix = f".{fname}."
         try:
-            names = [n for n in os.listdir(directory or ".") if n.startswith(prefix) and is_part(n)]
+            parts = [t.path for t in layout.scan_temporaries(directory, fname) if t.kind == "part"]
         except OSError:
             return None
         found: list[tuple[int, PartFile, Checkpoint]] = []
-        for name in names:
-            if temporary_fname(name) != fname:
-                continue
-            path = os.path.join(directory, name)
+        for path in parts:
             try:
                 fd = os.open(path, os.O_RDWR | _NOFOLLOW)
             except OSError:
@@ -326,14 +321,12 @@ def leftover_progress(dest: str) -> tuple[int, int | None] | None:
     there is none. Used to report the progress of another process.
     """
     directory, fname = os.path.split(dest)
-    prefix = f".{fname}."
     try:
-        names = [n for n in os.listdir(directory or ".") if n.startswith(prefix) and is_part(n)]
+        parts = [t.path for t in layout.scan_temporaries(directory, fname) if t.kind == "part"]
     except OSError:
         return None
     best: tuple[int, int | None] | None = None
-    for name in names:
-        path = os.path.join(directory, name)
+    for path in parts:
         saved = checkpoint.load(checkpoint.checkpoint_path(path))
         if saved is not None:
             held: tuple[int, int | None] = (saved.received, saved.total)

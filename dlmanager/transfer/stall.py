@@ -1,4 +1,4 @@
-"""The stall guard: one thread that ends attempts making too little progress."""
+"""The stall guard: one thread that ends the attempts making too little progress."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import time
 from collections.abc import Iterator
 
 from dlmanager.redact import get_logger
-from dlmanager.transfer import STALL, Attempt
+from dlmanager.transport.attempt import STALL, Attempt
 
-__all__ = ["StallGuard", "stall_guard"]
+__all__ = ["StallGuard"]
 
 log = get_logger(__name__)
 
@@ -22,9 +22,9 @@ class StallGuard:
     within ``stall`` seconds. The thread runs only while attempts are watched.
     """
 
-    TICK = 0.1
-
-    def __init__(self) -> None:
+    def __init__(self, tick: float = 0.1) -> None:
+        #: How often the watched attempts are looked at, in seconds.
+        self.tick = tick
         self._lock = threading.Lock()
         self._watched: dict[Attempt, tuple[float, int]] = {}
         self._thread: threading.Thread | None = None  # the last one started
@@ -63,7 +63,7 @@ class StallGuard:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.TICK)
+            self._wake.wait(self.tick)
             now = time.monotonic()
             stalled = []
             with self._lock:
@@ -87,7 +87,3 @@ class StallGuard:
                     attempt.timeouts.stall,
                 )
                 attempt.abort(STALL)
-
-
-#: The process-wide stall guard.
-stall_guard = StallGuard()

@@ -1,16 +1,17 @@
-"""Fetch the missing byte ranges of one file over several connections at once.
+"""Filling a file over several connections at once: the segmented way.
 
 Each connection fetches one :class:`~dlmanager.segments.Segment` with
 ``Range`` and ``If-Range`` and writes it in place (``pwrite``) into the
-preallocated temporary file, with the same retry, resume and timeout policy
-as a single stream. When a connection is done it takes over half of the
-largest remaining segment. The calling thread saves a checkpoint every
-second. A response of another version of the file (a changed validator or
-size, a 200 where 206 was asked for, a wrong ``Content-Range``) stops every
-connection and raises :class:`~dlmanager.errors.ResumeError`: two versions
-are never mixed in one file. A :class:`~dlmanager.errors.StorageError` (a
-write or a checkpoint that the filesystem refused) is not retried: it stops
-every connection and is raised at once.
+preallocated temporary file, with the retry, resume and timeout policy of a
+single stream (:mod:`~dlmanager.transfer.steps`). When a connection is done it
+takes over half of the largest remaining segment. The calling thread saves a
+checkpoint at the runtime's interval. A response of another version of the
+file (a changed validator or size, a 200 where 206 was asked for, a wrong
+``Content-Range``) stops every connection and raises
+:class:`~dlmanager.errors.ResumeError`: two versions are never mixed in one
+file. A :class:`~dlmanager.errors.StorageError` (a write or a checkpoint that
+the filesystem refused) is not retried: it stops every connection and is
+raised at once.
 """
 
 from __future__ import annotations
@@ -18,81 +19,49 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
+from dlmanager.disk.partfile import PartFile
 from dlmanager.errors import (
     DownloadError,
     DownloadInterrupt,
     IncompleteBodyError,
     ResumeError,
-    StallError,
     StorageError,
 )
 from dlmanager.redact import get_logger
-from dlmanager.retry import RetryPolicy
 from dlmanager.segments import Plan, Segment
-from dlmanager.stall import stall_guard
-from dlmanager.storage import PartFile
-from dlmanager.transfer import Attempt
+from dlmanager.transfer.steps import Job, Retrier, pump, version_changed
+from dlmanager.transport.attempt import Attempt
 
-__all__ = ["CHECKPOINT_INTERVAL", "ParallelFetch", "RangesIgnored"]
+__all__ = ["RangesIgnored", "Segmented"]
 
 log = get_logger(__name__)
-
-#: Seconds between two checkpoints of a running download.
-CHECKPOINT_INTERVAL = 1.0
 
 
 class RangesIgnored(ResumeError):
     """The server answered a range request with the whole file (200)."""
 
 
-class ParallelFetch:
-    """Fill the gaps of *plan* in *part* over up to *connections* connections.
+class Segmented:
+    """Fill the gaps of *plan* in *part* over up to ``options.connections`` connections.
 
-    :param new_attempt: ``new_attempt(offset, end)`` returns an unopened
-        :class:`Attempt` for bytes ``[offset, end)``, registered so that a
-        cancel aborts it
-    :param release: ``release(attempt)`` closes and unregisters an attempt
-    :param on_bytes: called after every write (progress)
-    :param on_retry: ``on_retry(error, delay)`` before a connection retries
-    :param on_resume: ``on_resume(offset)`` when a connection resumes its segment
+    :param validator: the validator of the version the plan's bytes belong to
     :param save_checkpoint: ``save_checkpoint(plan)`` persists what is written
-    :param abort: aborts every open attempt (to stop the others after a failure)
     """
 
     def __init__(
         self,
-        *,
-        url: str,
-        plan: Plan,
+        job: Job,
         part: PartFile,
+        plan: Plan,
         validator: str,
-        connections: int,
-        min_split: int,
-        retry: RetryPolicy,
-        cancel: threading.Event,
-        new_attempt: Callable[[int, int], Attempt],
-        release: Callable[[Attempt], None],
-        on_bytes: Callable[[], None],
-        on_retry: Callable[[DownloadError, float], None],
-        on_resume: Callable[[int], None],
         save_checkpoint: Callable[[Plan], None],
-        abort: Callable[[], None],
     ) -> None:
-        self.url = url
-        self.plan = plan
+        self.job = job
+        self.url = job.url
         self.part = part
+        self.plan = plan
         self.validator = validator
-        self.connections = connections
-        self.min_split = min_split
-        self.retry = retry
-        self.cancel = cancel
-        self.new_attempt = new_attempt
-        self.release = release
-        self.on_bytes = on_bytes
-        self.on_retry = on_retry
-        self.on_resume = on_resume
         self.save_checkpoint = save_checkpoint
-        self.abort = abort
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._unclaimed: list[Segment] = []
@@ -109,23 +78,24 @@ class ParallelFetch:
         :raises DownloadError: a connection failed beyond its retry budget
         :raises DownloadInterrupt: cancelled
         """
-        segments = self.plan.assign(self.connections, self.min_split)
+        options = self.job.options
+        segments = self.plan.assign(options.connections, options.min_split_size)
         if not segments:
             if first is not None:
-                self.release(first)
+                self.job.opener.release(first)
             return
         # More gaps than connections (a resumed checkpoint): the workers take
         # the segments nobody fetches yet before they split others.
-        self._unclaimed = list(reversed(segments[self.connections :]))
-        workers = segments[: self.connections]
+        self._unclaimed = list(reversed(segments[options.connections :]))
+        workers = segments[: options.connections]
         log.debug("Fetching %s over %d connections: %s", self.url, len(workers), segments)
         # Daemon threads, not a ThreadPoolExecutor: the interpreter would wait
-        # for its threads at exit before dlmanager's exit hook cancels them.
+        # for its threads at exit before the runtime's exit hook cancels them.
         threads = [
             threading.Thread(
                 target=self._run_worker,
                 args=(i, segment, first if i == 0 else None),
-                name=f"dlmanager-segment-{i} {self.url}",
+                name=f"dlmanager-segment-{i}",
                 daemon=True,
             )
             for i, segment in enumerate(workers)
@@ -159,7 +129,7 @@ class ParallelFetch:
         """
         try:
             while any(thread.is_alive() for thread in threads):
-                self._changed.wait(CHECKPOINT_INTERVAL)
+                self._changed.wait(self.job.runtime.checkpoint_interval)
                 self._changed.clear()
                 if self._errors:
                     break
@@ -180,9 +150,12 @@ class ParallelFetch:
 
     def _stop_workers(self, threads: list[threading.Thread]) -> None:
         self._stop.set()
-        self.abort()
+        self.job.opener.abort_all()
         for thread in threads:
             thread.join()
+
+    def _stopped(self) -> bool:
+        return self._stop.is_set() or self.job.cancel.is_set()
 
     def _work(self, segment: Segment | None, attempt: Attempt | None) -> None:
         try:
@@ -192,7 +165,7 @@ class ParallelFetch:
                 segment = self._next()
         finally:
             if attempt is not None:  # stopped before it could read the first response
-                self.release(attempt)
+                self.job.opener.release(attempt)
 
     def _next(self) -> Segment | None:
         """A segment nobody fetches yet, else half of the largest remaining one."""
@@ -210,41 +183,33 @@ class ParallelFetch:
         *attempt*, an opened attempt at the segment's start, is released
         whatever happens (also when the segment is full already).
         """
-        policy = self.retry
+        opener = self.job.opener
+        retrier = Retrier(self.job, self._stopped)
         retried = False
         if not self.plan.limit(segment, 1) and attempt is not None:
-            self.release(attempt)
+            opener.release(attempt)
             return
         while self.plan.limit(segment, 1):
             mark = segment.pos
             try:
                 if attempt is None:
-                    attempt = self.new_attempt(segment.pos, segment.end)
+                    attempt = opener.open(segment.pos, segment.end, self.validator)
                     self._open(attempt, segment)
                     if retried:
                         log.info("Resuming %s at byte %d after a failed attempt",
                                  self.url, segment.pos)  # fmt: skip
-                        self.on_resume(segment.pos)
+                        self.job.events.resumed()
                         retried = False
                 self._copy(attempt, segment)
             except (DownloadInterrupt, ResumeError, StorageError):
                 raise
             except DownloadError as exc:
-                if self._stop.is_set() or self.cancel.is_set():
-                    raise DownloadInterrupt() from exc
-                gain = segment.pos - mark
-                progressed = gain >= policy.progress_bytes and not isinstance(exc, StallError)
-                policy = policy.increment(exc, progressed=progressed)
-                delay = policy.sleep_time(exc)
-                log.info("Attempt on bytes %d-%d of %s failed, retrying in %.1fs: %s",
-                         segment.pos, segment.end - 1, self.url, delay, exc)  # fmt: skip
+                what = f"bytes {segment.pos}-{segment.end - 1} of {self.url}"
+                retrier.failed(exc, segment.pos - mark, what)
                 retried = True
-                self.on_retry(exc, delay)
-                if self.cancel.wait(delay):
-                    raise DownloadInterrupt() from exc
             finally:
                 if attempt is not None:
-                    self.release(attempt)
+                    opener.release(attempt)
                     attempt = None
 
     def _open(self, attempt: Attempt, segment: Segment) -> None:
@@ -257,9 +222,7 @@ class ParallelFetch:
             info = attempt.open()
         except ResumeError as exc:  # a Content-Range other than asked for
             raise RangesIgnored(str(exc), url=self.url, dest=self.part.dest) from exc
-        changed = info.total != self.plan.total or (
-            info.validator is not None and info.validator != self.validator
-        )
+        changed = version_changed(info, self.plan.total, self.validator)
         if info.status_code != 206 and segment.pos != 0 and not changed:
             raise RangesIgnored(
                 f"{self.url}: asked for bytes {segment.pos}- and got the whole file",
@@ -276,18 +239,20 @@ class ParallelFetch:
 
     def _copy(self, attempt: Attempt, segment: Segment) -> None:
         """Write *attempt*'s body into *segment* until it ends or the segment is full."""
-        with stall_guard.watch(attempt):
-            for chunk in attempt.body():
-                size = self.plan.limit(segment, len(chunk))
-                if size:
-                    self.part.pwrite(segment.pos, memoryview(chunk)[:size])
-                    self.plan.advance(segment, size)
-                    self.on_bytes()
-                if size < len(chunk) or not self.plan.limit(segment, 1):
-                    return  # the segment is full (maybe split meanwhile)
-                if self._stop.is_set() or self.cancel.is_set():
-                    raise DownloadInterrupt()
-        if self.plan.limit(segment, 1):
+        plan, events = self.plan, self.job.events
+
+        def write(chunk: bytes) -> bool:
+            size = plan.limit(segment, len(chunk))
+            if size:
+                self.part.pwrite(segment.pos, memoryview(chunk)[:size])
+                plan.advance(segment, size)
+                events.advance(plan.received())
+            # Full (maybe split meanwhile): the rest belongs to another segment.
+            return size == len(chunk) and bool(plan.limit(segment, 1))
+
+        if not pump(attempt, self.job, write, self._stopped):
+            return
+        if plan.limit(segment, 1):
             raise IncompleteBodyError(
                 f"{self.url}: response ended at byte {segment.pos}, before {segment.end}",
                 expected=segment.end - attempt.offset,

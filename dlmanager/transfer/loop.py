@@ -1,0 +1,301 @@
+"""The transfer loop: retries, resume and verification of one download, once.
+
+:class:`Transfer` is the work of a :class:`~dlmanager.Download`'s thread
+between "a transfer slot is free" and "the file may take its final name": it
+opens attempts until the temporary file holds the whole file, filling it one
+way or the other (:class:`~dlmanager.transfer.stream.Stream`, or
+:class:`~dlmanager.transfer.segmented.Segmented` when the server allows
+ranges and the file is big enough), decides at each response whether the
+bytes held can be kept (:func:`response_action`), then checks the file
+against the caller's checksum and the server's digests.
+
+A :class:`~dlmanager.errors.StorageError` (the disk is full, the directory
+read-only or gone...) ends the transfer at once: it is never retried.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from dlmanager import checksum as checksums
+from dlmanager.disk.checkpoint import Checkpoint
+from dlmanager.disk.partfile import PartFile
+from dlmanager.errors import (
+    ChecksumError,
+    DownloadError,
+    DownloadInterrupt,
+    ResumeError,
+    StorageError,
+)
+from dlmanager.redact import get_logger
+from dlmanager.segments import Plan
+from dlmanager.transfer.segmented import RangesIgnored, Segmented
+from dlmanager.transfer.steps import Checkpointer, Job, Retrier, version_changed
+from dlmanager.transfer.stream import Stream
+from dlmanager.transport.attempt import Attempt
+from dlmanager.transport.headers import ResponseInfo
+
+__all__ = ["APPEND", "RESTART", "STALE", "Transfer", "response_action"]
+
+log = get_logger(__name__)
+
+#: Start-overs (the file changed, ranges unusable) per download that are not
+#: counted as failed attempts: the server answered, so there is no backoff.
+FREE_RESTARTS = 2
+
+APPEND = "append"  # the body continues the bytes held (or there are none)
+RESTART = "restart"  # the body is the whole file: the bytes held go
+STALE = "stale"  # a partial body of another version: refused
+
+
+def response_action(info: ResponseInfo, held: int, total: int | None, validator: str | None) -> str:
+    """What to do with the bytes held when a response arrives: :data:`APPEND`,
+    :data:`RESTART` or :data:`STALE` (pure).
+
+    :param held: bytes of the file held already
+    :param total: their version's size, and *validator* its validator
+    """
+    if info.start and version_changed(info, total, validator):
+        return STALE
+    if info.start == 0 and held:
+        return RESTART
+    return APPEND
+
+
+class Transfer:
+    """Fill *part* with the bytes of the job's URL, then check them.
+
+    :param resume: a checkpoint of the bytes *part* already holds (an
+        adopted temporary file), or None for an empty *part*
+    """
+
+    def __init__(self, job: Job, part: PartFile, resume: Checkpoint | None = None) -> None:
+        self.job = job
+        self.url = job.url
+        self.part = part
+        if not part.url:
+            part.url = job.url  # for the context of its errors
+        self.checkpointer = Checkpointer(job.url, part, job.cancel)
+        if resume is not None:
+            self.checkpointer.total = resume.total
+            self.checkpointer.validator = resume.validator
+        self._pending = list(resume.ranges) if resume else None
+        self._split = True  # False once the server was seen to ignore ranges
+        self._digests: tuple[checksums.Checksum, ...] = ()  # sent by the server
+        self._hasher: checksums.Hasher | None = None  # valid while streaming from byte 0
+        self._restarts = 0  # start-overs so far
+        self._plan: Plan | None = None  # of the connections running
+
+    @property
+    def total(self) -> int | None:
+        return self.checkpointer.total
+
+    @property
+    def validator(self) -> str | None:
+        return self.checkpointer.validator
+
+    def run(self) -> None:
+        """Fetch with retries, then verify; raises the final error."""
+        retrier = Retrier(self.job, self.job.cancel.is_set)
+        while True:
+            mark = self.part.size
+            try:
+                self._attempt()
+                break
+            except _Final as final:
+                raise final.error from final.error.__cause__
+            except StorageError:
+                raise  # the disk, not the network: another attempt cannot help
+            except DownloadError as exc:
+                if isinstance(exc, ResumeError) and not self.job.cancel.is_set():
+                    self._start_over(exc)
+                    self._restarts += 1
+                    if self._restarts <= FREE_RESTARTS:
+                        continue  # the server answered: start over at once
+                retrier.failed(exc, self.part.size - mark, self.url)
+        if self.job.cancel.is_set():
+            raise DownloadInterrupt()
+        self._verify()
+
+    def keep(self) -> bool:
+        """Checkpoint what the part file holds, once stopped, for a later
+        download to resume; whether a checkpoint was saved."""
+        plan = self._plan
+        return self.checkpointer.keep(plan.written() if plan else [(0, self.part.size)])
+
+    # -- attempts ---------------------------------------------------------------------
+
+    def _start_over(self, exc: ResumeError) -> None:
+        held = self._plan.received() if self._plan is not None else self.part.size
+        log.info("Restarting %s from byte 0, throwing away %d bytes: %s", self.url, held, exc)
+        self._plan = None
+        if isinstance(exc, RangesIgnored):
+            self._split = False
+        self._pending = None
+        self._digests = ()
+        self.checkpointer.truncate()
+        self.job.events.restarted()
+
+    def _attempt(self) -> None:
+        if self._pending is not None:
+            assert self.total is not None and self.validator is not None
+            plan = self._new_plan(self.total, self._pending)
+            self._pending = None
+            log.info("Resuming %s with %d of %d bytes from a leftover temporary file",
+                     self.url, plan.received(), plan.total)  # fmt: skip
+            self.job.events.set_total(self.total)
+            self.part.check_space(plan.total, plan.received())
+            self.job.events.resumed()
+            self.job.events.advance(plan.received())
+            self._segmented(plan, None)
+            return
+        opener = self.job.opener
+        offset = self.part.size if self.validator is not None else 0
+        attempt: Attempt | None = opener.open(offset, None, self.validator)
+        assert attempt is not None
+        try:
+            info = attempt.open()
+            self._accept(attempt, offset, info)
+            if self._should_split(info):
+                assert info.total is not None
+                plan = self._new_plan(info.total, [(0, offset)] if offset else [])
+                attempt, first = None, attempt
+                self._segmented(plan, first)
+                return
+            Stream(self.job, self.part, self.checkpointer).fill(attempt, info, self._hasher)
+        finally:
+            if attempt is not None:
+                opener.release(attempt)
+
+    def _accept(self, attempt: Attempt, offset: int, info: ResponseInfo) -> None:
+        """Make the part file ready for the body that *info* announces.
+
+        :raises ResumeError: when a partial response belongs to another
+            version of the file (a server that ignored ``If-Range``)
+        """
+        action = response_action(info, self.part.size, self.total, self.validator)
+        if action == STALE:
+            raise ResumeError(
+                f"{self.url}: the server resumed another version of the file "
+                f"(validator {info.validator!r}, size {info.total})",
+                url=self.url,
+                dest=self.part.dest,
+            )
+        checkpointer = self.checkpointer
+        checkpointer.total = info.total
+        self.job.events.set_total(info.total)  # may evict files first (a persist limit)
+        if not info.start or info.validator is not None:
+            checkpointer.validator = info.validator if info.resumable else None
+        if info.start == 0:
+            full = info.encoding is None or not attempt.decode
+            self._digests = checksums.server_digests(info.headers) if full else ()
+            if action == RESTART:
+                why = ("the server sent the whole file again" if offset
+                       else "it cannot be resumed safely (no validator)")  # fmt: skip
+                log.info("Restarting %s from byte 0, throwing away %d bytes: %s",
+                         self.url, self.part.size, why)  # fmt: skip
+                checkpointer.truncate(keep_version=True)
+                self.job.events.restarted()
+            wanted = (*self._expected(), *self._digests)
+            self._hasher = checksums.Hasher(wanted) if wanted else None
+        else:
+            log.info("Resuming %s at byte %d after a failed attempt", self.url, info.start)
+            self._hasher = None
+            self.job.events.resumed()
+        if info.total is not None:
+            self.part.check_space(info.total)  # before the first byte of the body
+        self.job.events.advance(self.part.size)
+
+    def _should_split(self, info: ResponseInfo) -> bool:
+        options = self.job.options
+        return (
+            self._split
+            and options.connections > 1
+            and info.resumable
+            and info.total is not None
+            and info.total - info.start >= options.min_split_size
+            and (info.accept_ranges or info.status_code == 206)
+        )
+
+    # -- several connections ----------------------------------------------------------
+
+    def _new_plan(self, total: int, done: list[tuple[int, int]]) -> Plan:
+        return Plan(total, done, min_steal=max(1024 * 1024, 2 * self.job.options.read_size))
+
+    def _segmented(self, plan: Plan, first: Attempt | None) -> None:
+        assert self.validator is not None
+        self._hasher = None
+        try:
+            self.part.preallocate(plan.total)
+        except BaseException:
+            if first is not None:
+                self.job.opener.release(first)
+            raise
+        self._plan = plan
+        checkpointer = self.checkpointer
+        engine = Segmented(self.job, self.part, plan, self.validator,
+                           lambda p: checkpointer.save(p.written))  # fmt: skip
+        try:
+            engine.run(first)
+        except (DownloadInterrupt, ResumeError):
+            raise
+        except DownloadError as exc:
+            # Every connection already spent its own retry budget.
+            raise _Final(exc) from exc
+        self.part.size = plan.total
+
+    # -- integrity --------------------------------------------------------------------
+
+    def _expected(self) -> tuple[checksums.Checksum, ...]:
+        checksum = self.job.options.checksum
+        return (checksum,) if checksum else ()
+
+    def _verify(self) -> None:
+        """Compare the file with the caller's checksum and the server's digests.
+
+        :raises ChecksumError: on the first mismatch
+        """
+        wanted = (*self._expected(), *self._digests)
+        if not wanted:
+            return
+        if self._hasher is not None:
+            actual = self._hasher.hexdigests()
+        else:
+            try:
+                actual = checksums.file_digests(self.part.path, {c.algorithm for c in wanted})
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot read {self.part.path}: {exc.strerror or exc}",
+                    errno=exc.errno,
+                    url=self.url,
+                    dest=self.part.dest,
+                    received=self.part.size,
+                ) from exc
+        for expected in wanted:
+            got = actual.get(expected.algorithm)
+            if got is None:
+                log.debug("Cannot check %s of %s: no %s support", expected, self.url,
+                          expected.algorithm)  # fmt: skip
+                continue
+            if got != expected.hexdigest:
+                raise ChecksumError(
+                    f"{self.url}: {expected.algorithm} is {got}, expected {expected.hexdigest}"
+                    f" ({expected.source})",
+                    algorithm=expected.algorithm,
+                    expected=expected.hexdigest,
+                    actual=got,
+                    source=expected.source,
+                    url=self.url,
+                    dest=self.part.dest,
+                    received=self.part.size,
+                )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s matches %s", self.part.dest, ", ".join(str(c) for c in wanted))
+
+
+class _Final(Exception):
+    """Carries an error that must not be retried at the top level."""
+
+    def __init__(self, error: DownloadError) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -1,0 +1,197 @@
+"""The transport's exceptions, turned into dlmanager's: the one place that knows them.
+
+:func:`map_transport_errors` turns what ``requests``, ``urllib3`` and
+``http.client`` raise into :class:`~dlmanager.errors.TransferError`, with a
+message that says what went wrong, once, in words (a host that refuses
+connections, a TLS certificate that cannot be verified, a redirect loop...),
+and whether another attempt may help.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import re
+import socket
+import ssl
+import urllib.parse
+from collections.abc import Iterator
+
+import requests
+import urllib3
+
+from dlmanager.errors import DlManagerError, TransferError
+
+__all__ = ["map_transport_errors", "timed_out"]
+
+_FATAL_REQUESTS_ERRORS: tuple[type[Exception], ...] = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+)
+#: The URL in the message of ``requests``' InvalidSchema for a URL it has no adapter for.
+_NO_ADAPTER_RE = re.compile(r"No connection adapters were found for (['\"])(.*)\1\Z", re.DOTALL)
+
+
+@contextlib.contextmanager
+def map_transport_errors(
+    url: str, dest: str | None, received: int = 0, *, sockets: bool = False
+) -> Iterator[None]:
+    """Turn the transport's exceptions into :class:`TransferError`.
+
+    Not retryable, with a message that says what went wrong and with which
+    URL: a TLS certificate that cannot be verified (or a TLS handshake that
+    fails otherwise than by a cut connection), too many redirects (a loop is
+    shown), a redirect to another scheme than http(s), an invalid URL.
+
+    :param sockets: also map bare :class:`OSError` (only where the caller
+        knows the I/O is a real socket's, not a test double's)
+    """
+    try:
+        yield
+    except DlManagerError:
+        raise
+    except requests.exceptions.SSLError as exc:
+        message, retryable = _tls_message(url, exc)
+        raise TransferError(
+            message, retryable=retryable, url=url, dest=dest, received=received
+        ) from exc
+    except requests.exceptions.TooManyRedirects as exc:
+        raise TransferError(
+            _redirects_message(url, exc), retryable=False, url=url, dest=dest, received=received
+        ) from exc
+    except _FATAL_REQUESTS_ERRORS as exc:
+        raise TransferError(
+            _fatal_message(url, exc), retryable=False, url=url, dest=dest, received=received
+        ) from exc
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        message = f"{url}: {_connection_problem(url, exc)}"
+        raise TransferError(message, url=url, dest=dest, received=received) from exc
+    except (
+        requests.exceptions.RequestException,
+        urllib3.exceptions.HTTPError,
+        http.client.HTTPException,
+    ) as exc:
+        raise TransferError(f"{url}: {exc}", url=url, dest=dest, received=received) from exc
+    except OSError as exc:
+        if not sockets:
+            raise
+        raise TransferError(f"{url}: {exc}", url=url, dest=dest, received=received) from exc
+
+
+def _failed_url(url: str, exc: requests.exceptions.RequestException) -> str:
+    """The URL whose request failed: a redirect's target, or *url*."""
+    failed = getattr(getattr(exc, "request", None), "url", None)
+    return failed if isinstance(failed, str) and failed else url
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """*exc* and the exceptions it wraps (causes, contexts, ``reason``, ``args``)."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending and len(seen) < 32:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked += list(current.args)
+        pending += [e for e in linked if isinstance(e, BaseException)]
+
+
+def _connection_problem(url: str, exc: requests.exceptions.RequestException) -> str:
+    """What went wrong with the connection, once, in words: the host and the
+    cause, without urllib3's "Max retries exceeded" wrapping (dlmanager
+    retries by itself)."""
+    failed = urllib.parse.urlsplit(_failed_url(url, exc))
+    port = failed.port or (443 if failed.scheme == "https" else 80)
+    where = f"{failed.hostname}:{port}"
+    causes = list(_causes(exc))
+    for cause in causes:
+        if type(cause).__name__ == "NameResolutionError" or isinstance(cause, socket.gaierror):
+            reason = next((c for c in causes if isinstance(c, socket.gaierror)), None)
+            why = reason.strerror if reason is not None and reason.strerror else "unknown host"
+            return f"cannot resolve the host {failed.hostname}: {why}"
+    for cause in causes:
+        if isinstance(cause, ConnectionRefusedError):
+            return f"cannot connect to {where}: connection refused"
+        if isinstance(cause, http.client.RemoteDisconnected):
+            return f"{where} closed the connection without answering"
+        if isinstance(cause, ConnectionResetError):
+            return f"the connection to {where} was reset"
+    # (urllib3's NewConnectionError derives from ConnectTimeoutError: the
+    # refusals above come first.)
+    if isinstance(exc, requests.exceptions.ConnectTimeout) or any(
+        type(c) is urllib3.exceptions.ConnectTimeoutError for c in causes
+    ):
+        return f"timed out connecting to {where}"
+    if isinstance(exc, requests.exceptions.ReadTimeout) or any(
+        isinstance(c, urllib3.exceptions.ReadTimeoutError) for c in causes
+    ):
+        return f"no answer from {where} in time (read timeout)"
+    for cause in causes:
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"connection to {where} failed: {cause.strerror}"
+    return f"connection to {where} failed: {exc}"
+
+
+def _tls_message(url: str, exc: requests.exceptions.SSLError) -> tuple[str, bool]:
+    """The message of a TLS failure, and whether another attempt may succeed.
+
+    A handshake cut by the network (an unexpected EOF, a reset) may go
+    through next time; a certificate that cannot be verified, or a server
+    that does not speak TLS as we do, stays so.
+    """
+    failed = _failed_url(url, exc)
+    redirected = f" (redirected from {url})" if failed != url else ""
+    reason: object = exc
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            why = cause.verify_message or cause.reason or str(cause)
+            return (
+                f"TLS certificate verification failed for {failed}{redirected}: {why} "
+                "(to trust its CA: the session's verify, REQUESTS_CA_BUNDLE or --ca-bundle)",
+                False,
+            )
+        if isinstance(cause, ssl.SSLError) and reason is exc:
+            reason = cause  # OpenSSL's own words, without requests' wrapping
+    transient = (ssl.SSLEOFError, ssl.SSLSyscallError, ssl.SSLZeroReturnError, ConnectionError)
+    retryable = any(isinstance(cause, transient) for cause in _causes(exc))
+    return f"TLS error with {failed}{redirected}: {reason}", retryable
+
+
+def _redirects_message(url: str, exc: requests.exceptions.TooManyRedirects) -> str:
+    """Say how many redirects were followed, and show the loop if there is one."""
+    response = exc.response
+    # requests < 2.32 leaves the first response out of the history and puts
+    # the last one in; later versions do the opposite.
+    history = list(getattr(response, "history", None) or [])
+    message = f"too many redirects (more than {len(history)}) from {url}"
+    chain = history if history and history[-1] is response else [*history, response]
+    urls = [r.url for r in chain if r is not None]
+    if urls and urls[0] != url:
+        urls.insert(0, url)
+    seen: dict[str, int] = {}
+    for index, current in enumerate(urls):
+        if current in seen:
+            loop = " -> ".join(urls[seen[current] : index + 1])
+            return f"{message}: a redirect loop ({loop})"
+        seen[current] = index
+    return message
+
+
+def _fatal_message(url: str, exc: Exception) -> str:
+    if isinstance(exc, requests.exceptions.InvalidSchema):
+        match = _NO_ADAPTER_RE.search(str(exc))
+        if match is not None and match.group(2) != url:
+            return f"{url}: redirected to a non-http(s) URL: {match.group(2)}"
+    return f"{url}: {exc}"
+
+
+def timed_out(error: BaseException) -> bool:
+    """Whether *error* was caused by a read timeout."""
+    cause = error.__cause__
+    timeouts = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+    return isinstance(cause, timeouts)
