@@ -588,3 +588,44 @@ def test_destination_removed_before_a_download_starts(server: FaultServer, destd
     assert info.value.errno == errno.ENOENT
     assert not os.path.exists(destdir)  # not created again by taking the lock
     assert server.requests == []
+
+
+# --- leftovers and live downloads ---------------------------------------------------------
+
+
+def test_a_leftover_search_leaves_a_fresh_unlocked_temporary_alone(destdir: str) -> None:
+    # A download has created its temporary file and not locked it yet: a
+    # download of the same file looking for a leftover at that moment must
+    # not take it for an abandoned one.
+    dest = os.path.join(destdir, "same.bin")
+    fresh = os.path.join(destdir, temporary_name("same.bin"))
+    fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    try:
+        assert partfile.PartFile.adopt(dest, "http://127.0.0.1/same.bin") is None
+        assert os.path.exists(fresh)
+    finally:
+        os.close(fd)
+
+
+def test_a_leftover_search_does_not_take_a_file_published_meanwhile(
+    destdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer publishes its temporary file (rename, then unlock) between
+    # the search's open and its lock: the file locked is then the finished
+    # one, which must not be written into.
+    url = "http://127.0.0.1/same.bin"
+    dest = os.path.join(destdir, "same.bin")
+    part = os.path.join(destdir, temporary_name("same.bin"))
+    with open(part, "wb") as f:
+        f.write(b"x" * 60)
+    save_checkpoint(checkpoint_path(part), Checkpoint(url, 100, '"v1"', ((0, 60),)))
+    real_lock = partfile._lock
+
+    def published_first(fd: int) -> bool:
+        os.rename(part, dest)
+        return real_lock(fd)
+
+    monkeypatch.setattr(partfile, "_lock", published_first)
+
+    assert partfile.PartFile.adopt(dest, url) is None
+    assert read(dest) == b"x" * 60

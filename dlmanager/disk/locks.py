@@ -231,7 +231,8 @@ class StateDir:
 def try_exclusive(path: str) -> Iterator[bool]:
     """Hold *path*'s flock for the block if no one else does; yield whether we got it.
 
-    False too when the file cannot be opened.
+    False too when the file cannot be opened, or was renamed or replaced
+    between the open and the lock (the lock is then another file's).
     """
     try:
         fd = os.open(path, READ_FLAGS)
@@ -244,7 +245,7 @@ def try_exclusive(path: str) -> Iterator[bool]:
         except OSError:
             yield False
             return
-        yield True
+        yield same_file(fd, path)
     finally:
         os.close(fd)
 

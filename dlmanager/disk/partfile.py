@@ -14,10 +14,13 @@ import contextlib
 import errno
 import os
 import shutil
+import time
 from collections.abc import Iterator
 
 from dlmanager.disk import checkpoint, layout
 from dlmanager.disk.checkpoint import Checkpoint
+from dlmanager.disk.cleanup import STALE_MIN_AGE
+from dlmanager.disk.locks import same_file
 from dlmanager.errors import DlManagerError, InsufficientSpaceError, StorageError
 from dlmanager.redact import get_logger
 
@@ -95,9 +98,14 @@ class PartFile:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
         except OSError as exc:
             raise _storage_error("create", path, exc, url=url, dest=dest) from exc
-        if not _lock(fd):  # pragma: no cover - nobody else knows the fresh name yet
-            os.close(fd)
-            raise StorageError(f"cannot lock new temporary file {path}", url=url, dest=dest)
+        # A download looking for a leftover to resume may hold the fresh
+        # file's lock for a moment (it leaves files this young alone).
+        deadline = time.monotonic() + 1.0
+        while not _lock(fd):
+            if time.monotonic() > deadline:  # pragma: no cover - a process holding it stuck
+                os.close(fd)
+                raise StorageError(f"cannot lock new temporary file {path}", url=url, dest=dest)
+            time.sleep(0.005)
         log.debug("Writing %s into %s", dest, path)
         return cls(dest, path, fd, url)
 
@@ -122,12 +130,22 @@ class PartFile:
                 fd = os.open(path, os.O_RDWR | _NOFOLLOW)
             except OSError:
                 continue
-            if not _lock(fd):
+            if not _lock(fd) or not same_file(fd, path):
+                # A live download owns it, or published it between the
+                # open and the lock (then fd is the finished file).
                 os.close(fd)
-                continue  # a live download owns it
+                continue
             part = cls(dest, path, fd, url)
             saved = checkpoint.load(part.checkpoint_path)
-            size = os.fstat(fd).st_size
+            status = os.fstat(fd)
+            size = status.st_size
+            if (
+                saved is None
+                and time.time() - status.st_mtime < STALE_MIN_AGE
+                and not os.path.lexists(part.checkpoint_path)
+            ):
+                os.close(fd)  # just created by a download that has not locked it yet
+                continue
             if (
                 saved is None
                 or saved.url != url
