@@ -1,8 +1,9 @@
-"""A :class:`Download`: one file, fetched in a background thread; its life and its waits.
+"""A :class:`Download`: one file, fetched in a background thread; its life.
 
-The thread waits for a transfer slot, for an earlier download of the same
-destination and for the destination's lock, decides whether the file is
-already done (:func:`found_done`), then hands a
+The thread waits for a transfer slot and for its
+:class:`~dlmanager.destination.Destination` (an earlier download of the same
+file, the lock other processes see), decides whether the file is already
+done (:func:`~dlmanager.destination.found_done`), then hands a
 :class:`~dlmanager.transfer.loop.Transfer` what it needs (a
 :class:`~dlmanager.transfer.steps.Job`) and publishes, keeps or discards the
 temporary file according to the outcome.
@@ -10,7 +11,6 @@ temporary file according to the outcome.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import threading
@@ -20,16 +20,16 @@ from typing import Any, Union
 
 import requests
 
-from dlmanager.checksum import Checksum, file_digests
+from dlmanager.checksum import Checksum
 from dlmanager.config import (
     DEFAULT_CONNECTIONS,
     DEFAULT_MIN_SPLIT_SIZE,
     TimeoutLike,
     TransferOptions,
 )
-from dlmanager.disk.locks import DestinationLock
-from dlmanager.disk.partfile import PartFile, leftover_progress
-from dlmanager.errors import DownloadError, DownloadInterrupt, StorageError
+from dlmanager.destination import Destination, regular_file
+from dlmanager.disk.partfile import PartFile
+from dlmanager.errors import DownloadError, DownloadInterrupt
 from dlmanager.events import (
     DownloadEvent,
     DownloadState,
@@ -54,37 +54,8 @@ log = get_logger(__name__)
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 Limiter = Union[Slots, threading.Semaphore, threading.BoundedSemaphore]
 
-#: How often a download waiting for another one checks whether it was cancelled.
-_POLL = 0.1
-#: How often ``wait()`` wakes up to let KeyboardInterrupt in, in seconds.
-_JOIN_SLICE = 0.05
-
-
-@dataclasses.dataclass(frozen=True)
-class Destination:
-    """A destination that a :class:`~dlmanager.DownloadManager` coordinates,
-    given to :class:`Download` as its *dest*.
-
-    :ivar shown: the path :meth:`Download.get_dest` returns (as the manager's
-        :meth:`~dlmanager.DownloadManager.get_dest` gives it)
-    :ivar path: the path written, resolved when the manager was created
-    :ivar lock: the destination's lock between processes, or None
-    :ivar leftovers: whether a leftover of a stopped download may be there
-    :ivar after: a download of the same destination to let end first
-    """
-
-    shown: str
-    path: str
-    lock: DestinationLock | None = None
-    leftovers: bool = True
-    after: Download | None = None
-
-
-def found_done(present: bool, checksum: Checksum | None, digest: str | None) -> bool:
-    """Whether a file found at the destination once its lock is held is the
-    download's result (pure): it is there, and matches *checksum* if one is
-    given (*digest* is its digest in that algorithm)."""
-    return present and (checksum is None or digest == checksum.hexdigest)
+_POLL = 0.1  #: how often a semaphore limiter is tried again, in seconds
+_JOIN_SLICE = 0.05  #: how often wait() lets KeyboardInterrupt in, in seconds
 
 
 class Download:
@@ -197,16 +168,11 @@ class Download:
         self._opener = AttemptOpener(self._session, url, self._path, self._options,
                                      self._runtime.senders, self._cancel)  # fmt: skip
         self._error: ExcInfo | None = None
-        # Whether the caller received the error (wait(), error()): DownloadManager.wait()
-        # raises only the errors nobody received.
-        self._error_received = False
+        self._error_received = False  # by wait() or error(): DownloadManager.wait() skips it
         self._state = DownloadState.PENDING
         self._replacing = False  # a file was at dest when the transfer began
         self._keep_partial = False  # cancel(keep_partial=True)
-        # Who downloaded the file, when this one found it done (for the logs).
-        self._waited_for = "another download"
-        self._done_by: str | None = None
-        self._waited = False  # for another download or process: it may have left bytes
+        self._done_by: str | None = None  # who downloaded the file, when this one found it
         self.thread = threading.Thread(
             target=self._run, name=f"dlmanager {redact_url(url)}", daemon=True
         )
@@ -289,7 +255,9 @@ class Download:
             self.raise_if_error()
 
     def _wait_a_little(self) -> None:
-        """Join the thread for a moment (as dlmanager 0.1.1 did), or wait for it to start."""
+        """Join the thread for a moment (as 0.1.1 did), or wait for its start: a
+        manager starts it when its slot is granted (and an interrupted join()
+        can mark a live thread as stopped: the thread's own signal decides)."""
         if self.thread.ident is not None:
             try:
                 self.thread.join(_JOIN_SLICE)
@@ -298,17 +266,12 @@ class Download:
             else:
                 if self.thread.is_alive():
                     return
-        # Not started yet (a manager starts it when its slot is granted), or
-        # an interrupted join() marked a live thread as stopped (CPython):
-        # the thread's own signal is the reliable one.
         self._done.wait(_JOIN_SLICE)
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait up to *timeout* seconds (None: as long as it takes) for the
-        download to be over, without raising its error or cancelling it.
-
-        :return: whether it is over (or was never started)
-        """
+        """Wait up to *timeout* seconds (None: as long as it takes) for the download
+        to be over, without raising its error or cancelling it; whether it is
+        over (or was never started)."""
         if self._state is DownloadState.PENDING:
             return True
         return self._done.wait(timeout)
@@ -351,7 +314,7 @@ class Download:
         return self._destination.shown
 
     def get_url(self) -> str:
-        """The URL."""
+        """The URL (as given: with its credentials, if any)."""
         return self._url
 
     # -- beyond 0.1.1 ----------------------------------------------------------------
@@ -392,27 +355,31 @@ class Download:
         try:
             try:
                 self._check_cancel()
-                self._take_slot()
-                self._wait_for(destination.after)
-                self._wait_for_lock(destination.lock)
-                if not self._found_done():
+                if not self._holder.take():
+                    raise DownloadInterrupt()  # nothing held: the finally releases nothing
+                waited = destination.claim(self._url, self._cancel, self._events,
+                                           give_way=self._holder.release)  # fmt: skip
+                if destination.done(self.checksum):  # by whom it waited for, meanwhile
+                    self._done_by = waited or "another download"
+                    log.info("%s was downloaded by %s", self._path, self._done_by)
+                else:
                     # A file there that does not match the checksum stays
                     # until the new one is verified.
-                    self._replacing = self.checksum is not None and _regular_file(self._path)
-                    self._take_slot()  # again, if a wait above gave it up
+                    self._replacing = self.checksum is not None and regular_file(self._path)
+                    if not self._holder.take():  # again, if a wait above gave it up
+                        raise DownloadInterrupt()
                     self._state = DownloadState.RUNNING
-                    self._transfer(destination.leftovers or self._waited)
+                    self._transfer(destination.leftovers or waited is not None)
             finally:
                 # Whatever happened, at whatever step: nothing stays held.
                 self._holder.release()
-                if destination.lock is not None:
-                    destination.lock.release()
+                destination.release()
             self._state = DownloadState.DONE
         except DownloadInterrupt:
             self._state = DownloadState.CANCELLED
             log.debug("Download of %s cancelled", self._url)
         except BaseException as exc:
-            if self._replacing and isinstance(exc, DownloadError) and _regular_file(self._path):
+            if self._replacing and isinstance(exc, DownloadError) and regular_file(self._path):
                 exc.message += f"; the file already at {self._path} was left as it was"
             self._error = sys.exc_info()  # type: ignore[assignment]
             self._state = DownloadState.CANCELLED if self.is_canceled() else DownloadState.FAILED
@@ -443,63 +410,6 @@ class Download:
         if self._cancel.is_set():
             raise DownloadInterrupt()
 
-    def _take_slot(self) -> None:
-        if not self._holder.take():
-            raise DownloadInterrupt()  # the caller releases the slot
-
-    def _wait_for(self, previous: Download | None) -> None:
-        """Let a download of the same destination end first: one expecting
-        another checksum, or a cancelled one still cleaning up."""
-        if previous is None or previous.join(0):
-            return
-        self._holder.release()  # others go first meanwhile
-        while not previous.join(_POLL):
-            self._check_cancel()
-        self._waited = True
-
-    def _wait_for_lock(self, lock: DestinationLock | None) -> None:
-        """Wait while another process (or manager) downloads the same destination.
-
-        Meanwhile, progress is reported from that process's temporary file.
-        """
-        if lock is None or self._try_lock(lock):
-            return
-        self._waited_for = lock.holder()
-        log.info("%s is being downloaded by %s: waiting", self._path, self._waited_for)
-        self._holder.release()  # no place in the queue while waiting: others go first
-        while not self._try_lock(lock):
-            if self._cancel.wait(_POLL * 2):
-                raise DownloadInterrupt()
-            held = leftover_progress(self._path)
-            if held is not None:
-                self._events.total = held[1] if held[1] is not None else self._events.total
-                self._events.advance(held[0])
-        self._waited = True  # the other process finished, or died: then resume its bytes
-
-    def _try_lock(self, lock: DestinationLock) -> bool:
-        try:
-            return lock.try_acquire()
-        except StorageError as exc:
-            exc.url = self._url  # the lock knows the directory, not the URL
-            raise
-
-    def _found_done(self) -> bool:
-        """Whether another process (or download) finished the file while this one waited."""
-        if self._destination.lock is None or not _regular_file(self._path):
-            return False
-        expected = self._options.checksum
-        digest = None
-        if expected is not None:
-            try:
-                digest = file_digests(self._path, [expected.algorithm]).get(expected.algorithm)
-            except FileNotFoundError:
-                return False  # evicted meanwhile: downloaded again
-        if not found_done(True, expected, digest):
-            return False  # downloaded again, replacing it atomically
-        log.info("%s was downloaded by %s", self._path, self._waited_for)
-        self._done_by = self._waited_for
-        return True
-
     def _transfer(self, leftovers: bool) -> None:
         self._check_cancel()
         adopted = PartFile.adopt(self._path, self._url) if leftovers else None
@@ -524,11 +434,6 @@ class Download:
             else:
                 part.discard()
             raise
-
-
-def _regular_file(path: str) -> bool:
-    """Whether *path* is a regular file itself (a symlink to one does not count)."""
-    return os.path.isfile(path) and not os.path.islink(path)
 
 
 def unreceived(download: Download) -> bool:

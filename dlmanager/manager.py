@@ -16,34 +16,20 @@ from typing import IO, Any
 
 import requests
 
-from dlmanager.checksum import Checksum, file_digests, parse_checksum
+from dlmanager.checksum import Checksum, parse_checksum
 from dlmanager.config import (
     DEFAULT_CONNECTIONS,
     DEFAULT_MIN_SPLIT_SIZE,
     TimeoutLike,
     TransferOptions,
 )
-from dlmanager.disk.cleanup import leftover_fnames, remove_stale_temporaries
-from dlmanager.disk.locks import Pins, StateDir
-from dlmanager.disk.reservations import Reservations
-from dlmanager.download import Destination, Download, take_unreceived_error, unreceived
+from dlmanager.destination import HIT, JOIN, request_action
+from dlmanager.directory import Directory, mismatching, present
+from dlmanager.download import Download, take_unreceived_error, unreceived
 from dlmanager.errors import DownloadInterrupt
-from dlmanager.events import (
-    DownloadEvent,
-    DownloadState,
-    EventCallback,
-    EventKind,
-    ProgressCallback,
-)
-from dlmanager.names import (
-    as_path,
-    check_name_length,
-    check_url,
-    name_from_url,
-    name_max,
-    validate_fname,
-)
-from dlmanager.persist_limit import PersistLimit, mark_used
+from dlmanager.events import DownloadState, EventCallback, ProgressCallback
+from dlmanager.names import as_path, check_url, name_from_url
+from dlmanager.persist_limit import PersistLimit
 from dlmanager.redact import get_logger
 from dlmanager.retry import RetryLike
 from dlmanager.runtime import Runtime
@@ -53,67 +39,6 @@ from dlmanager.slots import Slots
 __all__ = ["Download", "DownloadInterrupt", "DownloadManager"]
 
 log = get_logger(__name__)
-
-#: The key under which the room reserved by every process's downloads in
-#: flight is counted in the persist limit.
-_IN_FLIGHT = "\x00downloads in flight"
-
-
-#: The modes of open() that DownloadManager.open accepts: reading only.
-_READ_MODES = frozenset({"r", "rt", "tr", "rb", "br"})
-
-
-JOIN = "join"  # the download in flight is the one asked for
-HIT = "hit"  # the file is there
-START = "start"  # a new download
-
-
-def request_action(
-    *,
-    running: bool,
-    running_checksum: Checksum | None,
-    expected: Checksum | None,
-    present: bool,
-    mismatching: bool,
-) -> str:
-    """What a request for a destination gets (pure): :data:`JOIN` the download
-    in flight (unless it expects another checksum), a :data:`HIT` on the file
-    there (unless it does not match the checksum asked for), or a
-    :data:`START`."""
-    if running and (expected is None or running_checksum == expected):
-        return JOIN
-    if not running and present and not mismatching:
-        return HIT
-    return START
-
-
-def _present(dest: str) -> bool:
-    """Whether a downloaded file is at *dest*: a symlink, even to a file, is not one."""
-    return os.path.exists(dest) and not os.path.islink(dest)
-
-
-def _mismatching(dest: str, expected: Checksum) -> bool:
-    """Whether the file at *dest* does not match *expected* (False once it is gone)."""
-    try:
-        actual = file_digests(dest, [expected.algorithm]).get(expected.algorithm)
-    except FileNotFoundError:
-        return False
-    if actual == expected.hexdigest:
-        return False
-    log.warning("%s does not match %s (it has %s): downloading it again; it stays as it is "
-                "until the new one is verified", dest, expected, actual)  # fmt: skip
-    return True
-
-
-def _prepare_destdir(destdir: str) -> None:
-    if os.path.exists(destdir) and not os.path.isdir(destdir):
-        raise NotADirectoryError(f"destination {destdir!r} exists and is not a directory")
-    try:
-        os.makedirs(destdir, exist_ok=True)
-    except OSError as exc:
-        raise type(exc)(f"cannot create destination directory {destdir!r}: {exc}") from exc
-    if not os.access(destdir, os.W_OK | os.X_OK):
-        raise PermissionError(f"destination directory {destdir!r} is not writable")
 
 
 class DownloadManager:
@@ -150,23 +75,18 @@ class DownloadManager:
     :param max_size: the largest file accepted, in bytes, or None for no
         limit (see :class:`Download`); not to be confused with the
         directory's cap, *persist_limit*
+    :param runtime: a :class:`~dlmanager.runtime.Runtime` to share with other
+        managers (default: the manager's own, which :meth:`close` closes)
     :raises NotADirectoryError: when *destdir* is a file
     :raises PermissionError: when *destdir* is not writable
     :raises ValueError: for an invalid *max_workers*, *retry*, *timeout*,
         *connections*, *min_split_size* or *max_size*
 
-    Names are checked: whether given or derived from the URL, a file name
-    that would land outside *destdir* (``..``, a path separator, an
-    absolute path, NUL) or on dlmanager's own files is refused with
-    :class:`ValueError` before anything is written. A symlink found at a
-    destination is not taken for the file: it is replaced by the download
-    (its target is never written).
-
-    TLS certificates are verified. To trust another CA, pass a session with
-    ``verify`` set (``dlmanager.session.DownloadSession(verify="ca.pem")``,
-    or any ``requests.Session``), or set ``REQUESTS_CA_BUNDLE``. The
-    manager's own session follows at most 10 redirects, to http(s) URLs
-    only, and sends ``Authorization`` to the first URL's origin only.
+    Names are checked, given or derived from the URL: one that would land
+    outside *destdir* or on dlmanager's own files raises :class:`ValueError`
+    before anything is written. A symlink at a destination is replaced by the
+    download, never written through. TLS certificates are verified (see
+    :ref:`security` for a CA of your own, redirects and credentials).
     """
 
     def __init__(
@@ -198,11 +118,10 @@ class DownloadManager:
         self.max_workers = max_workers
         #: The destination directory as given (:meth:`get_dest` joins names to it).
         self.destdir = as_path(destdir, "destdir")
+        self.persist_limit = persist_limit or PersistLimit(0)
         # Every file operation uses the directory resolved now: a later
         # os.chdir() changes nothing.
-        self._root = os.path.abspath(self.destdir)
-        _prepare_destdir(self._root)
-        self._name_max = name_max(self._root)
+        self._directory = Directory(os.path.abspath(self.destdir), self.persist_limit)
         # The background threads of its downloads: its own, or one it shares.
         self._runtime = runtime or Runtime()
         self._owns_runtime = runtime is None
@@ -210,9 +129,6 @@ class DownloadManager:
         if session is None:
             session = self._own_session = DownloadSession(max_workers * connections)
         self.session = session
-        self.persist_limit = persist_limit or PersistLimit(0)
-        # Whether this manager follows the limit's directory live (and stops it).
-        self._watching = False
         #: The downloads in flight, by destination (as :meth:`get_dest` gives it).
         self._downloads: dict[str, Download] = {}
         # Started downloads whose end wait() has not seen yet, in start order:
@@ -221,26 +137,10 @@ class DownloadManager:
         self._unfinished: dict[Download, None] = {}
         # Failed downloads whose error wait() has not raised yet, oldest first.
         self._failed: list[Download] = []
-        self._failed_kept = 64  # pruned of the received errors when twice as long
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)  # a download ended
         self._closed = False
         self._limiter = Slots(max_workers)  # first started, first to transfer
-        for path in remove_stale_temporaries(self._root):
-            log.info("Removed a temporary file left by a stopped process: %s", path)
-        # Names with a leftover to resume; other downloads skip the scan.
-        self._leftovers = leftover_fnames(self._root)
-        self._state = StateDir(self._root)
-        self._state.remove_stale()
-        self._pins = Pins(self._state, self._root)
-        self._reservations = Reservations(self._state)
-        if self.persist_limit.enabled:
-            try:
-                # Live accounting: other processes' changes reach the index.
-                self.persist_limit.watch(self._root)  # registers what is there
-                self._watching = True
-            except RuntimeError:  # the limit already accounts for another directory
-                self.persist_limit.register_dir_content(self._root)
 
     def __enter__(self) -> DownloadManager:
         return self
@@ -283,9 +183,7 @@ class DownloadManager:
         self.wait(raise_if_error=False)
         if self._own_session is not None:
             self._own_session.close()
-        if self._watching:
-            self.persist_limit.close()
-            self._watching = False
+        self._directory.close()
         if self._owns_runtime:
             self._runtime.close()
 
@@ -297,11 +195,7 @@ class DownloadManager:
             long for the filesystem (with the suffixes of dlmanager's
             temporary files)
         """
-        return os.path.join(self.destdir, check_name_length(validate_fname(fname), self._name_max))
-
-    def _path(self, dest: str) -> str:
-        """The resolved path of *dest*, a path :meth:`get_dest` gave."""
-        return os.path.join(self._root, os.path.basename(dest))
+        return os.path.join(self.destdir, self._directory.check_name(fname))
 
     def cancel(
         self, cancel_if: Callable[[Download], Any] | None = None, *, keep_partial: bool = False
@@ -396,11 +290,11 @@ class DownloadManager:
         check_url(url)
         expected = parse_checksum(checksum)
         dest = self.get_dest(fname if fname is not None else name_from_url(url))
-        path = self._path(dest)
+        path = self._directory.path(os.path.basename(dest))
         stale = False  # a file that does not match: replaced once the new one is verified
-        if expected is not None and self._live(dest) is None and _present(path):
+        if expected is not None and self._live(dest) is None and present(path):
             # Hash a file already there outside the lock: it may be big.
-            stale = _mismatching(path, expected)
+            stale = mismatching(path, expected)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"the DownloadManager of {self.destdir} is closed")
@@ -409,7 +303,7 @@ class DownloadManager:
                 running=running is not None,
                 running_checksum=running.checksum if running is not None else None,
                 expected=expected,
-                present=_present(path),
+                present=present(path),
                 mismatching=stale,
             )
             if action == JOIN:
@@ -418,29 +312,21 @@ class DownloadManager:
                     running.set_progress(progress)
                 return running
             if action == HIT:
-                self._mark_used(path)
+                self._directory.mark_used(path)
                 return None
             if os.path.islink(path):
                 log.warning("%s is a symlink: replacing it with the download", path)
-            fname = os.path.basename(path)
-            destination = Destination(
-                dest,
-                path,
-                lock=self._state.lock(fname),
-                leftovers=fname in self._leftovers,
-                # One in flight (with another checksum, or cancelled and
-                # cleaning up): the new one lets it end first, then takes its
-                # file if it matches, else downloads it again.
-                after=self._downloads.get(dest),
-            )
-            self._leftovers.discard(fname)
+            # One in flight (with another checksum, or cancelled and cleaning
+            # up): the new one lets it end first, then takes its file if it
+            # matches, else downloads it again.
+            destination = self._directory.destination(dest, after=self._downloads.get(dest))
             download = Download(
                 url,
                 destination,
                 finished_callback=self._finished,
                 session=self.session,
                 progress=progress,
-                on_event=self._reserving(dest, on_event),
+                on_event=self._directory.reserving(dest, on_event, self.evict),
                 limiter=self._limiter,
                 options=dataclasses.replace(self.options, checksum=expected),
                 runtime=self._runtime,
@@ -459,13 +345,6 @@ class DownloadManager:
             return None
         return running
 
-    def _mark_used(self, path: str) -> None:
-        """Record a use of the file at *path* (in the index only when there is a limit)."""
-        if self.persist_limit.enabled:
-            self.persist_limit.touch(path)
-        else:
-            mark_used(path)
-
     def _download_started(self, dl: Download) -> None:
         """Hook called when *dl* is about to start. Subclasses call the base."""
         log.debug("Download of %s started", dl.get_url())
@@ -480,10 +359,8 @@ class DownloadManager:
                     del self._downloads[dl.get_dest()]
                 if dl.state is DownloadState.FAILED:
                     self._failed.append(dl)
-                    if len(self._failed) >= 2 * self._failed_kept:
-                        # Errors received meanwhile need no keeping for wait().
+                    if len(self._failed) % 64 == 0:  # the errors received need no keeping
                         self._failed = [d for d in self._failed if unreceived(d)]
-                        self._failed_kept = max(64, len(self._failed))
             self._download_finished(dl)
         finally:
             with self._lock:
@@ -496,7 +373,7 @@ class DownloadManager:
         when the file is in place, it records its use and applies the persist
         limit (:meth:`evict`)."""
         if dl.state is DownloadState.DONE:
-            self._mark_used(self._path(dl.get_dest()))
+            self._directory.mark_used(self._directory.path(os.path.basename(dl.get_dest())))
             self.evict()
 
     def _files_evicted(self, paths: list[str]) -> None:
@@ -517,43 +394,13 @@ class DownloadManager:
 
         :return: the paths removed, least recently used first
         """
-        limit = self.persist_limit
-        if not limit.enabled:
-            return []
-        with self._pins.evicting() as protect:
-            limit.reserve(_IN_FLIGHT, self._reservations.total())
-            removed = limit.remove_old_files(protect=protect)
+        removed = self._directory.evict()
         if removed:
             try:
                 self._files_evicted(removed)
             except Exception:
                 log.exception("_files_evicted hook of %s failed", self.destdir)
         return removed
-
-    def _reserving(self, dest: str, on_event: EventCallback | None) -> EventCallback | None:
-        """An ``on_event`` hook that reserves the download's size against the cap.
-
-        As soon as a download knows its size, that much room is made for it
-        (evicting if needed), so that many downloads in flight do not overshoot
-        the cap; the reservation ends with the download. When the persist
-        limit is off, the caller's hook is used as is (no work added per chunk).
-        """
-        if not self.persist_limit.enabled:
-            return on_event
-        fname = os.path.basename(dest)
-
-        def hook(event: DownloadEvent) -> None:
-            if event.kind is EventKind.STARTED and event.total:
-                self._reservations.hold(fname, event.total)
-                self.evict()
-            elif event.kind is EventKind.FINISHED:
-                self._reservations.release(fname)
-                # What the limit counts in flight no longer includes it.
-                self.persist_limit.reserve(_IN_FLIGHT, self._reservations.total())
-            if on_event is not None:
-                on_event(event)
-
-        return hook
 
     @contextlib.contextmanager
     def pin(self, fname: str) -> Iterator[str]:
@@ -571,8 +418,7 @@ class DownloadManager:
         :return: the file's path (absolute)
         :raises FileNotFoundError: when the file is not there
         """
-        with self._pins.pin(self._path(self.get_dest(fname))) as path:
-            self._mark_used(path)
+        with self._directory.pin(self._directory.check_name(fname)) as path:
             yield path
 
     @contextlib.contextmanager
@@ -595,13 +441,8 @@ class DownloadManager:
         :raises ValueError: for a mode that writes, appends or creates
         :raises FileNotFoundError: when the file is not there
         """
-        if mode not in _READ_MODES:
-            raise ValueError(
-                f"invalid mode {mode!r}: DownloadManager.open only reads files "
-                f"(use one of {', '.join(repr(m) for m in sorted(_READ_MODES))})"
-            )
-        with (
-            self.pin(fname) as path,
-            open(path, mode, encoding=encoding, errors=errors, newline=newline) as handle,
-        ):
+        with self._directory.open(
+            self._directory.check_name(fname), mode, encoding=encoding, errors=errors,
+            newline=newline,
+        ) as handle:  # fmt: skip
             yield handle

@@ -89,10 +89,14 @@ class Runtime:
         self.checkpoints.join_idle(timeout)
         self.stall_guard.join_idle(timeout)
 
-    def close(self) -> None:
-        """Cancel what still runs, end the idle threads; no exit handler any more."""
+    def close(self, busy_timeout: float = 1.0) -> None:
+        """Cancel what still runs, end the idle threads, wait up to
+        *busy_timeout* seconds for the request threads still busy; no exit
+        handler any more."""
         self.cancel_all()
         self.end_idle_threads()
+        self.senders.join_busy(busy_timeout)
+        self.end_idle_threads()  # those that were busy and went idle meanwhile
         atexit.unregister(self.cancel_all)
 
 

@@ -232,20 +232,26 @@ def test_a_file_another_process_downloaded_is_not_said_downloaded(
     server: FaultServer, destdir: str
 ) -> None:
     data = make_data(600_000)
-    server.add("/f.bin", Resource(data, trickle=(60_000, 0.05)))
+    # The first process stalls halfway for a while: the second one meets its lock.
+    server.add("/f.bin", Resource(data, stall_after=[300_000], stall_seconds=4))
     url = server.url("/f.bin")
-    first = popen(["-d", destdir, url])
+    first = popen(["-d", destdir, url, "--timeout", "30"])
     deadline = time.monotonic() + WAIT
     while not temporaries(destdir):
         assert time.monotonic() < deadline, "the first process never started"
         time.sleep(0.02)
-    second = run_cli(["-d", destdir, url])
+    second = popen(["-d", destdir, url, "-v"])
+    assert second.stderr is not None
+    for line in second.stderr:  # -v: the wait is logged
+        if "is being downloaded by another process: waiting" in line:
+            break
+    out, _ = second.communicate(timeout=WAIT)
     _, err = first.communicate(timeout=WAIT)
 
     assert first.returncode == 0, err
-    assert second.returncode == 0, second.stderr
-    assert file_lines(second.stdout) == [f"skipped {url} (done by another process)"]
-    assert len(server.requests_for("/f.bin")) == 1
+    assert second.returncode == 0
+    assert file_lines(out) == [f"skipped {url} (done by another process)"]
+    assert len(server.requests_for("/f.bin")) == 2  # the first one's, and its resume
     assert read(os.path.join(destdir, "f.bin")) == data
 
 

@@ -30,7 +30,7 @@ from dlmanager import (
     RetryPolicy,
     Timeouts,
 )
-from dlmanager import download as download_module
+from dlmanager import destination as destination_module
 from dlmanager.disk.layout import STATE_DIR, temporary_name
 from dlmanager.disk.locks import StateDir
 from tests.conftest import listing, parts, read, temporaries
@@ -557,7 +557,7 @@ def test_a_file_evicted_while_it_is_checked_is_downloaded_again(
     server.add("/f.bin", data)
     other = StateDir(destdir).lock("f.bin")  # another process downloads f.bin
     assert other is not None and other.try_acquire()
-    real = download_module.file_digests
+    real = destination_module.file_digests
 
     def evicted_first(path: str, algorithms: Any) -> Any:
         os.remove(path)  # another process evicts the file at this moment
@@ -568,7 +568,7 @@ def test_a_file_evicted_while_it_is_checked_is_downloaded_again(
         assert download is not None
         with open(os.path.join(destdir, "f.bin"), "wb") as handle:
             handle.write(data)  # the other process publishes the file...
-        monkeypatch.setattr(download_module, "file_digests", evicted_first)
+        monkeypatch.setattr(destination_module, "file_digests", evicted_first)
         other.release()  # ...and releases its lock
         download.wait()
 

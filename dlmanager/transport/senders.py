@@ -15,7 +15,7 @@ __all__ = ["Senders"]
 
 
 class _Sender:
-    """One thread of :class:`_Senders`, and the task handed to it."""
+    """One thread of :class:`Senders`, and the task handed to it."""
 
     def __init__(self, pool: Senders, task: Callable[[], bool]) -> None:
         self.pool = pool
@@ -25,13 +25,16 @@ class _Sender:
         self.thread = threading.Thread(target=self.run, name="dlmanager-request", daemon=True)
 
     def run(self) -> None:
-        while True:
-            task, self.task = self.task, None
-            assert task is not None
-            reuse = task()
-            del task  # an idle thread must not keep the last request's response alive
-            if not reuse or not self.pool.rest(self):
-                return
+        try:
+            while True:
+                task, self.task = self.task, None
+                assert task is not None
+                reuse = task()
+                del task  # an idle thread must not keep the last request's response alive
+                if not reuse or not self.pool.rest(self):
+                    return
+        finally:
+            self.pool.ended(self)
 
 
 class Senders:
@@ -46,6 +49,7 @@ class Senders:
     def __init__(self, idle_timeout: float = 5.0) -> None:
         self._lock = threading.Lock()
         self._idle: list[_Sender] = []
+        self._all: set[_Sender] = set()  # the threads alive, idle or busy
         self._idle_timeout = idle_timeout
 
     def submit(self, task: Callable[[], bool]) -> None:
@@ -58,7 +62,15 @@ class Senders:
                 sender.task = task
                 sender.handed.set()
         if sender is None:
-            _Sender(self, task).thread.start()
+            sender = _Sender(self, task)
+            with self._lock:
+                self._all.add(sender)
+            sender.thread.start()
+
+    def ended(self, sender: _Sender) -> None:
+        """*sender*'s thread ends (called from it)."""
+        with self._lock:
+            self._all.discard(sender)
 
     def rest(self, sender: _Sender) -> bool:
         """Wait, in *sender*'s thread, for its next task; False when it is to end."""
@@ -83,3 +95,14 @@ class Senders:
         deadline = time.monotonic() + timeout
         for sender in idle:
             sender.thread.join(max(0.0, deadline - time.monotonic()))
+
+    def join_busy(self, timeout: float) -> None:
+        """Wait up to *timeout* seconds in all for the threads still sending a
+        request (one a cancel abandoned ends at once when its socket was shut
+        down; one waiting for a server's headers ends when they arrive)."""
+        with self._lock:
+            busy = list(self._all)
+        deadline = time.monotonic() + timeout
+        for sender in busy:
+            if sender.thread is not threading.current_thread():
+                sender.thread.join(max(0.0, deadline - time.monotonic()))
