@@ -17,6 +17,8 @@ a :class:`LoopbackHandler` subclass that implements :meth:`~LoopbackHandler.serv
   chunked on demand, stopped by :meth:`~BackgroundServer.stop`) and the faults
   that cut a connection (:meth:`~LoopbackHandler.stall`,
   :meth:`~LoopbackHandler.abort`, :meth:`~LoopbackHandler.reset`).
+- :class:`SilentListener` accepts connections and never answers them;
+  :func:`free_port` names a port nothing listens on.
 
 .. code-block:: python
 
@@ -52,6 +54,8 @@ __all__ = [
     "LoopbackHandler",
     "LoopbackServer",
     "RecordedRequest",
+    "SilentListener",
+    "free_port",
     "if_range_holds",
     "parse_range",
     "shutdown_socket",
@@ -105,6 +109,14 @@ def shutdown_socket(connection: socket.socket) -> None:
         connection.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on: a connection there is refused."""
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 @dataclass(frozen=True)
@@ -414,3 +426,44 @@ class BackgroundServer:
     def _count_sent(self, count: int) -> None:
         with self._lock:
             self._bytes_sent += count
+
+
+class SilentListener:
+    """A socket on 127.0.0.1 that takes connections and never answers them: the
+    kernel completes up to eight connections without :meth:`accept`, and their
+    requests wait for an answer that never comes. A context manager (closes)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind((HOST, 0))
+        self.socket.listen(8)
+        self.port: int = self.socket.getsockname()[1]
+
+    def url(self, path: str = "/") -> str:
+        """``http://127.0.0.1:PORT`` and ``path``."""
+        return f"http://{HOST}:{self.port}{path}"
+
+    def accept(self, timeout: float) -> socket.socket:
+        """The next connection, waited for *timeout* seconds at most, to read from."""
+        self.socket.settimeout(timeout)
+        connection, _ = self.socket.accept()
+        return connection
+
+    def connected(self) -> bool:
+        """Whether a connection waits to be accepted (it is then closed)."""
+        self.socket.setblocking(False)
+        try:
+            connection, _ = self.socket.accept()
+        except BlockingIOError:
+            return False
+        connection.close()
+        return True
+
+    def close(self) -> None:
+        self.socket.close()
+
+    def __enter__(self) -> SilentListener:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -17,7 +17,6 @@ import errno
 import hashlib
 import itertools
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -41,7 +40,7 @@ from dlmanager.session import MAX_REDIRECTS, DownloadSession
 from dlmanager.storage import PartFile
 from dlmanager.transfer import Attempt
 from tests.conftest import listing, read, temporaries
-from tests.loopback import BackgroundServer, LoopbackHandler
+from tests.loopback import BackgroundServer, LoopbackHandler, SilentListener
 from tests.server import FaultServer, Resource, make_data, strong_etag
 
 DATA = make_data(300_000, seed=11)
@@ -219,32 +218,20 @@ def test_redirect_chain_past_the_limit_fails(server: FaultServer, destdir: str) 
     assert listing(destdir) == []
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    """A listening socket that no test expects a connection on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock
-        sock.setblocking(False)
-        with pytest.raises(BlockingIOError):  # nobody connected
-            sock.accept()
-
-
 @pytest.mark.parametrize("session_class", SESSIONS)
 @pytest.mark.parametrize("scheme", ["ftp", "file", "data", "gopher"])
 def test_redirect_to_another_scheme_fetches_nothing(
     server: FaultServer,
     destdir: str,
     tmp_path: os.PathLike[str],
-    listener: socket.socket,
+    silent_listener: SilentListener,
     session_class: type[requests.Session],
     scheme: str,
 ) -> None:
     secret = os.path.join(os.fspath(tmp_path), "secret.txt")
     with open(secret, "wb") as handle:
         handle.write(b"not for download")
-    port = listener.getsockname()[1]
+    port = silent_listener.port
     target = {
         "ftp": f"ftp://127.0.0.1:{port}/file.bin",
         "file": f"file://{secret}",
@@ -262,6 +249,7 @@ def test_redirect_to_another_scheme_fetches_nothing(
     assert len(server.requests) == 1
     assert listing(destdir) == []
     assert temporaries(destdir) == []
+    assert not silent_listener.connected()
 
 
 # --- max_size -----------------------------------------------------------------------------
