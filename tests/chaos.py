@@ -53,7 +53,7 @@ from types import MappingProxyType
 from typing import Any, cast
 from urllib.parse import quote, unquote, urlsplit
 
-from tests.loopback import BackgroundServer, LoopbackHandler
+from tests.loopback import BackgroundServer, LoopbackHandler, requested_range
 
 __all__ = [
     "DEFAULT_RATES",
@@ -309,7 +309,8 @@ class _Handler(LoopbackHandler["ChaosServer"]):
         fault = decision.fault if decision is not None else None
         span = range(file.size)
         content_range: str | None = None
-        requested = self.requested_range(file.size, file.etag(version), file.last_modified(version))
+        validators = file.etag(version), file.last_modified(version)
+        requested = requested_range(self.headers, file.size, *validators)
         if requested is not None and not requested:
             self.send_page(
                 HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,

@@ -10,13 +10,14 @@ a :class:`LoopbackHandler` subclass that implements :meth:`~LoopbackHandler.serv
   handlers' waits and cuts every connection at once; ``with`` starts it
   (unless started) and stops it.
 - :class:`LoopbackHandler` answers GET and HEAD over HTTP/1.1 keep-alive,
-  silently, with the pieces every server shares: the one Range parser
-  (:meth:`~LoopbackHandler.requested_range` over :func:`parse_range` and
-  :func:`if_range_holds`), the one page sender (:meth:`~LoopbackHandler.send_page`),
-  the one body sender (:meth:`~LoopbackHandler.send_body`: counted, paced,
-  chunked on demand, stopped by :meth:`~BackgroundServer.stop`) and the faults
-  that cut a connection (:meth:`~LoopbackHandler.stall`,
-  :meth:`~LoopbackHandler.abort`, :meth:`~LoopbackHandler.reset`).
+  silently, with the pieces every server shares: the one page sender
+  (:meth:`~LoopbackHandler.send_page`), the one body sender
+  (:meth:`~LoopbackHandler.send_body`: counted, paced, chunked on demand,
+  stopped by :meth:`~BackgroundServer.stop`) and the faults that cut a
+  connection (:meth:`~LoopbackHandler.stall`, :meth:`~LoopbackHandler.abort`,
+  :meth:`~LoopbackHandler.reset`).
+- :func:`requested_range` is the one Range parser: the bytes a request asks
+  for, with ``If-Range`` (:func:`parse_range`, :func:`if_range_holds`).
 - :class:`SilentListener` accepts connections and never answers them;
   :func:`free_port` names a port nothing listens on.
 
@@ -43,6 +44,7 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -58,6 +60,7 @@ __all__ = [
     "free_port",
     "if_range_holds",
     "parse_range",
+    "requested_range",
     "shutdown_socket",
 ]
 
@@ -101,6 +104,26 @@ def if_range_holds(value: str | None, etag: str | None, last_modified: str | Non
     if value.startswith(('"', "W/")):
         return value == etag and not value.startswith("W/")
     return value == last_modified
+
+
+def requested_range(
+    headers: Message,
+    size: int,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    *,
+    if_range: bool = True,
+) -> range | None:
+    """The bytes of a ``size``-byte body a 206 answers to a request with these *headers*
+    (empty: a 416), or None to send the whole body: no ``Range``, a Range
+    :func:`parse_range` ignores, or an ``If-Range`` that does not hold (unless
+    ``if_range`` is false)."""
+    header = headers.get("Range")
+    if header is None:
+        return None
+    if if_range and not if_range_holds(headers.get("If-Range"), etag, last_modified):
+        return None
+    return parse_range(header, size)
 
 
 def shutdown_socket(connection: socket.socket) -> None:
@@ -174,24 +197,6 @@ class LoopbackHandler(BaseHTTPRequestHandler, Generic[_Owner]):
     def serve(self) -> None:
         """Answer the request (a HEAD: the headers of a GET, without body)."""
         raise NotImplementedError
-
-    def requested_range(
-        self,
-        size: int,
-        etag: str | None = None,
-        last_modified: str | None = None,
-        *,
-        if_range: bool = True,
-    ) -> range | None:
-        """The bytes of a ``size``-byte body a 206 answers (empty: a 416), or None to
-        send the whole body: no ``Range``, a Range :func:`parse_range` ignores, or an
-        ``If-Range`` that does not hold (unless ``if_range`` is false)."""
-        header = self.headers.get("Range")
-        if header is None:
-            return None
-        if if_range and not if_range_holds(self.headers.get("If-Range"), etag, last_modified):
-            return None
-        return parse_range(header, size)
 
     def send_page(self, status: int, headers: Mapping[str, str] | None = None) -> None:
         """Answer *status* with a small HTML page (none for 204 and 304) and the extra

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 
-from tests.loopback import BackgroundServer, LoopbackHandler, RecordedRequest
+from tests.loopback import BackgroundServer, LoopbackHandler, RecordedRequest, requested_range
 
 __all__ = [
     "CHANGED_LAST_MODIFIED",
@@ -159,8 +159,8 @@ class _Handler(LoopbackHandler["FaultServer"]):
         size = len(res.data)
         span = None
         if not res.ignore_range:
-            span = self.requested_range(
-                size, res.etag, res.last_modified, if_range=not res.ignore_if_range
+            span = requested_range(
+                self.headers, size, res.etag, res.last_modified, if_range=not res.ignore_if_range
             )
         if span is None:
             return HTTPStatus.OK, res.data, {}
