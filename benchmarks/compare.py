@@ -8,8 +8,9 @@ variant, ``--help`` for the options). The script:
   127.0.0.1 (a free port) with nginx when it is installed (a child process with a
   generated configuration: one process, ``sendfile on``, and a ``/limited/`` location
   over the same files with ``limit_rate 20m``), else with a Python server in a child
-  process (HTTP/1.1, single ``Range`` with 206, ``ETag``, ``Last-Modified``,
-  ``sendfile``, and a 20 MiB/s token bucket per connection under ``/limited/``);
+  process (HTTP/1.1, single ``Range`` with 206 and ``If-Range`` by the rules of the
+  test servers, ``tests/loopback.py``, ``ETag``, ``Last-Modified``, ``sendfile``,
+  and a 20 MiB/s token bucket per connection under ``/limited/``);
 * measures three cases: (a) one 1 GiB file over one connection; (b) one 256 MiB file
   from ``/limited/`` (20 MiB/s per connection), over one and over eight connections;
   (c) 500 files of 64 KiB, eight at a time;
@@ -37,7 +38,6 @@ import json
 import os
 import platform
 import random
-import re
 import shlex
 import shutil
 import signal
@@ -104,36 +104,6 @@ class _TokenBucket:
         self.tokens -= amount
 
 
-class _Unsatisfiable(Exception):
-    """The Range header asks for bytes the file does not have (416)."""
-
-
-def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """The inclusive byte range a single-range ``Range`` header asks for.
-
-    None when the header is to be ignored (malformed, another unit, or several ranges:
-    the whole file is then sent with 200, which RFC 9110 allows).
-    """
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    match = re.fullmatch(r"\s*(\d*)\s*-\s*(\d*)\s*", spec)
-    if match is None or not (match.group(1) or match.group(2)):
-        return None
-    first, last = match.group(1), match.group(2)
-    if not first:  # a suffix: the last N bytes
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            raise _Unsatisfiable
-        return max(0, size - suffix), size - 1
-    start = int(first)
-    if last and int(last) < start:
-        return None
-    if start >= size:
-        raise _Unsatisfiable
-    return start, min(int(last), size - 1) if last else size - 1
-
-
 class _FileHandler(http.server.BaseHTTPRequestHandler):
     """Serves the files under ``root``; the same files, rate-limited, under ``/limited/``."""
 
@@ -164,15 +134,6 @@ class _FileHandler(http.server.BaseHTTPRequestHandler):
         target = os.path.join(self.root, relative)
         return (target, limited) if os.path.isfile(target) else None
 
-    def _if_range_holds(self, etag: str, last_modified: str) -> bool:
-        value = self.headers.get("If-Range")
-        if value is None:
-            return True
-        value = value.strip()
-        if value.startswith(('"', "W/")):
-            return value == etag  # strong comparison: a weak tag never matches
-        return value == last_modified
-
     def _respond(self, body: bool) -> None:
         resolved = self._resolve()
         if resolved is None:
@@ -184,19 +145,19 @@ class _FileHandler(http.server.BaseHTTPRequestHandler):
             size = status.st_size
             etag = f'"{status.st_mtime_ns:x}-{size:x}"'
             last_modified = email.utils.formatdate(status.st_mtime, usegmt=True)
+            # The test servers' rules: one range or none, If-Range strong (tests/loopback.py).
+            from tests.loopback import requested_range
+
             start, end, code = 0, size - 1, 200
-            header = self.headers.get("Range")
-            if header is not None and self._if_range_holds(etag, last_modified):
-                try:
-                    wanted = _parse_range(header, size)
-                except _Unsatisfiable:
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{size}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if wanted is not None:
-                    (start, end), code = wanted, 206
+            span = requested_range(self.headers, size, etag, last_modified)
+            if span is not None and not span:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if span:
+                start, end, code = span.start, span.stop - 1, 206
             length = end - start + 1
             self.send_response(code)
             self.send_header("Content-Type", "application/octet-stream")
@@ -239,6 +200,8 @@ class _Server(http.server.ThreadingHTTPServer):
 
 def _serve(data_dir: str) -> int:
     """Serve *data_dir* on 127.0.0.1 until stdin closes or SIGTERM; print the port first."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)  # for tests.loopback
     handler = type("Handler", (_FileHandler,), {"root": os.path.abspath(data_dir)})
     server = _Server((HOST, 0), handler)
     return serve_until_stdin_closes(server, server.server_address[1])

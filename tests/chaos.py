@@ -43,8 +43,6 @@ import enum
 import functools
 import hashlib
 import random
-import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -55,15 +53,7 @@ from types import MappingProxyType
 from typing import Any, cast
 from urllib.parse import quote, unquote, urlsplit
 
-from dlmanager.cli.demoserver import (
-    BLOCK_SIZE,
-    HOST,
-    BackgroundServer,
-    LoopbackHandler,
-    LoopbackServer,
-    shutdown_socket,
-)
-from tests.server import parse_range
+from tests.loopback import BackgroundServer, LoopbackHandler, requested_range
 
 __all__ = [
     "DEFAULT_RATES",
@@ -80,8 +70,8 @@ __all__ = [
 BASE_TIME = 1_700_000_000
 #: Seconds an idle keep-alive connection is kept open.
 IDLE_TIMEOUT = 10.0
-#: Upper bound, in seconds, of each waiting step of :meth:`ChaosServer.close`.
-STOP_TIMEOUT = 5.0
+#: Files are generated, and sent, in blocks of this size.
+BLOCK_SIZE = 64 * 1024
 #: A ``bad-range`` answer is off by 1 to this many bytes.
 MAX_SHIFT = 4096
 
@@ -202,9 +192,8 @@ class ChaosFile:
     """A generated file: every version is ``size`` deterministic pseudo-random bytes.
 
     The bytes of a version are derived from ``(name, version)``, a block of
-    :data:`~dlmanager.cli.demoserver.BLOCK_SIZE` at a time with
-    :func:`hashlib.shake_256`, as the demo server does, so that any range is
-    cheap to produce. Every version has the same size: only the validators
+    :data:`BLOCK_SIZE` at a time with :func:`hashlib.shake_256`, so that any
+    range is cheap to produce. Every version has the same size: only the validators
     tell them apart.
 
     :param name: the file name, served at ``/<name>`` (no ``/``)
@@ -282,26 +271,18 @@ class ChaosStats:
     """Status faults sent with a ``Retry-After`` header."""
 
 
-class _Handler(LoopbackHandler):
+class _Handler(LoopbackHandler["ChaosServer"]):
     """Serves the files of the owning :class:`ChaosServer`, injecting its faults
     (a HEAD gets the headers of a plain GET of the current version, no fault)."""
 
     server_version = "dlmanager-chaos"
     timeout = IDLE_TIMEOUT
-    server: _HTTPServer
 
     def serve(self) -> None:
-        owner = self.server.owner
-        owner._count(requests=1)
-        try:
-            self._respond(owner)
-        except OSError:  # the client hung up, or the server is closing
-            self.close_connection = True
-
-    def _respond(self, owner: ChaosServer) -> None:
+        owner = self.owner
         file = owner.files.get(unquote(urlsplit(self.path).path).lstrip("/"))
         if file is None:
-            self._send_page(HTTPStatus.NOT_FOUND)
+            self.send_page(HTTPStatus.NOT_FOUND)
             return
         if self.command != "GET":
             self._send_file(owner, file, owner.version(file.name), None)
@@ -313,7 +294,7 @@ class _Handler(LoopbackHandler):
             headers = {}
             if decision.retry_after is not None:
                 headers["Retry-After"] = _render_retry_after(decision.retry_after)
-            self._send_page(_STATUSES[fault], headers)
+            self.send_page(_STATUSES[fault], headers)
             return
         if fault in (Fault.DROP, Fault.STALL) and decision.cut < 0:
             owner._injected(cast(Fault, fault))
@@ -328,9 +309,10 @@ class _Handler(LoopbackHandler):
         fault = decision.fault if decision is not None else None
         span = range(file.size)
         content_range: str | None = None
-        requested = self._requested_span(file, version)
+        validators = file.etag(version), file.last_modified(version)
+        requested = requested_range(self.headers, file.size, *validators)
         if requested is not None and not requested:
-            self._send_page(
+            self.send_page(
                 HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
                 {"Content-Range": f"bytes */{file.size}"},
             )
@@ -363,63 +345,19 @@ class _Handler(LoopbackHandler):
             assert decision is not None
             owner._injected(fault)
             cut = span.start + int(decision.cut * len(span))
-        if not self._write(owner, file, version, span.start, cut):
+        if not self.send_body(file.chunks(version, span.start, cut)):
             self._cut(owner, Fault.DROP)
         elif cut < span.stop:
             self._cut(owner, cast(Fault, fault))
 
-    def _requested_span(self, file: ChaosFile, version: int) -> range | None:
-        """The range a 206 would answer (empty: a 416), or None for the whole file."""
-        header = self.headers.get("Range")
-        if header is None:
-            return None
-        if_range = self.headers.get("If-Range")
-        if if_range is not None and if_range.strip() not in (
-            file.etag(version),
-            file.last_modified(version),
-        ):
-            return None
-        return parse_range(header, file.size)
-
-    def _write(
-        self, owner: ChaosServer, file: ChaosFile, version: int, start: int, stop: int
-    ) -> bool:
-        """Write the bytes from ``start`` to ``stop``; False when the server closed meanwhile."""
-        for block in file.chunks(version, start, stop):
-            if owner._stopping.is_set():
-                return False
-            owner._count(bytes_sent=len(block))  # first: clients never hold uncounted bytes
-            self.wfile.write(block)
-        return True
-
     def _cut(self, owner: ChaosServer, fault: Fault) -> None:
         """End the connection as *fault* does: RST, silence then FIN, or FIN."""
-        self.close_connection = True
         if fault is Fault.STALL:
-            owner._stopping.wait(owner.config.stall_seconds)
+            self.stall(owner.config.stall_seconds)
         if fault is Fault.DROP:
-            # A zero linger time makes close() reset the connection.
-            try:
-                self.connection.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
-            except OSError:
-                pass
-            self.connection.close()  # the reset happens when the handler lets go
+            self.reset()
         else:
-            shutdown_socket(self.connection)
-
-    def _send_page(self, status: int, headers: Mapping[str, str] | None = None) -> None:
-        """Answer with a short text body, keeping the connection alive."""
-        body = f"{status} {HTTPStatus(status).phrase}\n".encode()
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+            self.abort()
 
 
 def _bad_range(requested: range, size: int, shift: int) -> tuple[range, str]:
@@ -443,24 +381,18 @@ def _render_retry_after(form: str) -> str:
     return form
 
 
-class _HTTPServer(LoopbackServer):
-    """The server behind :class:`ChaosServer`."""
-
-    def __init__(self, owner: ChaosServer) -> None:
-        self.owner = owner
-        super().__init__(_Handler)
-
-
 class ChaosServer(BackgroundServer):
     """Serve ``files`` on 127.0.0.1 (a free port), misbehaving as *config* says.
 
     Use it as a context manager: entering starts the server in a daemon
-    thread, leaving closes it, promptly even while connections stall.
+    thread, leaving stops it, promptly even while connections stall.
 
     :param files: the files to serve, at ``/<name>``
     :param config: the faults to inject (see :class:`ChaosConfig`)
     :raises ValueError: for duplicate file names
     """
+
+    handler = _Handler
 
     def __init__(self, files: Sequence[ChaosFile], config: ChaosConfig | None = None) -> None:
         self.files: Mapping[str, ChaosFile] = {file.name: file for file in files}
@@ -471,39 +403,18 @@ class ChaosServer(BackgroundServer):
         self._versions = dict.fromkeys(self.files, 0)
         self._served: dict[str, dict[int, int]] = {name: {} for name in self.files}
         self._faults = dict.fromkeys(Fault, 0)
-        self._requests = self._gets = self._bytes_sent = self._partial = self._retry_after = 0
+        self._gets = self._partial = self._retry_after = 0
         self._changes: list[tuple[float, str, int]] = []
         self._digests: dict[tuple[str, int], str] = {}
         self._digest_lock = threading.Lock()
-
-    # -- life --------------------------------------------------------------------------
-
-    def _make_server(self) -> LoopbackServer:
-        return _HTTPServer(self)
-
-    # -- addresses ---------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` (no trailing slash).
-
-        :raises RuntimeError: before :meth:`start`
-        """
-        if self._httpd is None:
-            raise RuntimeError("the ChaosServer is not started")
-        return f"http://{HOST}:{self._httpd.server_port}"
 
     def url(self, name: str) -> str:
         """The URL of the file *name*.
 
         :raises KeyError: for a name the server does not serve
+        :raises RuntimeError: before :meth:`start`
         """
-        return f"{self.base_url}/{quote(self.files[name].name)}"
-
-    @property
-    def open_connections(self) -> int:
-        """The connections open now."""
-        return 0 if self._httpd is None else self._httpd.open_connections
+        return super().url("/" + quote(self.files[name].name))
 
     # -- what happened -----------------------------------------------------------------
 
@@ -561,7 +472,7 @@ class ChaosServer(BackgroundServer):
         """A snapshot of the counters."""
         with self._lock:
             return ChaosStats(
-                requests=self._requests,
+                requests=len(self.requests),
                 gets=self._gets,
                 bytes_sent=self._bytes_sent,
                 partial=self._partial,
@@ -597,8 +508,3 @@ class ChaosServer(BackgroundServer):
             served = self._served[name]
             served[version] = served.get(version, 0) + 1
             self._partial += partial
-
-    def _count(self, *, requests: int = 0, bytes_sent: int = 0) -> None:
-        with self._lock:
-            self._requests += requests
-            self._bytes_sent += bytes_sent

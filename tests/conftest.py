@@ -1,4 +1,4 @@
-"""Shared fixtures: a fault-injecting loopback server and a destination directory."""
+"""Shared fixtures: a fault server, a silent listener, a destination directory; helpers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from dlmanager import RetryPolicy
 from dlmanager.disk.layout import is_part, is_temporary
+from tests.loopback import SilentListener
 from tests.server import FaultServer
 
 
@@ -19,6 +20,13 @@ def server() -> Iterator[FaultServer]:
     """A fresh fault server on 127.0.0.1, stopped after the test."""
     with FaultServer().start() as srv:
         yield srv
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[SilentListener]:
+    """A socket on 127.0.0.1 that accepts connections and never answers, closed after the test."""
+    with SilentListener() as listener:
+        yield listener
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ Serve = Callable[..., ChaosServer]
 
 @pytest.fixture
 def serve() -> Iterator[Serve]:
-    """``serve(config, *files)`` starts a ChaosServer (FILE by default), closed after the test."""
+    """``serve(config, *files)`` starts a ChaosServer (FILE by default), stopped after the test."""
     servers: list[ChaosServer] = []
 
     def start(config: ChaosConfig, *files: ChaosFile) -> ChaosServer:
@@ -45,7 +45,7 @@ def serve() -> Iterator[Serve]:
 
     yield start
     for server in servers:
-        server.close()
+        server.stop()
 
 
 def raw_get(server: ChaosServer, name: str, headers: str = "") -> tuple[bytes, OSError | None]:
@@ -303,7 +303,7 @@ def test_a_doomed_file_always_fails(serve: Serve) -> None:
     assert requests.get(server.url("a.bin"), timeout=10).status_code == 200
 
 
-def test_close_ends_stalls_and_is_idempotent() -> None:
+def test_stop_ends_stalls_and_is_idempotent() -> None:
     server = ChaosServer([FILE], ChaosConfig.only(Fault.STALL, early=1.0, stall_seconds=600))
     with pytest.raises(RuntimeError, match="not started"):
         server.url("a.bin")
@@ -313,7 +313,7 @@ def test_close_ends_stalls_and_is_idempotent() -> None:
         with pytest.raises(requests.ReadTimeout):
             requests.get(server.url("a.bin"), timeout=(5, 0.1))
     assert server.open_connections == 0
-    server.close()
+    server.stop()
 
 
 # -- the soak ---------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT, child_env, listing, read, temporaries
+from tests.loopback import free_port
 from tests.server import FaultServer, Resource, make_data
 from tests.test_cli import file_lines, lines, run_cli
 
@@ -145,9 +145,7 @@ def test_a_name_too_long_is_bad_usage(server: FaultServer, destdir: str) -> None
 
 
 def test_a_server_that_is_down_is_told_at_once_once_per_retry(destdir: str) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nobody listens there once closed
+    port = free_port()
     process = popen(["-d", destdir, f"http://127.0.0.1:{port}/f.bin"])
     assert process.stderr is not None
     try:
@@ -163,9 +161,7 @@ def test_a_server_that_is_down_is_told_at_once_once_per_retry(destdir: str) -> N
 
 
 def test_a_connection_error_names_the_host_and_cause_once(destdir: str) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     result = run_cli(["-d", destdir, "--retries", "0", f"http://127.0.0.1:{port}/f.bin"])
     assert result.returncode == 1
     assert lines(result.stderr)[-1] == (

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +21,7 @@ from dlmanager import (
     Timeouts,
 )
 from tests.conftest import listing, read, temporaries
+from tests.loopback import SilentListener, free_port
 from tests.server import FaultServer, Resource, make_data
 
 DATA = make_data(300_000, seed=1)
@@ -314,31 +313,20 @@ def test_cancel_during_backoff(server: FaultServer, destdir: str) -> None:
     assert listing(destdir) == []
 
 
-@pytest.fixture
-def silent_listener() -> Iterator[str]:
-    """A URL whose server accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/never.bin"
-    finally:
-        listener.close()
-
-
-def test_cancel_while_waiting_for_headers(silent_listener: str, destdir: str) -> None:
-    dl = Download(silent_listener, os.path.join(destdir, "never.bin"), timeout=Timeouts(read=None))
+def test_cancel_while_waiting_for_headers(silent_listener: SilentListener, destdir: str) -> None:
+    url = silent_listener.url("/never.bin")
+    dl = Download(url, os.path.join(destdir, "never.bin"), timeout=Timeouts(read=None))
     dl.start()
     dl.cancel()
     assert_cancelled_cleanly(dl)
     assert listing(destdir) == []
 
 
-def test_headers_read_timeout(silent_listener: str, destdir: str) -> None:
+def test_headers_read_timeout(silent_listener: SilentListener, destdir: str) -> None:
     from dlmanager import TransferError
 
     dest = os.path.join(destdir, "never.bin")
-    dl = Download(silent_listener, dest, timeout=Timeouts(read=0.2), retry=0)
+    dl = Download(silent_listener.url("/never.bin"), dest, timeout=Timeouts(read=0.2), retry=0)
     dl.start()
     with pytest.raises(TransferError):
         dl.wait()
@@ -348,10 +336,7 @@ def test_headers_read_timeout(silent_listener: str, destdir: str) -> None:
 def test_connection_refused_is_a_transfer_error(destdir: str) -> None:
     from dlmanager import TransferError
 
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     dl = Download(f"http://127.0.0.1:{port}/x", os.path.join(destdir, "x"), retry=0)
     dl.start()
     with pytest.raises(TransferError) as info:

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
-import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -35,7 +34,6 @@ from dlmanager import (
     TransferError,
 )
 from dlmanager.cli import main
-from dlmanager.cli.demoserver import LoopbackServer
 from dlmanager.disk import checkpoint as checkpoints
 from dlmanager.disk import layout
 from dlmanager.disk.partfile import PartFile
@@ -43,6 +41,7 @@ from dlmanager.session import MAX_REDIRECTS, DownloadSession
 from dlmanager.transport.attempt import Attempt
 from dlmanager.transport.senders import Senders
 from tests.conftest import listing, read, temporaries
+from tests.loopback import BackgroundServer, LoopbackHandler, SilentListener
 from tests.server import FaultServer, Resource, make_data, strong_etag
 
 DATA = make_data(300_000, seed=11)
@@ -220,32 +219,20 @@ def test_redirect_chain_past_the_limit_fails(server: FaultServer, destdir: str) 
     assert listing(destdir) == []
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    """A listening socket that no test expects a connection on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        yield sock
-        sock.setblocking(False)
-        with pytest.raises(BlockingIOError):  # nobody connected
-            sock.accept()
-
-
 @pytest.mark.parametrize("session_class", SESSIONS)
 @pytest.mark.parametrize("scheme", ["ftp", "file", "data", "gopher"])
 def test_redirect_to_another_scheme_fetches_nothing(
     server: FaultServer,
     destdir: str,
     tmp_path: os.PathLike[str],
-    listener: socket.socket,
+    silent_listener: SilentListener,
     session_class: type[requests.Session],
     scheme: str,
 ) -> None:
     secret = os.path.join(os.fspath(tmp_path), "secret.txt")
     with open(secret, "wb") as handle:
         handle.write(b"not for download")
-    port = listener.getsockname()[1]
+    port = silent_listener.port
     target = {
         "ftp": f"ftp://127.0.0.1:{port}/file.bin",
         "file": f"file://{secret}",
@@ -263,6 +250,7 @@ def test_redirect_to_another_scheme_fetches_nothing(
     assert len(server.requests) == 1
     assert listing(destdir) == []
     assert temporaries(destdir) == []
+    assert not silent_listener.connected()
 
 
 # --- max_size -----------------------------------------------------------------------------
@@ -350,77 +338,53 @@ def test_decompressed_body_is_held_to_max_size(server: FaultServer, destdir: str
     assert listing(destdir) == []
 
 
-class EndlessServer(LoopbackServer):
+class _EndlessHandler(LoopbackHandler["EndlessServer"]):
+    def serve(self) -> None:
+        owner = self.owner
+        try:
+            if owner.partial is None:
+                self.send_response(200)
+            else:
+                start, total = owner.partial
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
+            self.send_header("Content-Type", "application/octet-stream")
+            if owner.chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            if self.command != "GET":
+                return
+            block = bytes(65536)
+            body = itertools.repeat(block, owner.cap // len(block))
+            if self.send_body(body, chunked=owner.chunked) and owner.chunked:
+                self.end_chunks()  # past the bound: a complete file
+        finally:
+            owner.handler_done.set()
+
+
+class EndlessServer(BackgroundServer):
     """Answers every GET with a body that never ends (up to *cap* bytes, as a bound).
 
     :param partial: ``(start, total)`` to answer 206 with the Content-Range
         ``bytes START-(TOTAL-1)/TOTAL`` (then always chunked)
     """
 
+    handler = _EndlessHandler
     cap = 256 * 1024 * 1024
 
     def __init__(self, chunked: bool, partial: tuple[int, int] | None = None) -> None:
+        super().__init__()
         self.chunked = chunked or partial is not None
         self.partial = partial
-        self.sent = 0
         self.handler_done = threading.Event()
-        self.stopping = threading.Event()
-        super().__init__(_EndlessHandler)
-        self.thread = threading.Thread(
-            target=self.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_port}{path}"
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.shutdown()
-        self.thread.join(5)
-        self.close_connections(5)
-        self.server_close()
-
-
-class _EndlessHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: EndlessServer
-
-    def do_GET(self) -> None:
-        server = self.server
-        if server.partial is None:
-            self.send_response(200)
-        else:
-            start, total = server.partial
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
-        self.send_header("Content-Type", "application/octet-stream")
-        if server.chunked:
-            self.send_header("Transfer-Encoding", "chunked")
-        else:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        block = b"\x00" * 65536
-        framed = b"%X\r\n%s\r\n" % (len(block), block) if server.chunked else block
-        self.close_connection = True
-        try:
-            while server.sent < server.cap and not server.stopping.is_set():
-                self.wfile.write(framed)
-                server.sent += len(block)
-            if server.chunked:
-                self.wfile.write(b"0\r\n\r\n")  # past the bound: a complete file
-        except OSError:
-            pass  # the client hung up: what we expect
-        finally:
-            server.handler_done.set()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay silent."""
 
 
 @pytest.mark.parametrize("chunked", [True, False])
 def test_endless_body_is_cut_off(destdir: str, chunked: bool) -> None:
-    endless = EndlessServer(chunked)
+    endless = EndlessServer(chunked).start()
     try:
         error, _ = run_limited(destdir, endless.url("/file.bin"), 1_000_000)
 
@@ -428,7 +392,7 @@ def test_endless_body_is_cut_off(destdir: str, chunked: bool) -> None:
         assert error.limit == 1_000_000
         # The client hung up: the server's writes fail long before its bound.
         assert endless.handler_done.wait(10)
-        assert endless.sent < endless.cap
+        assert endless.bytes_sent < endless.cap
     finally:
         endless.stop()
     assert listing(destdir) == []
@@ -458,7 +422,7 @@ def test_content_range_total_beyond_max_size(server: FaultServer) -> None:
 
 def test_partial_body_past_max_size_counts_the_bytes_before() -> None:
     # A 206 for bytes 200000- of a file of max_size bytes, that goes on and on.
-    endless = EndlessServer(chunked=True, partial=(200_000, 300_000))
+    endless = EndlessServer(chunked=True, partial=(200_000, 300_000)).start()
     attempt = Attempt(
         requests,
         endless.url("/file.bin"),

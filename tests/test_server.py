@@ -11,13 +11,13 @@ import pytest
 import requests
 from requests.exceptions import ChunkedEncodingError
 
+from tests.loopback import parse_range
 from tests.server import (
     CHANGED_LAST_MODIFIED,
     DEFAULT_LAST_MODIFIED,
     FaultServer,
     Resource,
     make_data,
-    parse_range,
     strong_etag,
 )
 

@@ -28,6 +28,7 @@ from dlmanager import (
 )
 from dlmanager.disk import locks
 from tests.conftest import listing, read
+from tests.loopback import SilentListener
 from tests.server import FaultServer, Resource, make_data
 
 DATA = make_data(50_000, seed=12)
@@ -447,24 +448,20 @@ def test_close_cancels_a_download_that_a_newer_one_displaced(
     assert listing(destdir) == []
 
 
-def test_a_cancel_ends_a_request_waiting_for_headers_at_once(destdir: str) -> None:
-    import socket
-
+def test_a_cancel_ends_a_request_waiting_for_headers_at_once(
+    silent_listener: SilentListener, destdir: str
+) -> None:
     before = set(threading.enumerate())
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}/f.bin"
-        manager = DownloadManager(destdir, timeout=Timeouts(read=60))
-        download = manager.download(url)
-        assert download is not None
-        accepted, _ = listener.accept()  # the request arrives, and is never answered
-        with accepted:
-            accepted.settimeout(WAIT)
-            assert accepted.recv(4096).startswith(b"GET /f.bin")
-            manager.close()
-            # The client's side of the connection is shut down at once, not
-            # when the 60 s read timeout passes.
-            assert accepted.recv(4096) == b""
+    manager = DownloadManager(destdir, timeout=Timeouts(read=60))
+    download = manager.download(silent_listener.url("/f.bin"))
+    assert download is not None
+    # The request arrives, and is never answered.
+    with silent_listener.accept(timeout=WAIT) as accepted:
+        accepted.settimeout(WAIT)
+        assert accepted.recv(4096).startswith(b"GET /f.bin")
+        manager.close()
+        # The client's side of the connection is shut down at once, not
+        # when the 60 s read timeout passes.
+        assert accepted.recv(4096) == b""
     assert download.state is DownloadState.CANCELLED
     assert [t.name for t in set(threading.enumerate()) - before] == []

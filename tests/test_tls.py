@@ -9,9 +9,7 @@ can be supplied through the caller's session, ``REQUESTS_CA_BUNDLE``, a
 from __future__ import annotations
 
 import os
-import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +20,7 @@ from dlmanager import Download, DownloadManager, EventKind, RetryPolicy, Transfe
 from dlmanager.cli import main
 from dlmanager.session import DownloadSession
 from tests.conftest import listing, read, temporaries
+from tests.loopback import BackgroundServer, LoopbackHandler, LoopbackServer
 from tests.server import FaultServer, make_data
 
 trustme = pytest.importorskip(
@@ -36,12 +35,16 @@ class HTTPSServer(FaultServer):
 
     def __init__(self, ca: Any) -> None:
         super().__init__()
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert("127.0.0.1", "localhost").configure_cert(self._context)
+
+    def _make_server(self) -> LoopbackServer:
+        httpd = super()._make_server()
         # The handshake happens in the handler's thread, not in the accepting one.
-        self._httpd.socket = context.wrap_socket(
-            self._httpd.socket, server_side=True, do_handshake_on_connect=False
+        httpd.socket = self._context.wrap_socket(
+            httpd.socket, server_side=True, do_handshake_on_connect=False
         )
+        return httpd
 
     def url(self, path: str) -> str:
         return "https" + super().url(path)[len("http") :]
@@ -157,28 +160,22 @@ def test_a_server_that_does_not_speak_tls_fails_at_once(server: FaultServer, des
     assert listing(destdir) == []
 
 
+class _HangUp(LoopbackHandler["HangUpServer"]):
+    def handle(self) -> None:
+        """Read nothing: the connection is closed before the TLS handshake."""
+
+
+class HangUpServer(BackgroundServer):
+    """A server that closes every connection as soon as it is accepted."""
+
+    handler = _HangUp
+
+
 @pytest.fixture
 def hangs_up() -> Iterator[str]:
     """The URL of a server that closes every connection before the TLS handshake."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        stop = threading.Event()
-
-        def serve() -> None:
-            while not stop.is_set():
-                try:
-                    connection, _ = listener.accept()
-                except OSError:
-                    return
-                connection.close()
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        yield f"https://127.0.0.1:{listener.getsockname()[1]}/file.bin"
-        stop.set()
-        listener.shutdown(socket.SHUT_RDWR)
-        thread.join(5)
+    with HangUpServer() as server:
+        yield "https" + server.url("/file.bin")[len("http") :]
 
 
 def test_a_handshake_cut_by_the_network_is_retried(hangs_up: str, destdir: str) -> None:

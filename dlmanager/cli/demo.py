@@ -17,7 +17,8 @@ import tempfile
 from typing import TextIO
 
 from dlmanager.checksum import parse_checksum
-from dlmanager.cli.demoserver import DemoFile, DemoServer, Fault
+from dlmanager.cli.demo_files import DemoFile, Fault
+from dlmanager.cli.demo_server import DemoServer
 from dlmanager.cli.display import LinesReporter, Reporter
 from dlmanager.cli.get import (
     ReportingManager,

@@ -67,7 +67,7 @@ class PartFile:
 
     It is created with ``O_EXCL | O_NOFOLLOW`` (a planted symlink is never
     followed) and locked with ``flock`` while open, so that
-    :func:`~dlmanager.paths.remove_stale_temporaries` can tell a live one from
+    :func:`~dlmanager.disk.cleanup.remove_stale_temporaries` can tell a live one from
     one left by a killed process. Use :meth:`create` or :meth:`adopt`.
 
     Its methods raise :class:`~dlmanager.errors.StorageError` when the

@@ -1,9 +1,10 @@
-"""A small loopback HTTP server for ``dlmanager demo`` (standard library only).
+"""The flaky build server of ``dlmanager demo``: demo files on 127.0.0.1 (standard library only).
 
-:class:`DemoServer` serves generated files on 127.0.0.1, and only there, with
-keep-alive, byte ranges and ``If-Range``. A file can carry one :class:`Fault`
-(a dropped connection, a stall, a 503, a slow stretch) that fires on the first
-GET it applies to, so that a retry or a resume then succeeds:
+:class:`DemoServer` serves :class:`~dlmanager.cli.demo_files.DemoFile` objects
+on 127.0.0.1, and only there, with keep-alive, byte ranges and ``If-Range``,
+and fires the :class:`~dlmanager.cli.demo_files.Fault` a file carries (a
+dropped connection, a stall, a 503, a slow stretch) on the first GET it
+applies to, so that a retry or a resume then succeeds:
 
 .. code-block:: python
 
@@ -16,38 +17,26 @@ GET it applies to, so that a retry or a resume then succeeds:
 
 from __future__ import annotations
 
-import enum
-import hashlib
 import re
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 from urllib.parse import quote, unquote, urlsplit
 
-__all__ = [
-    "HOST",
-    "BackgroundServer",
-    "DemoFile",
-    "DemoServer",
-    "DemoStats",
-    "Fault",
-    "LoopbackHandler",
-    "LoopbackServer",
-    "shutdown_socket",
-]
+from dlmanager.cli.demo_files import BLOCK_SIZE, OFFSET_FAULTS, DemoFile, Fault
+
+__all__ = ["HOST", "LAST_MODIFIED", "DemoServer", "DemoStats"]
 
 HOST = "127.0.0.1"
 """The only address the server listens on."""
-BLOCK_SIZE = 64 * 1024
-"""Content is generated, and sent when not throttled, in blocks of this size."""
 LAST_MODIFIED = formatdate(1_700_000_000, usegmt=True)
 """The Last-Modified date of every file."""
 IDLE_TIMEOUT = 30.0
@@ -57,84 +46,6 @@ STOP_TIMEOUT = 2.0
 _PACE_STEPS = 20
 """A throttled connection writes this many pieces per second."""
 _RANGE_RE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
-
-
-class Fault(enum.Enum):
-    """A misbehaviour injected once per file: on the first GET whose body reaches it."""
-
-    DROP = "drop"
-    """Send the body up to byte ``at`` of the file, then close the connection."""
-    STALL = "stall"
-    """Send the body up to byte ``at``, send nothing for ``stall`` seconds, then close."""
-    UNAVAILABLE = "unavailable"
-    """Answer ``503 Service Unavailable`` with ``Retry-After: 1`` (the first GET of the file)."""
-    SLOW = "slow"
-    """Send the body from byte ``at`` on at ``slow_rate`` bytes per second."""
-
-
-_OFFSET_FAULTS = (Fault.DROP, Fault.STALL, Fault.SLOW)
-
-
-@dataclass(frozen=True)
-class DemoFile:
-    """A generated file: ``size`` deterministic pseudo-random bytes derived from ``name``.
-
-    :param name: the file name, served at ``/<name>`` (no ``/``)
-    :param size: the size in bytes
-    :param fault: the fault to inject, if any
-    :param at: the file offset where a DROP, STALL or SLOW fault starts; the
-        fault fires on the first GET whose body reaches this byte
-    :param stall: how long a STALL sends nothing, in seconds
-    :param slow_rate: the bytes per second of a SLOW fault
-    :raises ValueError: for an invalid field
-    """
-
-    name: str
-    size: int
-    fault: Fault | None = None
-    at: int = 0
-    stall: float = 10.0
-    slow_rate: int = 64 * 1024
-
-    def __post_init__(self) -> None:
-        if not self.name or "/" in self.name or self.name in (".", ".."):
-            raise ValueError(f"invalid demo file name {self.name!r}")
-        if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
-            raise ValueError(f"size must be an integer >= 0, not {self.size!r}")
-        if self.fault in _OFFSET_FAULTS and not 0 <= self.at < self.size:
-            raise ValueError(f"{self.name}: at={self.at!r} is not a byte of the file")
-        if not self.stall > 0:
-            raise ValueError(f"stall must be more than 0 seconds, not {self.stall!r}")
-        if self.slow_rate < 1:
-            raise ValueError(f"slow_rate must be at least 1, not {self.slow_rate!r}")
-
-    @property
-    def etag(self) -> str:
-        """The strong ETag of the file (stable: the content depends on name and size only)."""
-        return '"' + hashlib.sha256(f"{self.name}\0{self.size}".encode()).hexdigest()[:24] + '"'
-
-    def chunks(self, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
-        """Yield the bytes from ``start`` to ``stop`` (default: the end), a block at a time."""
-        stop = self.size if stop is None else min(stop, self.size)
-        key = hashlib.sha256(self.name.encode()).digest()
-        offset = max(0, start)
-        while offset < stop:
-            index, skip = divmod(offset, BLOCK_SIZE)
-            block = hashlib.shake_256(key + index.to_bytes(8, "big")).digest(BLOCK_SIZE)
-            piece = block[skip : skip + stop - offset]
-            offset += len(piece)
-            yield piece
-
-    def read(self, start: int = 0, stop: int | None = None) -> bytes:
-        """Return the bytes from ``start`` to ``stop`` (default: the end) at once."""
-        return b"".join(self.chunks(start, stop))
-
-    def sha256(self) -> str:
-        """Compute the hex SHA-256 digest of the content."""
-        digest = hashlib.sha256()
-        for chunk in self.chunks():
-            digest.update(chunk)
-        return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -173,7 +84,7 @@ def _parse_range(header: str, size: int) -> range | None:
     return range(start, size if not last else min(int(last) + 1, size))
 
 
-def shutdown_socket(connection: socket.socket) -> None:
+def _shutdown(connection: socket.socket) -> None:
     """Cut a connection both ways, unless it is already gone."""
     try:
         connection.shutdown(socket.SHUT_RDWR)
@@ -181,36 +92,27 @@ def shutdown_socket(connection: socket.socket) -> None:
         pass
 
 
-class LoopbackHandler(BaseHTTPRequestHandler):
-    """A silent HTTP/1.1 keep-alive handler whose GET and HEAD both call
-    :meth:`serve` (a HEAD answers the headers of a GET, without body); for
-    the servers built on :class:`LoopbackServer`."""
+class _Handler(BaseHTTPRequestHandler):
+    """Serves the files of the owning :class:`DemoServer` over HTTP/1.1 keep-alive,
+    silently, injecting their faults (a HEAD answers the headers of a GET, with
+    no body and no fault)."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
     timeout = IDLE_TIMEOUT
+    server_version = "dlmanager-demo"
+    server: _HTTPServer
 
     def do_GET(self) -> None:
-        self.serve()
+        self._serve()
 
     def do_HEAD(self) -> None:
-        self.serve()
+        self._serve()
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay silent."""
 
-    def serve(self) -> None:
-        raise NotImplementedError
-
-
-class _Handler(LoopbackHandler):
-    """Serves the files of the owning :class:`DemoServer`, injecting their faults
-    (never on a HEAD)."""
-
-    server_version = "dlmanager-demo"
-    server: _HTTPServer
-
-    def serve(self) -> None:
+    def _serve(self) -> None:
         owner = self.server.owner
         owner._count(requests=1)
         try:
@@ -237,7 +139,7 @@ class _Handler(LoopbackHandler):
             owner._count(range_requests=1)
         # A fault at an offset fires when the body reaches it (the client may
         # close before: then it waits for the next GET).
-        armed = is_get and file.fault in _OFFSET_FAULTS and file.at in span
+        armed = is_get and file.fault in OFFSET_FAULTS and file.at in span
         self.send_response(HTTPStatus.PARTIAL_CONTENT if partial else HTTPStatus.OK)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(span)))
@@ -321,31 +223,21 @@ class _Handler(LoopbackHandler):
     def _abort(self) -> None:
         """Close the connection abruptly, whatever Content-Length promised."""
         self.close_connection = True
-        shutdown_socket(self.connection)
+        _shutdown(self.connection)
 
 
-class LoopbackServer(ThreadingHTTPServer):
-    """A threading HTTP server on 127.0.0.1 (a free port) that tracks its open
-    connections, so that it can cut them all when it stops.
-
-    The test suite's fault server is built on it too.
-
-    :param handler: the request handler class
-    :param on_connection: called for every connection accepted
-    """
+class _HTTPServer(ThreadingHTTPServer):
+    """The server behind :class:`DemoServer`: it counts and tracks its open
+    connections, so that it can cut them all when it stops."""
 
     daemon_threads = True
     block_on_close = False
 
-    def __init__(
-        self,
-        handler: type[BaseHTTPRequestHandler],
-        on_connection: Callable[[], object] | None = None,
-    ) -> None:
+    def __init__(self, owner: DemoServer) -> None:
+        self.owner = owner
         self._live: set[socket.socket] = set()
         self._live_changed = threading.Condition()
-        self._on_connection = on_connection
-        super().__init__((HOST, 0), handler)
+        super().__init__((HOST, 0), _Handler)
 
     def process_request(
         self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
@@ -353,8 +245,7 @@ class LoopbackServer(ThreadingHTTPServer):
         """Track the connection, then serve it in a new thread."""
         with self._live_changed:
             self._live.add(cast(socket.socket, request))
-        if self._on_connection is not None:
-            self._on_connection()
+        self.owner._count(connections=1)
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
@@ -373,7 +264,7 @@ class LoopbackServer(ThreadingHTTPServer):
         """Cut every open connection; wait (bounded) for the handlers to let go of them."""
         with self._live_changed:
             for connection in self._live:
-                shutdown_socket(connection)
+                _shutdown(connection)
             self._live_changed.wait_for(lambda: not self._live, timeout)
 
     def handle_error(
@@ -384,48 +275,48 @@ class LoopbackServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class _HTTPServer(LoopbackServer):
-    """The server behind :class:`DemoServer`."""
+class DemoServer:
+    """Serve ``files`` over HTTP/1.1 on 127.0.0.1 (a free port), injecting their faults.
 
-    def __init__(self, owner: DemoServer) -> None:
-        self.owner = owner
-        super().__init__(_Handler, on_connection=lambda: owner._count(connections=1))
+    Use it as a context manager: entering starts the server in a daemon thread,
+    leaving closes it, promptly even while connections are stalled or throttled.
 
-
-_Server = TypeVar("_Server", bound="BackgroundServer")
-
-
-class BackgroundServer:
-    """A :class:`LoopbackServer` served from a daemon thread: ``start()`` once,
-    ``close()`` (idempotent) to stop serving, end the waits of the handlers
-    (they wait on :attr:`_stopping`) and cut the connections; a context manager.
-
-    Subclasses call ``super().__init__()`` and implement :meth:`_make_server`.
+    :param files: the files to serve, at ``/<name>``
+    :param rate: the most bytes per second sent on each connection (None: no limit)
+    :raises ValueError: for duplicate file names or a rate below 1
     """
 
-    def __init__(self) -> None:
+    def __init__(self, files: Sequence[DemoFile], *, rate: int | None = None) -> None:
+        if rate is not None and rate < 1:
+            raise ValueError(f"rate must be at least 1 byte/s or None, not {rate!r}")
+        self.files: Mapping[str, DemoFile] = {file.name: file for file in files}
+        if len(self.files) != len(files):
+            raise ValueError("demo file names must be unique")
+        self.rate = rate
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd: LoopbackServer | None = None
+        self._stopping = threading.Event()  # ends the handlers' waits
+        self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._fired: set[str] = set()
+        self._faults = dict.fromkeys(Fault, 0)
+        self._connections = self._requests = self._bytes_sent = self._range_requests = 0
+        self._digests: dict[str, str] = {}
+        self._digest_lock = threading.Lock()
 
-    def _make_server(self) -> LoopbackServer:
-        raise NotImplementedError
-
-    def start(self: _Server) -> _Server:
+    def start(self) -> DemoServer:
         """Listen on 127.0.0.1 and serve in a daemon thread; return self.
 
         :raises RuntimeError: when already started or closed
         """
         with self._lock:
             if self._httpd is not None or self._closed:
-                raise RuntimeError(f"a {type(self).__name__} can be started only once")
-            self._httpd = httpd = self._make_server()
+                raise RuntimeError("a DemoServer can be started only once")
+            self._httpd = httpd = _HTTPServer(self)
         self._thread = threading.Thread(
             target=httpd.serve_forever,
             kwargs={"poll_interval": 0.05},
-            name=f"{type(self).__name__}:{httpd.server_port}",
+            name=f"DemoServer:{httpd.server_port}",
             daemon=True,
         )
         self._thread.start()
@@ -447,7 +338,7 @@ class BackgroundServer:
         httpd.close_connections(STOP_TIMEOUT)
         httpd.server_close()
 
-    def __enter__(self: _Server) -> _Server:
+    def __enter__(self) -> DemoServer:
         return self.start()
 
     def __exit__(
@@ -457,35 +348,6 @@ class BackgroundServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class DemoServer(BackgroundServer):
-    """Serve ``files`` over HTTP/1.1 on 127.0.0.1 (a free port), injecting their faults.
-
-    Use it as a context manager: entering starts the server in a daemon thread,
-    leaving closes it, promptly even while connections are stalled or throttled.
-
-    :param files: the files to serve, at ``/<name>``
-    :param rate: the most bytes per second sent on each connection (None: no limit)
-    :raises ValueError: for duplicate file names or a rate below 1
-    """
-
-    def __init__(self, files: Sequence[DemoFile], *, rate: int | None = None) -> None:
-        if rate is not None and rate < 1:
-            raise ValueError(f"rate must be at least 1 byte/s or None, not {rate!r}")
-        self.files: Mapping[str, DemoFile] = {file.name: file for file in files}
-        if len(self.files) != len(files):
-            raise ValueError("demo file names must be unique")
-        super().__init__()
-        self.rate = rate
-        self._fired: set[str] = set()
-        self._faults = dict.fromkeys(Fault, 0)
-        self._connections = self._requests = self._bytes_sent = self._range_requests = 0
-        self._digests: dict[str, str] = {}
-        self._digest_lock = threading.Lock()
-
-    def _make_server(self) -> LoopbackServer:
-        return _HTTPServer(self)
 
     @property
     def address(self) -> tuple[str, int]:

@@ -1,4 +1,5 @@
-"""The demo's embedded server: content, HTTP semantics, faults, stats, prompt shutdown."""
+"""The demo's files and server (dlmanager.cli.demo_files, dlmanager.cli.demo_server): content,
+HTTP semantics, faults, stats, prompt shutdown."""
 
 from __future__ import annotations
 
@@ -14,15 +15,8 @@ import requests
 from requests.exceptions import ChunkedEncodingError
 
 from dlmanager import DownloadManager, RetryPolicy, Timeouts
-from dlmanager.cli.demoserver import (
-    BLOCK_SIZE,
-    HOST,
-    LAST_MODIFIED,
-    DemoFile,
-    DemoServer,
-    DemoStats,
-    Fault,
-)
+from dlmanager.cli.demo_files import BLOCK_SIZE, DemoFile, Fault
+from dlmanager.cli.demo_server import HOST, LAST_MODIFIED, DemoServer, DemoStats
 from tests.conftest import read
 
 SIZE = BLOCK_SIZE * 2 + 1234
