@@ -92,3 +92,24 @@ def run_python(
         cwd=ROOT,
         check=False,
     )
+
+
+def start_python(args: list[str], stdin: int = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    """Start ``python ARGS`` from the checkout, its output in text pipes.
+
+    :param stdin: ``subprocess.PIPE`` to talk to it; none by default (as in CI)
+    """
+    return subprocess.Popen(
+        [sys.executable, *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+        cwd=ROOT,
+    )
+
+
+def start_cli(args: list[str]) -> subprocess.Popen[str]:
+    """Start the command, ``python -m dlmanager ARGS``, as a user would."""
+    return start_python(["-m", "dlmanager", *args])

@@ -7,14 +7,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 import dlmanager
 from dlmanager.cli import main
-from tests.conftest import ROOT, child_env, listing, read, run_python, temporaries
+from tests.conftest import listing, read, run_python, start_cli, temporaries
 from tests.server import FaultServer, Resource, make_data
 
 TIMEOUT_30 = ["--timeout", "30"]
@@ -518,15 +517,7 @@ def test_ctrl_c_exits_130_and_keeps_what_was_received_for_the_rerun(
     data = make_data(400_000)
     server.add("/big.bin", Resource(data, stall_after=[150_000]))
     command = [server.url("/big.bin"), "-d", destdir, "-x", "1", *TIMEOUT_30]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dlmanager", *command],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-        cwd=ROOT,
-    )
+    process = start_cli(command)
     try:
         for _ in range(200):  # 10 s at most
             if temporaries(destdir) and server.bytes_sent >= 150_000:

@@ -16,7 +16,15 @@ import time
 import pytest
 
 from dlmanager.cli import main
-from tests.conftest import ROOT, SUBPROCESS_TIMEOUT, child_env, listing, read, temporaries
+from tests.conftest import (
+    ROOT,
+    SUBPROCESS_TIMEOUT,
+    child_env,
+    listing,
+    read,
+    start_cli,
+    temporaries,
+)
 from tests.server import FaultServer, Resource, make_data
 from tests.test_cli import file_lines, lines
 
@@ -306,15 +314,7 @@ def test_ctrl_c_prints_what_finished(server: FaultServer, destdir: str) -> None:
     server.add("/small.bin", make_data(2_000))
     server.add("/stuck.bin", Resource(make_data(200_000), stall_after=[50_000]))
     urls = [server.url("/small.bin"), server.url("/stuck.bin")]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dlmanager", *urls, "-d", destdir, "--timeout", "30"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-        cwd=ROOT,
-    )
+    process = start_cli([*urls, "-d", destdir, "--timeout", "30"])
     try:
         for _ in range(200):  # 10 s at most
             if "small.bin" in listing(destdir) and server.bytes_sent >= 52_000:

@@ -9,31 +9,17 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 
 import pytest
 
-from tests.conftest import ROOT, child_env, listing, read, temporaries
+from tests.conftest import ROOT, child_env, listing, read, start_cli, temporaries
 from tests.loopback import free_port
 from tests.server import FaultServer, Resource, make_data
 from tests.test_cli import file_lines, lines, run_cli
 
 WAIT = 20.0
-
-
-def popen(args: list[str], **kwargs: object) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dlmanager", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=child_env(),
-        cwd=ROOT,
-        **kwargs,  # type: ignore[arg-type]
-    )
 
 
 # --- a closed pipe ------------------------------------------------------------------------------
@@ -46,7 +32,7 @@ def test_head_1_ends_the_command_quietly_as_sigpipe_would(
     for name, data in files.items():
         server.add(f"/{name}", Resource(data, trickle=(50_000, 0.02)))
     urls = [server.url(f"/{name}") for name in files]
-    process = popen(["-d", destdir, "-j", "2", *urls])
+    process = start_cli(["-d", destdir, "-j", "2", *urls])
     assert process.stdout is not None and process.stderr is not None
     first = process.stdout.readline()  # what `head -1` reads
     process.stdout.close()  # ... before it exits
@@ -146,7 +132,7 @@ def test_a_name_too_long_is_bad_usage(server: FaultServer, destdir: str) -> None
 
 def test_a_server_that_is_down_is_told_at_once_once_per_retry(destdir: str) -> None:
     port = free_port()
-    process = popen(["-d", destdir, f"http://127.0.0.1:{port}/f.bin"])
+    process = start_cli(["-d", destdir, f"http://127.0.0.1:{port}/f.bin"])
     assert process.stderr is not None
     try:
         ready, _, _ = select.select([process.stderr], [], [], WAIT)
@@ -231,12 +217,12 @@ def test_a_file_another_process_downloaded_is_not_said_downloaded(
     # The first process stalls halfway for a while: the second one meets its lock.
     server.add("/f.bin", Resource(data, stall_after=[300_000], stall_seconds=4))
     url = server.url("/f.bin")
-    first = popen(["-d", destdir, url, "--timeout", "30"])
+    first = start_cli(["-d", destdir, url, "--timeout", "30"])
     deadline = time.monotonic() + WAIT
     while not temporaries(destdir):
         assert time.monotonic() < deadline, "the first process never started"
         time.sleep(0.02)
-    second = popen(["-d", destdir, url, "-v"])
+    second = start_cli(["-d", destdir, url, "-v"])
     assert second.stderr is not None
     for line in second.stderr:  # -v: the wait is logged
         if "is being downloaded by another process: waiting" in line:

@@ -12,7 +12,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 from typing import Any
@@ -28,7 +27,7 @@ from dlmanager import (
     Timeouts,
 )
 from dlmanager.disk.layout import STATE_DIR
-from tests.conftest import child_env, listing, read
+from tests.conftest import listing, read, start_python
 from tests.server import FaultServer, Resource, make_data
 
 DATA = make_data(600_000, seed=21)
@@ -174,15 +173,7 @@ WAITER = textwrap.dedent(
 def test_processes_sharing_a_folder_leave_only_the_file(server: FaultServer, destdir: str) -> None:
     server.add("/f.bin", Resource(DATA, trickle=(60_000, 0.02)))
     url = server.url("/f.bin")
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", WAITER, destdir, url],
-            env=child_env(),
-            stdin=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for _ in range(3)
-    ]
+    children = [start_python(["-c", WAITER, destdir, url]) for _ in range(3)]
     with DownloadManager(destdir) as manager:
         manager.download(url)  # this process may transfer it, or wait for another
     for child in children:
@@ -213,12 +204,8 @@ def test_the_next_manager_removes_what_a_killed_process_left(
     server.add("/held.bin", Resource(DATA, stall_after=[10_000], stall_seconds=30))
     with open(os.path.join(destdir, "pinned.bin"), "wb") as handle:
         handle.write(b"pinned")
-    child = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, destdir, server.url("/held.bin"), "pinned.bin"],
-        env=child_env(),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    child = start_python(
+        ["-c", HOLDER, destdir, server.url("/held.bin"), "pinned.bin"], stdin=subprocess.PIPE
     )
     try:
         assert child.stdout is not None

@@ -8,7 +8,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -33,7 +32,7 @@ from dlmanager import (
 from dlmanager import destination as destination_module
 from dlmanager.disk.layout import STATE_DIR, temporary_name
 from dlmanager.disk.locks import StateDir
-from tests.conftest import listing, parts, read, temporaries
+from tests.conftest import listing, parts, read, start_python, temporaries
 from tests.server import FaultServer, Resource, make_data
 
 DATA = make_data(100_000, seed=7)
@@ -309,13 +308,7 @@ CHILD = textwrap.dedent(
 
 
 def start_child(url: str, destdir: str, mode: str, connections: int = 1) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, url, destdir, mode, str(connections)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    return start_python(["-c", CHILD, url, destdir, mode, str(connections)])
 
 
 def test_killed_process_resumes_in_the_next_run(server: FaultServer, destdir: str) -> None:

@@ -17,7 +17,7 @@ from dlmanager import DownloadManager, PersistLimit
 from dlmanager.disk.layout import STATE_DIR
 from dlmanager.disk.locks import StateDir
 from dlmanager.disk.reservations import Reservations
-from tests.conftest import listing, read
+from tests.conftest import listing, read, start_python
 from tests.server import FaultServer, Resource, make_data
 
 WORKER = textwrap.dedent(
@@ -41,13 +41,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
 
 
 def spawn(code: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_python(["-c", code, *args])
 
 
 def finish(child: subprocess.Popen[str], timeout: float = 60) -> None:
@@ -124,13 +118,7 @@ def test_a_file_pinned_by_another_process_is_not_evicted(server: FaultServer, de
     with DownloadManager(destdir, persist_limit=limit) as manager:
         manager.download(server.url("/f0.bin"))
         manager.wait()
-    pinner = subprocess.Popen(
-        [sys.executable, "-c", PINNER, destdir, "f0.bin"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    pinner = start_python(["-c", PINNER, destdir, "f0.bin"], stdin=subprocess.PIPE)
     try:
         assert pinner.stdout is not None
         assert pinner.stdout.readline().strip() == "pinned"
@@ -242,9 +230,8 @@ def test_room_is_reserved_for_other_processes_downloads(server: FaultServer, des
             manager.wait()
         assert len(listing(destdir)) == 3
         # Another process starts a 200 kB download: room is made for it.
-        holder = subprocess.Popen(
+        holder = start_python(
             [
-                sys.executable,
                 "-c",
                 "import sys; from dlmanager.disk.locks import StateDir;"
                 " from dlmanager.disk.reservations import Reservations;"
@@ -253,8 +240,6 @@ def test_room_is_reserved_for_other_processes_downloads(server: FaultServer, des
                 destdir,
             ],
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
         )
         try:
             assert holder.stdout is not None

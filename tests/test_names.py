@@ -1,4 +1,4 @@
-"""Unit tests of URL checks, file names and the temporary files."""
+"""Unit tests of names.py (URL checks, file names) and of disk/layout.py and disk/cleanup.py."""
 
 from __future__ import annotations
 
