@@ -8,7 +8,6 @@ import glob
 import heapq
 import logging
 import os
-import re
 import stat
 import threading
 import time
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple
 
+from dlmanager.disk import mounts
 from dlmanager.paths import is_temporary
 from dlmanager.redact import get_logger
 
@@ -30,37 +30,6 @@ log = get_logger(__name__)
 
 #: Seconds :meth:`PersistLimit.close` waits for the observer thread to end.
 _JOIN_TIMEOUT = 10.0
-
-#: Filesystems on which inotify (and the other native APIs) miss the changes
-#: other machines make: watching them would leave the index silently stale.
-_REMOTE_FILESYSTEMS = frozenset(
-    {
-        "9p",
-        "afs",
-        "beegfs",
-        "ceph",
-        "cifs",
-        "coda",
-        "gfs2",
-        "glusterfs",
-        "gpfs",
-        "lustre",
-        "ncpfs",
-        "nfs",
-        "nfs4",
-        "ocfs2",
-        "smb3",
-        "smbfs",
-        "fuse.ceph-fuse",
-        "fuse.gcsfuse",
-        "fuse.glusterfs",
-        "fuse.juicefs",
-        "fuse.rclone",
-        "fuse.s3fs",
-        "fuse.sshfs",
-        "fuse.goofys",
-    }
-)
 
 
 class File(NamedTuple):
@@ -480,7 +449,7 @@ class PersistLimit:
             from watchdog.observers.polling import PollingObserver
         except ImportError as exc:
             raise _CannotWatch(f"watchdog cannot be imported: {exc}") from None
-        fstype = _remote_filesystem(directory)
+        fstype = mounts.remote_filesystem(directory)
         if fstype is not None:
             raise _CannotWatch(f"it is on a {fstype} filesystem, whose changes are not notified")
         event_filter: list[type[FileSystemEvent]] = [
@@ -827,32 +796,3 @@ def _stop(observer: BaseObserver, quiet: str | None = None) -> None:
     observer.join(_JOIN_TIMEOUT)
     if observer.is_alive():
         log.warning("The observer thread %s did not stop", observer.name)
-
-
-def _remote_filesystem(directory: str) -> str | None:
-    """The type of the filesystem holding *directory* if it is a network one (Linux)."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
-            lines = handle.readlines()
-    except OSError:
-        return None
-    path = os.path.realpath(directory)
-    best, fstype = -1, ""
-    for line in lines:
-        fields = line.split()
-        try:
-            mount_point = _unescape_mount(fields[4])
-            fstype_here = fields[fields.index("-", 6) + 1]
-        except (IndexError, ValueError):
-            continue
-        inside = path == mount_point or path.startswith(os.path.join(mount_point, ""))
-        if inside and len(mount_point) >= best:
-            best, fstype = len(mount_point), fstype_here
-    if fstype in _REMOTE_FILESYSTEMS or fstype.startswith("nfs"):
-        return fstype
-    return None
-
-
-def _unescape_mount(field: str) -> str:
-    r"""Undo the octal escapes (``\040`` for a space) of a mountinfo path."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
