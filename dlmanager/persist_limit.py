@@ -6,30 +6,21 @@ import contextlib
 import gc
 import glob
 import heapq
-import logging
 import os
 import stat
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-from dlmanager.disk import mounts
+from dlmanager.disk.watch import CannotWatch, SharedWatch
 from dlmanager.paths import is_temporary
 from dlmanager.redact import get_logger
-
-if TYPE_CHECKING:
-    from watchdog.events import FileSystemEvent, FileSystemEventHandler
-    from watchdog.observers.api import BaseObserver
 
 __all__ = ["File", "PersistLimit", "mark_used"]
 
 log = get_logger(__name__)
-
-#: Seconds :meth:`PersistLimit.close` waits for the observer thread to end.
-_JOIN_TIMEOUT = 10.0
 
 
 class File(NamedTuple):
@@ -142,12 +133,9 @@ class PersistLimit:
         self._reservations: dict[str, int] = {}
         self._reserved = 0
         self._held = 0  # protected entries out of the heap while remove_old_files runs
-        # Watching.
+        # Watching: the directory, live or rescanned (no observer: on every check).
         self._watch_lock = threading.Lock()
-        self._watched: str | None = None  # the directory, live or rescanned
-        self._watchers = 0  # watch() calls not ended by close() yet
-        self._observer: BaseObserver | None = None  # None: rescan on every check
-        self._stop_observer: Callable[[], object] | None = None
+        self._watch = SharedWatch()  # its users: watch() calls not ended by close() yet
         self._warned = False
 
     def __repr__(self) -> str:
@@ -358,8 +346,7 @@ class PersistLimit:
     @property
     def watching(self) -> bool:
         """Whether an observer keeps the index of the watched directory live."""
-        observer = self._observer
-        return observer is not None and _observer_alive(observer)
+        return self._watch.live
 
     def watch(self, directory: str) -> None:
         """Follow *directory* live: keep the index true while any process adds,
@@ -387,24 +374,10 @@ class PersistLimit:
         if not os.path.isdir(directory):
             raise NotADirectoryError(f"cannot watch {directory!r}: not a directory")
         with self._watch_lock:
-            if self._watched is not None:
-                if os.path.abspath(self._watched) != os.path.abspath(directory):
-                    raise RuntimeError(
-                        f"already watching {self._watched!r}; close() before watching another"
-                    )
-                self._watchers += 1
-                if self._observer is not None and _observer_alive(self._observer):
-                    return
-                count = self._watchers
-                self._stop_watching()
-                self._watchers = count
-            else:
-                self._watchers = 1
-            self._watched = directory
             try:
-                self._observer, self._stop_observer = self._start_observer(directory)
-            except _CannotWatch as exc:
-                self._observer = self._stop_observer = None
+                if not self._watch.add(directory, self._on_change):
+                    return  # already followed live
+            except CannotWatch as exc:
                 self._warn_not_live(directory, str(exc))
             # After the observer started, so that no change is missed; under the
             # lock, so that the events of files scanned are applied after the scan.
@@ -417,7 +390,7 @@ class PersistLimit:
         with their current size and access time; files registered from other
         directories are kept. Nothing happens when no directory is watched.
         """
-        directory = self._watched
+        directory = self._watch.directory
         if directory is not None:
             self._rescan(directory)
 
@@ -429,76 +402,15 @@ class PersistLimit:
         nothing.
         """
         with self._watch_lock:
-            self._watchers -= 1
-            if self._watchers <= 0:
-                self._stop_watching()
-
-    def _stop_watching(self) -> None:
-        stop = self._stop_observer
-        self._observer = self._stop_observer = None
-        self._watched = None
-        self._watchers = 0
-        if stop is not None:
-            stop()  # once: the finalizer is dead afterwards
-
-    def _start_observer(self, directory: str) -> tuple[BaseObserver, Callable[[], object]]:
-        """Start an observer of *directory* whose events update this index."""
-        try:
-            from watchdog import events
-            from watchdog.observers import Observer
-            from watchdog.observers.polling import PollingObserver
-        except ImportError as exc:
-            raise _CannotWatch(f"watchdog cannot be imported: {exc}") from None
-        fstype = mounts.remote_filesystem(directory)
-        if fstype is not None:
-            raise _CannotWatch(f"it is on a {fstype} filesystem, whose changes are not notified")
-        event_filter: list[type[FileSystemEvent]] = [
-            events.FileCreatedEvent,
-            events.FileDeletedEvent,
-            events.FileModifiedEvent,  # with inotify: IN_MODIFY and IN_ATTRIB
-            events.FileMovedEvent,
-        ]
-        attrib = getattr(events, "FileAttribEvent", None)  # watchdog >= 7: IN_ATTRIB
-        if attrib is not None:
-            event_filter.append(attrib)
-        observer: BaseObserver | None = None
-        try:
-            _quiet_watchdog()
-            observer = Observer()
-            if isinstance(observer, PollingObserver):
-                raise _CannotWatch("the platform has no file change notification")
-            observer.name = f"dlmanager-watch {directory}"
-            observer.schedule(
-                _make_handler(self), directory, recursive=False, event_filter=event_filter
-            )
-            observer.start()
-        except _CannotWatch:
-            if observer is not None:
-                _stop(observer)
-            raise
-        except (OSError, RuntimeError) as exc:
-            if observer is not None:
-                _stop(observer)
-            raise _CannotWatch(f"the observer cannot start: {exc}") from None
-        quiet = os.path.abspath(directory)
-        _watchdog_noise.add(quiet)
-        return observer, weakref.finalize(self, _stop, observer, quiet)
+            self._watch.remove()
 
     def _check_live(self) -> None:
         """Rescan the watched directory if no observer follows it."""
         with self._watch_lock:
-            directory = self._watched
-            if directory is None:
+            directory = self._watch.directory
+            if directory is None or self._watch.live:
                 return
-            observer = self._observer
-            if observer is not None:
-                if _observer_alive(observer):
-                    return
-                # The directory was removed or renamed, or the observer died.
-                stop = self._stop_observer
-                self._observer = self._stop_observer = None
-                if stop is not None:
-                    stop()
+            if self._watch.drop_dead():  # the directory was removed or renamed, or it died
                 self._warn_not_live(directory, "its observer stopped")
         self._rescan(directory)
 
@@ -530,26 +442,10 @@ class PersistLimit:
                     self._drop(path)
             self._put_many(found)
 
-    def _on_event(self, event: FileSystemEvent) -> None:
+    def _on_change(self, name: str, present: bool) -> None:
         """Apply one change in the watched directory (in the observer's thread)."""
-        if event.is_directory:
-            return
-        directory = self._watched
-        if directory is None:
-            return
-        kind = event.event_type
-        if kind == "moved":
-            self._event_path(directory, event.src_path, present=False)
-            if event.dest_path:
-                self._event_path(directory, event.dest_path, present=True)
-        elif kind == "deleted":
-            self._event_path(directory, event.src_path, present=False)
-        elif kind in ("created", "modified", "attrib", "closed"):
-            self._event_path(directory, event.src_path, present=True)
-
-    def _event_path(self, directory: str, raw: bytes | str, present: bool) -> None:
-        name = os.path.basename(os.fsdecode(raw))
-        if not name or name.startswith(".") or is_temporary(name):
+        directory = self._watch.directory
+        if directory is None or not name or name.startswith(".") or is_temporary(name):
             return
         path = os.path.join(directory, name)
         with self._lock:
@@ -634,10 +530,6 @@ def mark_used(path: str) -> os.stat_result | None:
     return fstat if stat.S_ISREG(fstat.st_mode) else None
 
 
-class _CannotWatch(Exception):
-    """No observer can follow the directory; the message says why."""
-
-
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (
         a.st_ino == b.st_ino
@@ -695,104 +587,3 @@ def _protected(protect: Callable[[str], bool] | None, path: str) -> bool:
     except Exception:
         log.warning("protect(%r) failed: keeping the file", path, exc_info=True)
         return True
-
-
-def _make_handler(limit: PersistLimit) -> FileSystemEventHandler:
-    """An event handler updating *limit*, which it does not keep alive."""
-    from watchdog.events import FileSystemEventHandler
-
-    ref = weakref.ref(limit)
-
-    class _Handler(FileSystemEventHandler):
-        def dispatch(self, event: FileSystemEvent) -> None:
-            target = ref()
-            if target is None:
-                return
-            try:
-                target._on_event(event)
-            except Exception:  # an exception would end the observer's thread
-                log.warning("Cannot apply %r", event, exc_info=True)
-
-    return _Handler()
-
-
-def _observer_alive(observer: BaseObserver) -> bool:
-    emitters = tuple(observer.emitters)  # one atomic copy: the set may change meanwhile
-    return observer.is_alive() and bool(emitters) and all(e.is_alive() for e in emitters)
-
-
-class _WatchdogNoise(logging.Filter):
-    """Keeps watchdog's logs about dlmanager's own observers out of the way.
-
-    It drops the ERROR log of a benign race of every stop (the inotify thread
-    stopped between reading an event and handling it, see
-    gorakhargosh/watchdog#963), which would otherwise reach the standard error
-    of programs that do not configure logging; and watchdog's DEBUG records
-    that name a directory dlmanager watches (one per file system event, some
-    80 for one 20 MB download), which would drown dlmanager's own DEBUG
-    records. Other users of watchdog keep its DEBUG records about theirs.
-    """
-
-    SHUTDOWN_RACE = "InotifyEmitter.queue_events() called when the thread is inactive"
-    LOGGERS = (
-        "watchdog.observers.inotify",
-        "watchdog.observers.inotify_buffer",
-        "watchdog.observers.inotify_c",
-        "watchdog.observers.inotify_move_event_grouper",
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.directories: frozenset[str] = frozenset()  # replaced whole: read without a lock
-        self._lock = threading.Lock()
-        self._observers: dict[str, int] = {}  # directory -> dlmanager observers of it
-
-    def add(self, directory: str) -> None:
-        with self._lock:
-            self._observers[directory] = self._observers.get(directory, 0) + 1
-            self.directories = frozenset(self._observers)
-
-    def discard(self, directory: str) -> None:
-        with self._lock:
-            count = self._observers.pop(directory, 0) - 1
-            if count > 0:
-                self._observers[directory] = count
-            self.directories = frozenset(self._observers)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == self.SHUTDOWN_RACE:
-            return False
-        if record.levelno > logging.DEBUG or not self.directories:
-            return True
-        message = record.getMessage()
-        return not any(directory in message for directory in self.directories)
-
-
-_watchdog_noise = _WatchdogNoise()
-
-
-def _quiet_watchdog() -> None:
-    """Install :class:`_WatchdogNoise` on watchdog's loggers (once)."""
-    for name in _WatchdogNoise.LOGGERS:
-        logger = logging.getLogger(name)
-        if _watchdog_noise not in logger.filters:
-            logger.addFilter(_watchdog_noise)
-
-
-def _stop(observer: BaseObserver, quiet: str | None = None) -> None:
-    """Stop *observer* and wait for its thread (and those it started) to end.
-
-    :param quiet: the directory whose watchdog DEBUG records are dropped
-        while it is watched (see :class:`_WatchdogNoise`)
-    """
-    if quiet is not None:
-        _watchdog_noise.discard(quiet)
-    try:
-        observer.stop()
-    except Exception:
-        log.debug("Stopping %r failed", observer, exc_info=True)
-    if observer.ident is None or observer is threading.current_thread():
-        return  # never started, or this is its own thread (finalized there)
-    observer.join(_JOIN_TIMEOUT)
-    if observer.is_alive():
-        log.warning("The observer thread %s did not stop", observer.name)
