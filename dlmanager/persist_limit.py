@@ -6,6 +6,7 @@ import contextlib
 import gc
 import glob
 import heapq
+import logging
 import os
 import stat
 import threading
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import NamedTuple
 
+from dlmanager.disk import eviction
 from dlmanager.disk.watch import CannotWatch, SharedWatch
 from dlmanager.paths import is_temporary
 from dlmanager.redact import get_logger
@@ -34,10 +36,6 @@ class _Entry(NamedTuple):
     file: File
     last_use: float
     version: int
-
-
-#: A heap item: (last use, version, path).
-_HeapItem = tuple[float, int, str]
 
 
 class PersistLimit:
@@ -109,13 +107,7 @@ class PersistLimit:
         protect: Callable[[str], bool] | None = None,
         max_files: int | None = None,
     ) -> None:
-        for name, value in (("size_limit", size_limit), ("file_limit", file_limit)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, not {value!r}")
-        if max_files is not None and (
-            not isinstance(max_files, int) or isinstance(max_files, bool) or max_files < 1
-        ):
-            raise ValueError(f"max_files must be an integer >= 1 or None, not {max_files!r}")
+        eviction.check_limits(size_limit, file_limit, max_files)
         if protect is not None and not callable(protect):
             raise TypeError(f"protect must be callable or None, not {protect!r}")
         self.size_limit = size_limit
@@ -127,7 +119,7 @@ class PersistLimit:
         # never joined while _lock is held (its thread may be waiting for it).
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
-        self._heap: list[_HeapItem] = []
+        self._heap: list[eviction.Candidate] = []
         self._version = 0
         self._total = 0
         self._reservations: dict[str, int] = {}
@@ -148,10 +140,7 @@ class PersistLimit:
     def enabled(self) -> bool:
         """Whether :meth:`remove_old_files` may remove something: the size rule
         is on (*size_limit* and *file_limit* above 0) or *max_files* is set."""
-        return self._size_rule() or self.max_files is not None
-
-    def _size_rule(self) -> bool:
-        return self.size_limit > 0 and self.file_limit > 0
+        return eviction.rules_on(self.size_limit, self.file_limit, self.max_files)
 
     def __enter__(self) -> PersistLimit:
         return self
@@ -236,8 +225,7 @@ class PersistLimit:
 
         :raises ValueError: for a negative or non-integer *nbytes*
         """
-        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
-            raise ValueError(f"nbytes must be an integer >= 0, not {nbytes!r}")
+        eviction.check_non_negative("nbytes", nbytes)
         with self._lock:
             self._reserved += nbytes - self._reservations.get(key, 0)
             self._reservations[key] = nbytes
@@ -266,11 +254,12 @@ class PersistLimit:
         if not self.enabled:
             return removed
         self._check_live()
-        held: list[_HeapItem] = []  # protected files met in this call
+        held: list[eviction.Candidate] = []  # protected files met in this call
         try:
             while True:
                 with self._lock:
-                    item = self._next_candidate()
+                    over = self._over()
+                    item = None if over is None else eviction.next_victim(self._heap, self._entries)
                 if item is None:
                     break
                 _, version, path = item
@@ -283,10 +272,11 @@ class PersistLimit:
                     entry = self._entries.get(path)
                     if entry is None or entry.version != version:
                         continue  # used or removed meanwhile: its newer heap item decides
-                    if not self._over_limits():
+                    rule = self._over()
+                    if rule is None:
                         heapq.heappush(self._heap, item)
                         break
-                    reason = self._eviction_reason()
+                    reason = self._reason(rule) if log.isEnabledFor(logging.INFO) else ""
                     self._drop(path)
                     try:
                         os.remove(path)
@@ -307,39 +297,28 @@ class PersistLimit:
                             heapq.heappush(self._heap, item)
         return removed
 
-    def _over_limits(self) -> bool:
-        count = len(self._entries)
-        # The count rule: protected files count (they are kept, and others go).
-        if self.max_files is not None and count > self.max_files:
-            return True
-        # The size rule: the next candidate is evictable if file_limit entries
-        # are more recent than it: all but the protected ones met before it,
-        # which are older.
-        return (
-            self._size_rule()
-            and count - self._held > self.file_limit
-            and self._total + self._reserved >= self.size_limit
+    def _over(self) -> eviction.Rule | None:
+        """The rule by which the next candidate goes now, or None (lock held)."""
+        return eviction.over_limits(
+            files=len(self._entries),
+            total=self._total,
+            reserved=self._reserved,
+            held=self._held,
+            size_limit=self.size_limit,
+            file_limit=self.file_limit,
+            max_files=self.max_files,
         )
 
-    def _eviction_reason(self) -> str:
-        """Which limit the index is over, for the log (lock held)."""
-        count = len(self._entries)
-        if self.max_files is not None and count > self.max_files:
-            return f"{count} files, more than max_files={self.max_files}"
-        return (
-            f"{self._total} bytes + {self._reserved} reserved, "
-            f"at least size_limit={self.size_limit}"
+    def _reason(self, rule: eviction.Rule) -> str:
+        """Why a file goes by *rule* now, for the log (lock held)."""
+        return eviction.describe(
+            rule,
+            files=len(self._entries),
+            total=self._total,
+            reserved=self._reserved,
+            size_limit=self.size_limit,
+            max_files=self.max_files,
         )
-
-    def _next_candidate(self) -> _HeapItem | None:
-        """Pop the least recently used live heap item if over the limits (lock held)."""
-        while self._heap and self._over_limits():
-            item = heapq.heappop(self._heap)
-            entry = self._entries.get(item[2])
-            if entry is not None and entry.version == item[1]:
-                return item
-            # else superseded by a later registration or touch, or dropped
-        return None
 
     # -- watching --------------------------------------------------------------------------
 
