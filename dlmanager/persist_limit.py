@@ -1,21 +1,23 @@
-"""PersistLimit: keep a directory of downloads under a size cap, least recently used out first."""
+"""PersistLimit: keep a directory of downloads under a size cap, least recently used out first.
+
+This module owns the public class: its API, its lock, and the I/O around the index
+(stat, scan, remove, protect, log). The index itself is :mod:`dlmanager.disk.index`,
+the eviction rules :mod:`dlmanager.disk.eviction`, and following a directory live
+:mod:`dlmanager.disk.watch`.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import glob
-import heapq
 import logging
 import os
-import stat
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import TracebackType
-from typing import NamedTuple
 
 from dlmanager.disk import eviction
+from dlmanager.disk.files import gc_paused, mark_used, regular_stat, scan
+from dlmanager.disk.index import File, Index
 from dlmanager.disk.watch import CannotWatch, SharedWatch
 from dlmanager.paths import is_temporary
 from dlmanager.redact import get_logger
@@ -23,19 +25,6 @@ from dlmanager.redact import get_logger
 __all__ = ["File", "PersistLimit", "mark_used"]
 
 log = get_logger(__name__)
-
-
-class File(NamedTuple):
-    """A registered file (the shape dlmanager 0.1.1 used)."""
-
-    path: str
-    stat: os.stat_result
-
-
-class _Entry(NamedTuple):
-    file: File
-    last_use: float
-    version: int
 
 
 class PersistLimit:
@@ -118,13 +107,7 @@ class PersistLimit:
         # The index. Lock order: _watch_lock before _lock; the observer is
         # never joined while _lock is held (its thread may be waiting for it).
         self._lock = threading.RLock()
-        self._entries: dict[str, _Entry] = {}
-        self._heap: list[eviction.Candidate] = []
-        self._version = 0
-        self._total = 0
-        self._reservations: dict[str, int] = {}
-        self._reserved = 0
-        self._held = 0  # protected entries out of the heap while remove_old_files runs
+        self._index = Index()
         # Watching: the directory, live or rescanned (no observer: on every check).
         self._watch_lock = threading.Lock()
         self._watch = SharedWatch()  # its users: watch() calls not ended by close() yet
@@ -133,7 +116,8 @@ class PersistLimit:
     def __repr__(self) -> str:
         return (
             f"PersistLimit(size_limit={self.size_limit}, file_limit={self.file_limit}, "
-            f"max_files={self.max_files}, files={len(self._entries)}, total_size={self._total})"
+            f"max_files={self.max_files}, files={len(self._index)}, "
+            f"total_size={self._index.total})"
         )
 
     @property
@@ -160,13 +144,12 @@ class PersistLimit:
     def files(self) -> list[File]:
         """The registered files, least recently used first."""
         with self._lock:
-            entries = sorted(self._entries.values(), key=lambda e: (e.last_use, e.version))
-        return [entry.file for entry in entries]
+            return self._index.files()
 
     @property
     def total_size(self) -> int:
         """The total size of the registered files, in bytes (reservations excluded)."""
-        return self._total
+        return self._index.total
 
     def register_file(self, path: str) -> None:
         """Register a single file (again: its size and last use are refreshed).
@@ -178,12 +161,9 @@ class PersistLimit:
             return
         # Under the lock, like eviction: a file evicted meanwhile is not registered again.
         with self._lock:
-            try:
-                fstat = os.stat(path)
-            except OSError:
-                return  # removed meanwhile, or a cancelled download: nothing to count
-            if stat.S_ISREG(fstat.st_mode):
-                self._put(path, fstat)
+            fstat = regular_stat(path)  # None: removed meanwhile, or a cancelled download
+            if fstat is not None:
+                self._index.put(path, fstat)
 
     def register_dir_content(self, directory: str, pattern: str = "*") -> None:
         """Register every file in *directory* whose name matches *pattern*.
@@ -196,22 +176,22 @@ class PersistLimit:
             for path in glob.glob(os.path.join(glob.escape(directory), pattern)):
                 self.register_file(path)
             return
-        with self._lock, _gc_paused():  # see register_file
-            self._put_many(_scan(directory))
+        with self._lock, gc_paused():  # see register_file
+            self._index.put_many(scan(directory))
 
     def touch(self, path: str) -> None:
         """Record a use of *path* now, on disk (its access time) and in the index."""
         with self._lock:  # see register_file
             fstat = mark_used(path)
             if fstat is not None and not is_temporary(os.path.basename(path)):
-                self._put(path, fstat)
+                self._index.put(path, fstat)
 
     # -- reservations ----------------------------------------------------------------------
 
     @property
     def reserved(self) -> int:
         """The bytes reserved for downloads in flight (see :meth:`reserve`)."""
-        return self._reserved
+        return self._index.reserved
 
     def reserve(self, key: str, nbytes: int) -> None:
         """Count *nbytes* more toward the size limit until :meth:`release` of *key*.
@@ -227,13 +207,12 @@ class PersistLimit:
         """
         eviction.check_non_negative("nbytes", nbytes)
         with self._lock:
-            self._reserved += nbytes - self._reservations.get(key, 0)
-            self._reservations[key] = nbytes
+            self._index.reserve(key, nbytes)
 
     def release(self, key: str) -> None:
         """End the reservation of *key*; nothing happens for an unknown key."""
         with self._lock:
-            self._reserved -= self._reservations.pop(key, 0)
+            self._index.release(key)
 
     # -- eviction --------------------------------------------------------------------------
 
@@ -255,29 +234,29 @@ class PersistLimit:
             return removed
         self._check_live()
         held: list[eviction.Candidate] = []  # protected files met in this call
+        index = self._index
         try:
             while True:
                 with self._lock:
-                    over = self._over()
-                    item = None if over is None else eviction.next_victim(self._heap, self._entries)
-                if item is None:
+                    candidate = None if self._over() is None else index.pop()
+                if candidate is None:
                     break
-                _, version, path = item
+                path = candidate[2]
                 if _protected(self.protect, path) or _protected(protect, path):
                     with self._lock:
-                        held.append(item)
-                        self._held += 1
+                        held.append(candidate)
+                        index.hold()
                     continue
                 with self._lock:
-                    entry = self._entries.get(path)
-                    if entry is None or entry.version != version:
-                        continue  # used or removed meanwhile: its newer heap item decides
+                    entry = index.current(candidate)
+                    if entry is None:
+                        continue  # used or removed meanwhile: its newer candidate decides
                     rule = self._over()
                     if rule is None:
-                        heapq.heappush(self._heap, item)
+                        index.requeue([candidate])
                         break
                     reason = self._reason(rule) if log.isEnabledFor(logging.INFO) else ""
-                    self._drop(path)
+                    index.drop(path)
                     try:
                         os.remove(path)
                     except FileNotFoundError:
@@ -290,20 +269,17 @@ class PersistLimit:
         finally:
             if held:
                 with self._lock:
-                    self._held -= len(held)
-                    for item in held:
-                        entry = self._entries.get(item[2])
-                        if entry is not None and entry.version == item[1]:
-                            heapq.heappush(self._heap, item)
+                    index.requeue(held, held=True)
         return removed
 
     def _over(self) -> eviction.Rule | None:
         """The rule by which the next candidate goes now, or None (lock held)."""
+        index = self._index
         return eviction.over_limits(
-            files=len(self._entries),
-            total=self._total,
-            reserved=self._reserved,
-            held=self._held,
+            files=len(index),
+            total=index.total,
+            reserved=index.reserved,
+            held=index.held,
             size_limit=self.size_limit,
             file_limit=self.file_limit,
             max_files=self.max_files,
@@ -311,11 +287,12 @@ class PersistLimit:
 
     def _reason(self, rule: eviction.Rule) -> str:
         """Why a file goes by *rule* now, for the log (lock held)."""
+        index = self._index
         return eviction.describe(
             rule,
-            files=len(self._entries),
-            total=self._total,
-            reserved=self._reserved,
+            files=len(index),
+            total=index.total,
+            reserved=index.reserved,
             size_limit=self.size_limit,
             max_files=self.max_files,
         )
@@ -406,20 +383,8 @@ class PersistLimit:
 
     def _rescan(self, directory: str) -> None:
         """Replace the entries of *directory* by what a fresh scan finds."""
-        with self._lock, _gc_paused():
-            found = _scan(directory)
-            prefix = os.path.join(directory, "")
-            old = self._entries
-            stale = [
-                path
-                for path in old
-                if path.startswith(prefix) and os.sep not in path[len(prefix) :]
-            ]
-            fresh = {path for path, _ in found}
-            for path in stale:
-                if path not in fresh:
-                    self._drop(path)
-            self._put_many(found)
+        with self._lock, gc_paused():
+            self._index.replace_directory(directory, scan(directory))
 
     def _on_change(self, name: str, present: bool) -> None:
         """Apply one change in the watched directory (in the observer's thread)."""
@@ -428,134 +393,11 @@ class PersistLimit:
             return
         path = os.path.join(directory, name)
         with self._lock:
-            fstat: os.stat_result | None = None
-            if present:
-                try:
-                    fstat = os.stat(path)
-                except OSError:
-                    pass
-            if fstat is not None and stat.S_ISREG(fstat.st_mode):
-                self._put(path, fstat)
-            elif path in self._entries:
-                self._drop(path)
-
-    # -- index primitives (lock held) ------------------------------------------------------
-
-    def _put(self, path: str, fstat: os.stat_result) -> None:
-        """Register *path* with *fstat*; its last use is the access time."""
-        if self._reservations:
-            self._reserved -= self._reservations.pop(path, 0)
-        old = self._entries.get(path)
-        if old is not None:
-            if _same(old.file.stat, fstat):
-                return  # nothing changed: keep its place (and its heap item)
-            self._total -= old.file.stat.st_size
-        self._version += 1
-        last_use = fstat.st_atime
-        self._entries[path] = _Entry(File(path, fstat), last_use, self._version)
-        self._total += fstat.st_size
-        heapq.heappush(self._heap, (last_use, self._version, path))
-        if len(self._heap) > 2 * len(self._entries) + 64:
-            self._rebuild_heap()
-
-    def _put_many(self, found: list[tuple[str, os.stat_result]]) -> None:
-        """:meth:`_put` each of *found*, then rebuild the heap once.
-
-        The hot loop of a scan: one dict update and two tuples per file.
-        """
-        entries, reservations = self._entries, self._reservations
-        new = tuple.__new__
-        version, total = self._version, self._total
-        for path, fstat in found:
-            if reservations:
-                self._reserved -= reservations.pop(path, 0)
-            old = entries.get(path)
-            if old is not None:
-                if _same(old.file.stat, fstat):
-                    continue
-                total -= old.file.stat.st_size
-            version += 1
-            entries[path] = new(_Entry, (new(File, (path, fstat)), fstat.st_atime, version))
-            total += fstat.st_size
-        self._version, self._total = version, total
-        self._rebuild_heap()
-
-    def _rebuild_heap(self) -> None:
-        self._heap = [(e.last_use, e.version, p) for p, e in self._entries.items()]
-        heapq.heapify(self._heap)
-
-    def _drop(self, path: str) -> None:
-        entry = self._entries.pop(path)
-        self._total -= entry.file.stat.st_size
-
-
-def mark_used(path: str) -> os.stat_result | None:
-    """Record a use of the regular file at *path* on disk: its access time is now.
-
-    Never through a symlink (its target may be outside the directory).
-
-    :return: the file's status with the access time as stored, or None when
-        it is not a regular file or cannot be touched
-    """
-    try:
-        fstat = os.stat(path, follow_symlinks=False)
-        if not stat.S_ISREG(fstat.st_mode):
-            return None
-        os.utime(path, ns=(time.time_ns(), fstat.st_mtime_ns), follow_symlinks=False)
-        fstat = os.stat(path, follow_symlinks=False)
-    except OSError as exc:
-        log.debug("Cannot record a use of %s: %s", path, exc)
-        return None
-    return fstat if stat.S_ISREG(fstat.st_mode) else None
-
-
-def _same(a: os.stat_result, b: os.stat_result) -> bool:
-    return (
-        a.st_ino == b.st_ino
-        and a.st_dev == b.st_dev
-        and a.st_size == b.st_size
-        and a.st_atime_ns == b.st_atime_ns
-        and a.st_mtime_ns == b.st_mtime_ns
-    )
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a scan builds the index.
-
-    The index holds three tracked objects per file and no reference cycle;
-    while it grows, the collector would walk it again and again (a quarter of
-    the time of registering 100,000 files). Its state is restored after.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _scan(directory: str) -> list[tuple[str, os.stat_result]]:
-    """The regular files of *directory* (symlinks followed), hidden names skipped.
-
-    dlmanager's temporary files are hidden names, so they are skipped too.
-    """
-    found: list[tuple[str, os.stat_result]] = []
-    try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                try:
-                    fstat = entry.stat()
-                except OSError:
-                    continue  # removed meanwhile, or a broken symlink
-                if stat.S_ISREG(fstat.st_mode):
-                    found.append((entry.path, fstat))
-    except OSError as exc:
-        log.debug("Cannot scan %s: %s", directory, exc)
-    return found
+            fstat = regular_stat(path) if present else None
+            if fstat is not None:
+                self._index.put(path, fstat)
+            else:
+                self._index.drop(path)
 
 
 def _protected(protect: Callable[[str], bool] | None, path: str) -> bool:
