@@ -55,11 +55,6 @@ __all__ = ["Download", "DownloadInterrupt", "DownloadManager"]
 
 log = get_logger(__name__)
 
-#: The key under which the room reserved by every process's downloads in
-#: flight is counted in the persist limit.
-_IN_FLIGHT = "\x00downloads in flight"
-
-
 #: The modes of open() that DownloadManager.open accepts: reading only.
 _READ_MODES = frozenset({"r", "rt", "tr", "rb", "br"})
 
@@ -215,6 +210,8 @@ class DownloadManager:
                 # Live accounting: other processes' changes reach the index.
                 self.persist_limit.watch(self._root)  # registers what is there
                 self._watching = True
+                # And the room every process's downloads in flight reserved, read live.
+                self.persist_limit.count_in_flight(self._reservations.total)
             except RuntimeError:  # the limit already accounts for another directory
                 self.persist_limit.register_dir_content(self._root)
 
@@ -490,7 +487,6 @@ class DownloadManager:
         if not limit.enabled:
             return []
         with self._pins.evicting() as protect:
-            limit.reserve(_IN_FLIGHT, self._reservations.total())
             removed = limit.remove_old_files(protect=protect)
         if removed:
             try:
@@ -517,8 +513,6 @@ class DownloadManager:
                 self.evict()
             elif event.kind is EventKind.FINISHED:
                 self._reservations.release(fname)
-                # What the limit counts in flight no longer includes it.
-                self.persist_limit.reserve(_IN_FLIGHT, self._reservations.total())
             if on_event is not None:
                 on_event(event)
 

@@ -33,9 +33,10 @@ class PersistLimit:
     Two rules say when files are removed, least recently used first:
 
     * the size rule: while more than *file_limit* files are registered and
-      their total size plus the space :meth:`reserved <reserve>` for
-      downloads in flight is at least *size_limit*. A *size_limit* or
-      *file_limit* of 0 turns this rule off.
+      their total size plus the space :attr:`reserved` for downloads in
+      flight (with :meth:`reserve`, and through :meth:`count_in_flight`) is
+      at least *size_limit*. A *size_limit* or *file_limit* of 0 turns this
+      rule off.
     * the count rule, with *max_files*: while more than *max_files* files
       are registered, whatever their size. *file_limit* does not hold
       files back from this rule: *max_files* is a true ceiling, so
@@ -108,6 +109,7 @@ class PersistLimit:
         # never joined while _lock is held (its thread may be waiting for it).
         self._lock = threading.RLock()
         self._index = Index()
+        self._in_flight: Callable[[], int] | None = None  # see count_in_flight
         # Watching: the directory, live or rescanned (no observer: on every check).
         self._watch_lock = threading.Lock()
         self._watch = SharedWatch()  # its users: watch() calls not ended by close() yet
@@ -190,8 +192,9 @@ class PersistLimit:
 
     @property
     def reserved(self) -> int:
-        """The bytes reserved for downloads in flight (see :meth:`reserve`)."""
-        return self._index.reserved
+        """The bytes reserved for downloads in flight: those of :meth:`reserve`,
+        plus what the :meth:`count_in_flight` provider returns now."""
+        return self._index.reserved + self._in_flight_bytes()
 
     def reserve(self, key: str, nbytes: int) -> None:
         """Count *nbytes* more toward the size limit until :meth:`release` of *key*.
@@ -214,6 +217,32 @@ class PersistLimit:
         with self._lock:
             self._index.release(key)
 
+    def count_in_flight(self, provider: Callable[[], int] | None) -> None:
+        """Count the bytes ``provider()`` returns toward the size limit, read live.
+
+        For room reserved elsewhere, such as by the downloads in flight of
+        every process sharing the directory: :meth:`remove_old_files` calls
+        *provider* once per check, before removing anything, and counts its
+        bytes like those of :meth:`reserve` (the size rule only), and so does
+        :attr:`reserved`. It is called without the index lock held, so it may
+        take other locks and read files, and returns an integer >= 0 (else
+        :exc:`ValueError` is raised there). A later call replaces *provider*;
+        None removes it. A :class:`~dlmanager.DownloadManager` following its
+        directory sets it to the reservations of every process in that
+        directory (see :ref:`reservations`).
+
+        :raises TypeError: when *provider* is neither callable nor None
+
+        .. versionadded:: 1.0
+        """
+        if provider is not None and not callable(provider):
+            raise TypeError(f"provider must be callable or None, not {provider!r}")
+        self._in_flight = provider
+
+    def _in_flight_bytes(self) -> int:
+        provider = self._in_flight
+        return 0 if provider is None else eviction.check_non_negative("in-flight bytes", provider())
+
     # -- eviction --------------------------------------------------------------------------
 
     def remove_old_files(self, *, protect: Callable[[str], bool] | None = None) -> list[str]:
@@ -233,12 +262,13 @@ class PersistLimit:
         if not self.enabled:
             return removed
         self._check_live()
+        in_flight = self._in_flight_bytes()  # once per check, without the lock
         held: list[eviction.Candidate] = []  # protected files met in this call
         index = self._index
         try:
             while True:
                 with self._lock:
-                    candidate = None if self._over() is None else index.pop()
+                    candidate = None if self._over(in_flight) is None else index.pop()
                 if candidate is None:
                     break
                 path = candidate[2]
@@ -251,11 +281,11 @@ class PersistLimit:
                     entry = index.current(candidate)
                     if entry is None:
                         continue  # used or removed meanwhile: its newer candidate decides
-                    rule = self._over()
+                    rule = self._over(in_flight)
                     if rule is None:
                         index.requeue([candidate])
                         break
-                    reason = self._reason(rule) if log.isEnabledFor(logging.INFO) else ""
+                    reason = self._reason(rule, in_flight) if log.isEnabledFor(logging.INFO) else ""
                     index.drop(path)
                     try:
                         os.remove(path)
@@ -272,27 +302,27 @@ class PersistLimit:
                     index.requeue(held, held=True)
         return removed
 
-    def _over(self) -> eviction.Rule | None:
+    def _over(self, in_flight: int) -> eviction.Rule | None:
         """The rule by which the next candidate goes now, or None (lock held)."""
         index = self._index
         return eviction.over_limits(
             files=len(index),
             total=index.total,
-            reserved=index.reserved,
+            reserved=index.reserved + in_flight,
             held=index.held,
             size_limit=self.size_limit,
             file_limit=self.file_limit,
             max_files=self.max_files,
         )
 
-    def _reason(self, rule: eviction.Rule) -> str:
+    def _reason(self, rule: eviction.Rule, in_flight: int) -> str:
         """Why a file goes by *rule* now, for the log (lock held)."""
         index = self._index
         return eviction.describe(
             rule,
             files=len(index),
             total=index.total,
-            reserved=index.reserved,
+            reserved=index.reserved + in_flight,
             size_limit=self.size_limit,
             max_files=self.max_files,
         )
