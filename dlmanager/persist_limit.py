@@ -268,7 +268,8 @@ class PersistLimit:
         try:
             while True:
                 with self._lock:
-                    candidate = None if self._over(in_flight) is None else index.pop()
+                    over = index.over(in_flight, self.size_limit, self.file_limit, self.max_files)
+                    candidate = None if over is None else index.pop()
                 if candidate is None:
                     break
                 path = candidate[2]
@@ -281,11 +282,13 @@ class PersistLimit:
                     entry = index.current(candidate)
                     if entry is None:
                         continue  # used or removed meanwhile: its newer candidate decides
-                    rule = self._over(in_flight)
+                    rule = index.over(in_flight, self.size_limit, self.file_limit, self.max_files)
                     if rule is None:
                         index.requeue([candidate])
                         break
-                    reason = self._reason(rule, in_flight) if log.isEnabledFor(logging.INFO) else ""
+                    reason = ""
+                    if log.isEnabledFor(logging.INFO):
+                        reason = index.why(rule, in_flight, self.size_limit, self.max_files)
                     index.drop(path)
                     try:
                         os.remove(path)
@@ -301,31 +304,6 @@ class PersistLimit:
                 with self._lock:
                     index.requeue(held, held=True)
         return removed
-
-    def _over(self, in_flight: int) -> eviction.Rule | None:
-        """The rule by which the next candidate goes now, or None (lock held)."""
-        index = self._index
-        return eviction.over_limits(
-            files=len(index),
-            total=index.total,
-            reserved=index.reserved + in_flight,
-            held=index.held,
-            size_limit=self.size_limit,
-            file_limit=self.file_limit,
-            max_files=self.max_files,
-        )
-
-    def _reason(self, rule: eviction.Rule, in_flight: int) -> str:
-        """Why a file goes by *rule* now, for the log (lock held)."""
-        index = self._index
-        return eviction.describe(
-            rule,
-            files=len(index),
-            total=index.total,
-            reserved=index.reserved + in_flight,
-            size_limit=self.size_limit,
-            max_files=self.max_files,
-        )
 
     # -- watching --------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from dlmanager.disk.eviction import Candidate
+from dlmanager.disk.eviction import Candidate, Rule
 from dlmanager.disk.index import File, Index
 
 DIR = os.path.join(os.sep, "cache")
@@ -148,3 +148,20 @@ def test_the_queue_stays_small_under_many_uses() -> None:
     for i in range(1, 1000):
         index.put(path("a"), status(1, float(i), ino=1))
     assert taken(index) == ["b", "a"]
+
+
+def test_over_applies_the_rules_to_what_the_index_holds() -> None:
+    index = Index()
+    for i in range(3):
+        index.put(path(f"f{i}"), status(100, float(i), ino=i))
+    assert index.over(0, 300, 1, None) is Rule.SIZE
+    assert index.over(0, 301, 1, None) is None
+    assert index.over(1, 301, 1, None) is Rule.SIZE  # bytes in flight count
+    index.reserve("dl", 1)
+    assert index.over(0, 301, 1, None) is Rule.SIZE  # and so do reservations
+    assert index.over(0, 0, 5, 2) is Rule.COUNT
+    index.hold()
+    index.hold()
+    assert index.over(0, 1, 1, None) is None  # two held: the newest is the one kept
+    assert index.why(Rule.SIZE, 9, 301, None) == "300 bytes + 10 reserved, at least size_limit=301"
+    assert index.why(Rule.COUNT, 0, 0, 2) == "3 files, more than max_files=2"

@@ -2,9 +2,10 @@
 
 In memory only: nothing here stats, reads or removes a file, takes a lock or logs.
 :class:`~dlmanager.PersistLimit` stats the files, holds its lock around every call,
-removes the files the eviction queue gives, and decides with
-:mod:`dlmanager.disk.eviction`. Registering a file costs O(log n); taking *k*
-candidates out of *n* files costs O(k log n).
+and removes the files the eviction queue gives while :meth:`Index.over` (the rules
+of :mod:`dlmanager.disk.eviction` applied to what the index holds) says so.
+Registering a file costs O(log n); taking *k* candidates out of *n* files costs
+O(k log n).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import heapq
 import os
 from typing import NamedTuple
 
-from dlmanager.disk.eviction import Candidate, next_victim
+from dlmanager.disk.eviction import Candidate, Rule, describe, next_victim, over_limits
 
 __all__ = ["Entry", "File", "Index"]
 
@@ -164,6 +165,33 @@ class Index:
         """The entry of *candidate*'s file if the candidate is still current, else None."""
         entry = self._entries.get(candidate[2])
         return entry if entry is not None and entry.version == candidate[1] else None
+
+    def over(
+        self, in_flight: int, size_limit: int, file_limit: int, max_files: int | None
+    ) -> Rule | None:
+        """The rule by which the next candidate goes now (see
+        :func:`~dlmanager.disk.eviction.over_limits`), with *in_flight* more bytes
+        reserved, or None."""
+        return over_limits(
+            files=len(self._entries),
+            total=self.total,
+            reserved=self.reserved + in_flight,
+            held=self.held,
+            size_limit=size_limit,
+            file_limit=file_limit,
+            max_files=max_files,
+        )
+
+    def why(self, rule: Rule, in_flight: int, size_limit: int, max_files: int | None) -> str:
+        """Why a file goes by *rule* now, for the log (see :meth:`over`)."""
+        return describe(
+            rule,
+            files=len(self._entries),
+            total=self.total,
+            reserved=self.reserved + in_flight,
+            size_limit=size_limit,
+            max_files=max_files,
+        )
 
     def hold(self) -> None:
         """Count one more candidate taken out and kept (a protected file)."""
