@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import types
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -58,7 +59,12 @@ class DirectoryWatcher:
 
     def __init__(self, directory: str, on_change: OnChange) -> None:
         self.directory = directory
-        self._on_change = weakref.WeakMethod(on_change)
+        if not isinstance(on_change, types.MethodType):
+            raise TypeError(f"on_change must be a bound method, not {on_change!r}")
+        # Its object, held weakly, and its function: as weakref.WeakMethod does,
+        # without building a bound method per event.
+        self._owner = weakref.ref(on_change.__self__)
+        self._method = on_change.__func__
         self._observer: BaseObserver | None = None
         self._finalizer: Callable[[], object] | None = None
 
@@ -109,7 +115,7 @@ class DirectoryWatcher:
                 raise CannotWatch("the platform has no file change notification")
             observer.name = f"dlmanager-watch {self.directory}"
             observer.schedule(
-                _handler(self._on_change),
+                _handler(self._owner, self._method),
                 self.directory,
                 recursive=False,
                 event_filter=event_filter,
@@ -230,30 +236,40 @@ def changes(event: FileSystemEvent) -> list[tuple[str, bool]]:
     if event.is_directory:
         return []
     kind = event.event_type
-    found: list[tuple[bytes | str, bool]] = []
     if kind == "moved":
-        found.append((event.src_path, False))
+        found = [(_name(event.src_path), False)]
         if event.dest_path:
-            found.append((event.dest_path, True))
-    elif kind == "deleted":
-        found.append((event.src_path, False))
-    elif kind in ("created", "modified", "attrib", "closed"):
-        found.append((event.src_path, True))
-    return [(os.path.basename(os.fsdecode(raw)), present) for raw, present in found]
+            found.append((_name(event.dest_path), True))
+        return found
+    if kind == "deleted":
+        return [(_name(event.src_path), False)]
+    if kind in _PRESENT:
+        return [(_name(event.src_path), True)]
+    return []
 
 
-def _handler(on_change: weakref.WeakMethod[OnChange]) -> FileSystemEventHandler:
-    """An event handler calling *on_change* while its object lives."""
+#: The kinds of event after which the file at the path is looked at again.
+_PRESENT = frozenset({"created", "modified", "attrib", "closed"})
+
+
+def _name(raw: bytes | str) -> str:
+    return os.path.basename(os.fsdecode(raw))
+
+
+def _handler(
+    owner: weakref.ref[object], method: Callable[[object, str, bool], None]
+) -> FileSystemEventHandler:
+    """An event handler calling ``method(owner, name, present)`` while *owner* lives."""
     from watchdog.events import FileSystemEventHandler
 
     class _Handler(FileSystemEventHandler):
         def dispatch(self, event: FileSystemEvent) -> None:
-            target = on_change()
+            target = owner()
             if target is None:
                 return
             try:
                 for name, present in changes(event):
-                    target(name, present)
+                    method(target, name, present)
             except Exception:  # an exception would end the observer's thread
                 log.warning("Cannot apply %r", event, exc_info=True)
 
