@@ -33,9 +33,6 @@ log = get_logger(__name__)
 
 #: The modes of open() that DownloadManager.open accepts: reading only.
 _READ_MODES = frozenset({"r", "rt", "tr", "rb", "br"})
-#: The key under which the room reserved by every process's downloads in
-#: flight is counted in the persist limit.
-_IN_FLIGHT = "\x00downloads in flight"
 
 
 def present(path: str) -> bool:
@@ -93,6 +90,8 @@ class Directory:
                 # Live accounting: other processes' changes reach the index.
                 limit.watch(root)  # registers what is there
                 self._watching = True
+                # And the room every process's downloads in flight reserved, read live.
+                limit.count_in_flight(self._reservations.total)
             except RuntimeError:  # the limit already accounts for another directory
                 limit.register_dir_content(root)
 
@@ -138,7 +137,6 @@ class Directory:
         if not limit.enabled:
             return []
         with self._pins.evicting() as protect:
-            limit.reserve(_IN_FLIGHT, self._reservations.total())
             return limit.remove_old_files(protect=protect)
 
     def reserving(
@@ -161,8 +159,6 @@ class Directory:
                 evict()
             elif event.kind is EventKind.FINISHED:
                 self._reservations.release(fname)
-                # What the limit counts in flight no longer includes it.
-                self.limit.reserve(_IN_FLIGHT, self._reservations.total())
             if on_event is not None:
                 on_event(event)
 

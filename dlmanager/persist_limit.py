@@ -1,83 +1,30 @@
-"""PersistLimit: keep a directory of downloads under a size cap, least recently used out first."""
+"""PersistLimit: keep a directory of downloads under a size cap, least recently used out first.
+
+This module owns the public class: its API, its lock, and the I/O around the index
+(stat, scan, remove, protect, log). The index itself is :mod:`dlmanager.disk.index`,
+the eviction rules :mod:`dlmanager.disk.eviction`, and following a directory live
+:mod:`dlmanager.disk.watch`.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import glob
-import heapq
 import logging
 import os
-import re
-import stat
 import threading
-import time
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple
 
+from dlmanager.disk import eviction
+from dlmanager.disk.files import gc_paused, mark_used, regular_stat, scan
+from dlmanager.disk.index import File, Index
 from dlmanager.disk.layout import is_temporary
+from dlmanager.disk.watch import CannotWatch, SharedWatch
 from dlmanager.redact import get_logger
-
-if TYPE_CHECKING:
-    from watchdog.events import FileSystemEvent, FileSystemEventHandler
-    from watchdog.observers.api import BaseObserver
 
 __all__ = ["File", "PersistLimit", "mark_used"]
 
 log = get_logger(__name__)
-
-#: Seconds :meth:`PersistLimit.close` waits for the observer thread to end.
-_JOIN_TIMEOUT = 10.0
-
-#: Filesystems on which inotify (and the other native APIs) miss the changes
-#: other machines make: watching them would leave the index silently stale.
-_REMOTE_FILESYSTEMS = frozenset(
-    {
-        "9p",
-        "afs",
-        "beegfs",
-        "ceph",
-        "cifs",
-        "coda",
-        "gfs2",
-        "glusterfs",
-        "gpfs",
-        "lustre",
-        "ncpfs",
-        "nfs",
-        "nfs4",
-        "ocfs2",
-        "smb3",
-        "smbfs",
-        "fuse.ceph-fuse",
-        "fuse.gcsfuse",
-        "fuse.glusterfs",
-        "fuse.juicefs",
-        "fuse.rclone",
-        "fuse.s3fs",
-        "fuse.sshfs",
-        "fuse.goofys",
-    }
-)
-
-
-class File(NamedTuple):
-    """A registered file (the shape dlmanager 0.1.1 used)."""
-
-    path: str
-    stat: os.stat_result
-
-
-class _Entry(NamedTuple):
-    file: File
-    last_use: float
-    version: int
-
-
-#: A heap item: (last use, version, path).
-_HeapItem = tuple[float, int, str]
 
 
 class PersistLimit:
@@ -86,9 +33,10 @@ class PersistLimit:
     Two rules say when files are removed, least recently used first:
 
     * the size rule: while more than *file_limit* files are registered and
-      their total size plus the space :meth:`reserved <reserve>` for
-      downloads in flight is at least *size_limit*. A *size_limit* or
-      *file_limit* of 0 turns this rule off.
+      their total size plus the space :attr:`reserved` for downloads in
+      flight (with :meth:`reserve`, and through :meth:`count_in_flight`) is
+      at least *size_limit*. A *size_limit* or *file_limit* of 0 turns this
+      rule off.
     * the count rule, with *max_files*: while more than *max_files* files
       are registered, whatever their size. *file_limit* does not hold
       files back from this rule: *max_files* is a true ceiling, so
@@ -149,13 +97,7 @@ class PersistLimit:
         protect: Callable[[str], bool] | None = None,
         max_files: int | None = None,
     ) -> None:
-        for name, value in (("size_limit", size_limit), ("file_limit", file_limit)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, not {value!r}")
-        if max_files is not None and (
-            not isinstance(max_files, int) or isinstance(max_files, bool) or max_files < 1
-        ):
-            raise ValueError(f"max_files must be an integer >= 1 or None, not {max_files!r}")
+        eviction.check_limits(size_limit, file_limit, max_files)
         if protect is not None and not callable(protect):
             raise TypeError(f"protect must be callable or None, not {protect!r}")
         self.size_limit = size_limit
@@ -166,35 +108,25 @@ class PersistLimit:
         # The index. Lock order: _watch_lock before _lock; the observer is
         # never joined while _lock is held (its thread may be waiting for it).
         self._lock = threading.RLock()
-        self._entries: dict[str, _Entry] = {}
-        self._heap: list[_HeapItem] = []
-        self._version = 0
-        self._total = 0
-        self._reservations: dict[str, int] = {}
-        self._reserved = 0
-        self._held = 0  # protected entries out of the heap while remove_old_files runs
-        # Watching.
+        self._index = Index()
+        self._in_flight: Callable[[], int] | None = None  # see count_in_flight
+        # Watching: the directory, live or rescanned (no observer: on every check).
         self._watch_lock = threading.Lock()
-        self._watched: str | None = None  # the directory, live or rescanned
-        self._watchers = 0  # watch() calls not ended by close() yet
-        self._observer: BaseObserver | None = None  # None: rescan on every check
-        self._stop_observer: Callable[[], object] | None = None
+        self._watch = SharedWatch()  # its users: watch() calls not ended by close() yet
         self._warned = False
 
     def __repr__(self) -> str:
         return (
             f"PersistLimit(size_limit={self.size_limit}, file_limit={self.file_limit}, "
-            f"max_files={self.max_files}, files={len(self._entries)}, total_size={self._total})"
+            f"max_files={self.max_files}, files={len(self._index)}, "
+            f"total_size={self._index.total})"
         )
 
     @property
     def enabled(self) -> bool:
         """Whether :meth:`remove_old_files` may remove something: the size rule
         is on (*size_limit* and *file_limit* above 0) or *max_files* is set."""
-        return self._size_rule() or self.max_files is not None
-
-    def _size_rule(self) -> bool:
-        return self.size_limit > 0 and self.file_limit > 0
+        return eviction.rules_on(self.size_limit, self.file_limit, self.max_files)
 
     def __enter__(self) -> PersistLimit:
         return self
@@ -214,13 +146,12 @@ class PersistLimit:
     def files(self) -> list[File]:
         """The registered files, least recently used first."""
         with self._lock:
-            entries = sorted(self._entries.values(), key=lambda e: (e.last_use, e.version))
-        return [entry.file for entry in entries]
+            return self._index.files()
 
     @property
     def total_size(self) -> int:
         """The total size of the registered files, in bytes (reservations excluded)."""
-        return self._total
+        return self._index.total
 
     def register_file(self, path: str) -> None:
         """Register a single file (again: its size and last use are refreshed).
@@ -232,12 +163,9 @@ class PersistLimit:
             return
         # Under the lock, like eviction: a file evicted meanwhile is not registered again.
         with self._lock:
-            try:
-                fstat = os.stat(path)
-            except OSError:
-                return  # removed meanwhile, or a cancelled download: nothing to count
-            if stat.S_ISREG(fstat.st_mode):
-                self._put(path, fstat)
+            fstat = regular_stat(path)  # None: removed meanwhile, or a cancelled download
+            if fstat is not None:
+                self._index.put(path, fstat)
 
     def register_dir_content(self, directory: str, pattern: str = "*") -> None:
         """Register every file in *directory* whose name matches *pattern*.
@@ -250,22 +178,23 @@ class PersistLimit:
             for path in glob.glob(os.path.join(glob.escape(directory), pattern)):
                 self.register_file(path)
             return
-        with self._lock, _gc_paused():  # see register_file
-            self._put_many(_scan(directory))
+        with self._lock, gc_paused():  # see register_file
+            self._index.put_many(scan(directory))
 
     def touch(self, path: str) -> None:
         """Record a use of *path* now, on disk (its access time) and in the index."""
         with self._lock:  # see register_file
             fstat = mark_used(path)
             if fstat is not None and not is_temporary(os.path.basename(path)):
-                self._put(path, fstat)
+                self._index.put(path, fstat)
 
     # -- reservations ----------------------------------------------------------------------
 
     @property
     def reserved(self) -> int:
-        """The bytes reserved for downloads in flight (see :meth:`reserve`)."""
-        return self._reserved
+        """The bytes reserved for downloads in flight: those of :meth:`reserve`,
+        plus what the :meth:`count_in_flight` provider returns now."""
+        return self._index.reserved + self._in_flight_bytes()
 
     def reserve(self, key: str, nbytes: int) -> None:
         """Count *nbytes* more toward the size limit until :meth:`release` of *key*.
@@ -279,16 +208,40 @@ class PersistLimit:
 
         :raises ValueError: for a negative or non-integer *nbytes*
         """
-        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
-            raise ValueError(f"nbytes must be an integer >= 0, not {nbytes!r}")
+        eviction.check_non_negative("nbytes", nbytes)
         with self._lock:
-            self._reserved += nbytes - self._reservations.get(key, 0)
-            self._reservations[key] = nbytes
+            self._index.reserve(key, nbytes)
 
     def release(self, key: str) -> None:
         """End the reservation of *key*; nothing happens for an unknown key."""
         with self._lock:
-            self._reserved -= self._reservations.pop(key, 0)
+            self._index.release(key)
+
+    def count_in_flight(self, provider: Callable[[], int] | None) -> None:
+        """Count the bytes ``provider()`` returns toward the size limit, read live.
+
+        For room reserved elsewhere, such as by the downloads in flight of
+        every process sharing the directory: :meth:`remove_old_files` calls
+        *provider* once per check, before removing anything, and counts its
+        bytes like those of :meth:`reserve` (the size rule only), and so does
+        :attr:`reserved`. It is called without the index lock held, so it may
+        take other locks and read files, and returns an integer >= 0 (else
+        :exc:`ValueError` is raised there). A later call replaces *provider*;
+        None removes it. A :class:`~dlmanager.DownloadManager` following its
+        directory sets it to the reservations of every process in that
+        directory (see :ref:`reservations`).
+
+        :raises TypeError: when *provider* is neither callable nor None
+
+        .. versionadded:: 1.0
+        """
+        if provider is not None and not callable(provider):
+            raise TypeError(f"provider must be callable or None, not {provider!r}")
+        self._in_flight = provider
+
+    def _in_flight_bytes(self) -> int:
+        provider = self._in_flight
+        return 0 if provider is None else eviction.check_non_negative("in-flight bytes", provider())
 
     # -- eviction --------------------------------------------------------------------------
 
@@ -309,28 +262,34 @@ class PersistLimit:
         if not self.enabled:
             return removed
         self._check_live()
-        held: list[_HeapItem] = []  # protected files met in this call
+        in_flight = self._in_flight_bytes()  # once per check, without the lock
+        held: list[eviction.Candidate] = []  # protected files met in this call
+        index = self._index
         try:
             while True:
                 with self._lock:
-                    item = self._next_candidate()
-                if item is None:
+                    over = index.over(in_flight, self.size_limit, self.file_limit, self.max_files)
+                    candidate = None if over is None else index.pop()
+                if candidate is None:
                     break
-                _, version, path = item
+                path = candidate[2]
                 if _protected(self.protect, path) or _protected(protect, path):
                     with self._lock:
-                        held.append(item)
-                        self._held += 1
+                        held.append(candidate)
+                        index.hold()
                     continue
                 with self._lock:
-                    entry = self._entries.get(path)
-                    if entry is None or entry.version != version:
-                        continue  # used or removed meanwhile: its newer heap item decides
-                    if not self._over_limits():
-                        heapq.heappush(self._heap, item)
+                    entry = index.current(candidate)
+                    if entry is None:
+                        continue  # used or removed meanwhile: its newer candidate decides
+                    rule = index.over(in_flight, self.size_limit, self.file_limit, self.max_files)
+                    if rule is None:
+                        index.requeue([candidate])
                         break
-                    reason = self._eviction_reason()
-                    self._drop(path)
+                    reason = ""
+                    if log.isEnabledFor(logging.INFO):
+                        reason = index.why(rule, in_flight, self.size_limit, self.max_files)
+                    index.drop(path)
                     try:
                         os.remove(path)
                     except FileNotFoundError:
@@ -343,54 +302,15 @@ class PersistLimit:
         finally:
             if held:
                 with self._lock:
-                    self._held -= len(held)
-                    for item in held:
-                        entry = self._entries.get(item[2])
-                        if entry is not None and entry.version == item[1]:
-                            heapq.heappush(self._heap, item)
+                    index.requeue(held, held=True)
         return removed
-
-    def _over_limits(self) -> bool:
-        count = len(self._entries)
-        # The count rule: protected files count (they are kept, and others go).
-        if self.max_files is not None and count > self.max_files:
-            return True
-        # The size rule: the next candidate is evictable if file_limit entries
-        # are more recent than it: all but the protected ones met before it,
-        # which are older.
-        return (
-            self._size_rule()
-            and count - self._held > self.file_limit
-            and self._total + self._reserved >= self.size_limit
-        )
-
-    def _eviction_reason(self) -> str:
-        """Which limit the index is over, for the log (lock held)."""
-        count = len(self._entries)
-        if self.max_files is not None and count > self.max_files:
-            return f"{count} files, more than max_files={self.max_files}"
-        return (
-            f"{self._total} bytes + {self._reserved} reserved, "
-            f"at least size_limit={self.size_limit}"
-        )
-
-    def _next_candidate(self) -> _HeapItem | None:
-        """Pop the least recently used live heap item if over the limits (lock held)."""
-        while self._heap and self._over_limits():
-            item = heapq.heappop(self._heap)
-            entry = self._entries.get(item[2])
-            if entry is not None and entry.version == item[1]:
-                return item
-            # else superseded by a later registration or touch, or dropped
-        return None
 
     # -- watching --------------------------------------------------------------------------
 
     @property
     def watching(self) -> bool:
         """Whether an observer keeps the index of the watched directory live."""
-        observer = self._observer
-        return observer is not None and _observer_alive(observer)
+        return self._watch.live
 
     def watch(self, directory: str) -> None:
         """Follow *directory* live: keep the index true while any process adds,
@@ -418,24 +338,10 @@ class PersistLimit:
         if not os.path.isdir(directory):
             raise NotADirectoryError(f"cannot watch {directory!r}: not a directory")
         with self._watch_lock:
-            if self._watched is not None:
-                if os.path.abspath(self._watched) != os.path.abspath(directory):
-                    raise RuntimeError(
-                        f"already watching {self._watched!r}; close() before watching another"
-                    )
-                self._watchers += 1
-                if self._observer is not None and _observer_alive(self._observer):
-                    return
-                count = self._watchers
-                self._stop_watching()
-                self._watchers = count
-            else:
-                self._watchers = 1
-            self._watched = directory
             try:
-                self._observer, self._stop_observer = self._start_observer(directory)
-            except _CannotWatch as exc:
-                self._observer = self._stop_observer = None
+                if not self._watch.add(directory, self._on_change):
+                    return  # already followed live
+            except CannotWatch as exc:
                 self._warn_not_live(directory, str(exc))
             # After the observer started, so that no change is missed; under the
             # lock, so that the events of files scanned are applied after the scan.
@@ -448,7 +354,7 @@ class PersistLimit:
         with their current size and access time; files registered from other
         directories are kept. Nothing happens when no directory is watched.
         """
-        directory = self._watched
+        directory = self._watch.directory
         if directory is not None:
             self._rescan(directory)
 
@@ -460,76 +366,15 @@ class PersistLimit:
         nothing.
         """
         with self._watch_lock:
-            self._watchers -= 1
-            if self._watchers <= 0:
-                self._stop_watching()
-
-    def _stop_watching(self) -> None:
-        stop = self._stop_observer
-        self._observer = self._stop_observer = None
-        self._watched = None
-        self._watchers = 0
-        if stop is not None:
-            stop()  # once: the finalizer is dead afterwards
-
-    def _start_observer(self, directory: str) -> tuple[BaseObserver, Callable[[], object]]:
-        """Start an observer of *directory* whose events update this index."""
-        try:
-            from watchdog import events
-            from watchdog.observers import Observer
-            from watchdog.observers.polling import PollingObserver
-        except ImportError as exc:
-            raise _CannotWatch(f"watchdog cannot be imported: {exc}") from None
-        fstype = _remote_filesystem(directory)
-        if fstype is not None:
-            raise _CannotWatch(f"it is on a {fstype} filesystem, whose changes are not notified")
-        event_filter: list[type[FileSystemEvent]] = [
-            events.FileCreatedEvent,
-            events.FileDeletedEvent,
-            events.FileModifiedEvent,  # with inotify: IN_MODIFY and IN_ATTRIB
-            events.FileMovedEvent,
-        ]
-        attrib = getattr(events, "FileAttribEvent", None)  # watchdog >= 7: IN_ATTRIB
-        if attrib is not None:
-            event_filter.append(attrib)
-        observer: BaseObserver | None = None
-        try:
-            _quiet_watchdog()
-            observer = Observer()
-            if isinstance(observer, PollingObserver):
-                raise _CannotWatch("the platform has no file change notification")
-            observer.name = f"dlmanager-watch {directory}"
-            observer.schedule(
-                _make_handler(self), directory, recursive=False, event_filter=event_filter
-            )
-            observer.start()
-        except _CannotWatch:
-            if observer is not None:
-                _stop(observer)
-            raise
-        except (OSError, RuntimeError) as exc:
-            if observer is not None:
-                _stop(observer)
-            raise _CannotWatch(f"the observer cannot start: {exc}") from None
-        quiet = os.path.abspath(directory)
-        _watchdog_noise.add(quiet)
-        return observer, weakref.finalize(self, _stop, observer, quiet)
+            self._watch.remove()
 
     def _check_live(self) -> None:
         """Rescan the watched directory if no observer follows it."""
         with self._watch_lock:
-            directory = self._watched
-            if directory is None:
+            directory = self._watch.directory
+            if directory is None or self._watch.live:
                 return
-            observer = self._observer
-            if observer is not None:
-                if _observer_alive(observer):
-                    return
-                # The directory was removed or renamed, or the observer died.
-                stop = self._stop_observer
-                self._observer = self._stop_observer = None
-                if stop is not None:
-                    stop()
+            if self._watch.drop_dead():  # the directory was removed or renamed, or it died
                 self._warn_not_live(directory, "its observer stopped")
         self._rescan(directory)
 
@@ -546,176 +391,21 @@ class PersistLimit:
 
     def _rescan(self, directory: str) -> None:
         """Replace the entries of *directory* by what a fresh scan finds."""
-        with self._lock, _gc_paused():
-            found = _scan(directory)
-            prefix = os.path.join(directory, "")
-            old = self._entries
-            stale = [
-                path
-                for path in old
-                if path.startswith(prefix) and os.sep not in path[len(prefix) :]
-            ]
-            fresh = {path for path, _ in found}
-            for path in stale:
-                if path not in fresh:
-                    self._drop(path)
-            self._put_many(found)
+        with self._lock, gc_paused():
+            self._index.replace_directory(directory, scan(directory))
 
-    def _on_event(self, event: FileSystemEvent) -> None:
+    def _on_change(self, name: str, present: bool) -> None:
         """Apply one change in the watched directory (in the observer's thread)."""
-        if event.is_directory:
-            return
-        directory = self._watched
-        if directory is None:
-            return
-        kind = event.event_type
-        if kind == "moved":
-            self._event_path(directory, event.src_path, present=False)
-            if event.dest_path:
-                self._event_path(directory, event.dest_path, present=True)
-        elif kind == "deleted":
-            self._event_path(directory, event.src_path, present=False)
-        elif kind in ("created", "modified", "attrib", "closed"):
-            self._event_path(directory, event.src_path, present=True)
-
-    def _event_path(self, directory: str, raw: bytes | str, present: bool) -> None:
-        name = os.path.basename(os.fsdecode(raw))
-        if not name or name.startswith(".") or is_temporary(name):
+        directory = self._watch.directory
+        if directory is None or not name or name.startswith(".") or is_temporary(name):
             return
         path = os.path.join(directory, name)
         with self._lock:
-            fstat: os.stat_result | None = None
-            if present:
-                try:
-                    fstat = os.stat(path)
-                except OSError:
-                    pass
-            if fstat is not None and stat.S_ISREG(fstat.st_mode):
-                self._put(path, fstat)
-            elif path in self._entries:
-                self._drop(path)
-
-    # -- index primitives (lock held) ------------------------------------------------------
-
-    def _put(self, path: str, fstat: os.stat_result) -> None:
-        """Register *path* with *fstat*; its last use is the access time."""
-        if self._reservations:
-            self._reserved -= self._reservations.pop(path, 0)
-        old = self._entries.get(path)
-        if old is not None:
-            if _same(old.file.stat, fstat):
-                return  # nothing changed: keep its place (and its heap item)
-            self._total -= old.file.stat.st_size
-        self._version += 1
-        last_use = fstat.st_atime
-        self._entries[path] = _Entry(File(path, fstat), last_use, self._version)
-        self._total += fstat.st_size
-        heapq.heappush(self._heap, (last_use, self._version, path))
-        if len(self._heap) > 2 * len(self._entries) + 64:
-            self._rebuild_heap()
-
-    def _put_many(self, found: list[tuple[str, os.stat_result]]) -> None:
-        """:meth:`_put` each of *found*, then rebuild the heap once.
-
-        The hot loop of a scan: one dict update and two tuples per file.
-        """
-        entries, reservations = self._entries, self._reservations
-        new = tuple.__new__
-        version, total = self._version, self._total
-        for path, fstat in found:
-            if reservations:
-                self._reserved -= reservations.pop(path, 0)
-            old = entries.get(path)
-            if old is not None:
-                if _same(old.file.stat, fstat):
-                    continue
-                total -= old.file.stat.st_size
-            version += 1
-            entries[path] = new(_Entry, (new(File, (path, fstat)), fstat.st_atime, version))
-            total += fstat.st_size
-        self._version, self._total = version, total
-        self._rebuild_heap()
-
-    def _rebuild_heap(self) -> None:
-        self._heap = [(e.last_use, e.version, p) for p, e in self._entries.items()]
-        heapq.heapify(self._heap)
-
-    def _drop(self, path: str) -> None:
-        entry = self._entries.pop(path)
-        self._total -= entry.file.stat.st_size
-
-
-def mark_used(path: str) -> os.stat_result | None:
-    """Record a use of the regular file at *path* on disk: its access time is now.
-
-    Never through a symlink (its target may be outside the directory).
-
-    :return: the file's status with the access time as stored, or None when
-        it is not a regular file or cannot be touched
-    """
-    try:
-        fstat = os.stat(path, follow_symlinks=False)
-        if not stat.S_ISREG(fstat.st_mode):
-            return None
-        os.utime(path, ns=(time.time_ns(), fstat.st_mtime_ns), follow_symlinks=False)
-        fstat = os.stat(path, follow_symlinks=False)
-    except OSError as exc:
-        log.debug("Cannot record a use of %s: %s", path, exc)
-        return None
-    return fstat if stat.S_ISREG(fstat.st_mode) else None
-
-
-class _CannotWatch(Exception):
-    """No observer can follow the directory; the message says why."""
-
-
-def _same(a: os.stat_result, b: os.stat_result) -> bool:
-    return (
-        a.st_ino == b.st_ino
-        and a.st_dev == b.st_dev
-        and a.st_size == b.st_size
-        and a.st_atime_ns == b.st_atime_ns
-        and a.st_mtime_ns == b.st_mtime_ns
-    )
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a scan builds the index.
-
-    The index holds three tracked objects per file and no reference cycle;
-    while it grows, the collector would walk it again and again (a quarter of
-    the time of registering 100,000 files). Its state is restored after.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _scan(directory: str) -> list[tuple[str, os.stat_result]]:
-    """The regular files of *directory* (symlinks followed), hidden names skipped.
-
-    dlmanager's temporary files are hidden names, so they are skipped too.
-    """
-    found: list[tuple[str, os.stat_result]] = []
-    try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                try:
-                    fstat = entry.stat()
-                except OSError:
-                    continue  # removed meanwhile, or a broken symlink
-                if stat.S_ISREG(fstat.st_mode):
-                    found.append((entry.path, fstat))
-    except OSError as exc:
-        log.debug("Cannot scan %s: %s", directory, exc)
-    return found
+            fstat = regular_stat(path) if present else None
+            if fstat is not None:
+                self._index.put(path, fstat)
+            else:
+                self._index.drop(path)
 
 
 def _protected(protect: Callable[[str], bool] | None, path: str) -> bool:
@@ -726,133 +416,3 @@ def _protected(protect: Callable[[str], bool] | None, path: str) -> bool:
     except Exception:
         log.warning("protect(%r) failed: keeping the file", path, exc_info=True)
         return True
-
-
-def _make_handler(limit: PersistLimit) -> FileSystemEventHandler:
-    """An event handler updating *limit*, which it does not keep alive."""
-    from watchdog.events import FileSystemEventHandler
-
-    ref = weakref.ref(limit)
-
-    class _Handler(FileSystemEventHandler):
-        def dispatch(self, event: FileSystemEvent) -> None:
-            target = ref()
-            if target is None:
-                return
-            try:
-                target._on_event(event)
-            except Exception:  # an exception would end the observer's thread
-                log.warning("Cannot apply %r", event, exc_info=True)
-
-    return _Handler()
-
-
-def _observer_alive(observer: BaseObserver) -> bool:
-    emitters = tuple(observer.emitters)  # one atomic copy: the set may change meanwhile
-    return observer.is_alive() and bool(emitters) and all(e.is_alive() for e in emitters)
-
-
-class _WatchdogNoise(logging.Filter):
-    """Keeps watchdog's logs about dlmanager's own observers out of the way.
-
-    It drops the ERROR log of a benign race of every stop (the inotify thread
-    stopped between reading an event and handling it, see
-    gorakhargosh/watchdog#963), which would otherwise reach the standard error
-    of programs that do not configure logging; and watchdog's DEBUG records
-    that name a directory dlmanager watches (one per file system event, some
-    80 for one 20 MB download), which would drown dlmanager's own DEBUG
-    records. Other users of watchdog keep its DEBUG records about theirs.
-    """
-
-    SHUTDOWN_RACE = "InotifyEmitter.queue_events() called when the thread is inactive"
-    LOGGERS = (
-        "watchdog.observers.inotify",
-        "watchdog.observers.inotify_buffer",
-        "watchdog.observers.inotify_c",
-        "watchdog.observers.inotify_move_event_grouper",
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.directories: frozenset[str] = frozenset()  # replaced whole: read without a lock
-        self._lock = threading.Lock()
-        self._observers: dict[str, int] = {}  # directory -> dlmanager observers of it
-
-    def add(self, directory: str) -> None:
-        with self._lock:
-            self._observers[directory] = self._observers.get(directory, 0) + 1
-            self.directories = frozenset(self._observers)
-
-    def discard(self, directory: str) -> None:
-        with self._lock:
-            count = self._observers.pop(directory, 0) - 1
-            if count > 0:
-                self._observers[directory] = count
-            self.directories = frozenset(self._observers)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == self.SHUTDOWN_RACE:
-            return False
-        if record.levelno > logging.DEBUG or not self.directories:
-            return True
-        message = record.getMessage()
-        return not any(directory in message for directory in self.directories)
-
-
-_watchdog_noise = _WatchdogNoise()
-
-
-def _quiet_watchdog() -> None:
-    """Install :class:`_WatchdogNoise` on watchdog's loggers (once)."""
-    for name in _WatchdogNoise.LOGGERS:
-        logger = logging.getLogger(name)
-        if _watchdog_noise not in logger.filters:
-            logger.addFilter(_watchdog_noise)
-
-
-def _stop(observer: BaseObserver, quiet: str | None = None) -> None:
-    """Stop *observer* and wait for its thread (and those it started) to end.
-
-    :param quiet: the directory whose watchdog DEBUG records are dropped
-        while it is watched (see :class:`_WatchdogNoise`)
-    """
-    if quiet is not None:
-        _watchdog_noise.discard(quiet)
-    try:
-        observer.stop()
-    except Exception:
-        log.debug("Stopping %r failed", observer, exc_info=True)
-    if observer.ident is None or observer is threading.current_thread():
-        return  # never started, or this is its own thread (finalized there)
-    observer.join(_JOIN_TIMEOUT)
-    if observer.is_alive():
-        log.warning("The observer thread %s did not stop", observer.name)
-
-
-def _remote_filesystem(directory: str) -> str | None:
-    """The type of the filesystem holding *directory* if it is a network one (Linux)."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
-            lines = handle.readlines()
-    except OSError:
-        return None
-    path = os.path.realpath(directory)
-    best, fstype = -1, ""
-    for line in lines:
-        fields = line.split()
-        try:
-            mount_point = _unescape_mount(fields[4])
-            fstype_here = fields[fields.index("-", 6) + 1]
-        except (IndexError, ValueError):
-            continue
-        inside = path == mount_point or path.startswith(os.path.join(mount_point, ""))
-        if inside and len(mount_point) >= best:
-            best, fstype = len(mount_point), fstype_here
-    if fstype in _REMOTE_FILESYSTEMS or fstype.startswith("nfs"):
-        return fstype
-    return None
-
-
-def _unescape_mount(field: str) -> str:
-    r"""Undo the octal escapes (``\040`` for a space) of a mountinfo path."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)

@@ -634,6 +634,74 @@ def test_reservation_ends_when_its_path_is_registered(tmp_path: Path) -> None:
     assert limit.reserved == 7
 
 
+def test_count_in_flight_is_read_live_at_each_check(tmp_path: Path) -> None:
+    limit, (b, d, c, a) = four_files(tmp_path)
+    limit.size_limit = 450
+    in_flight = [0]
+    calls: list[int] = []
+
+    def provider() -> int:
+        calls.append(in_flight[0])
+        return in_flight[0]
+
+    limit.count_in_flight(provider)
+    assert limit.remove_old_files() == []  # 400 + 0 < 450
+    in_flight[0] = 60
+    assert limit.reserved == 60
+    limit.reserve("own", 40)
+    assert limit.reserved == 100  # in addition to reserve()
+    calls.clear()
+    in_flight[0] = 160
+    assert limit.remove_old_files() == [b, d]  # 400 + 200 >= 450, 300 + 200, then 200 + 200
+    assert calls == [160]  # once per check, however many files go
+    in_flight[0] = 0
+    assert limit.reserved == 40
+    limit.count_in_flight(None)
+    in_flight[0] = 10**12
+    assert limit.reserved == 40
+    assert limit.remove_old_files() == []  # 200 + 40 < 450
+    assert paths(limit) == [c, a]
+
+
+def test_count_in_flight_counts_toward_the_size_rule_only(tmp_path: Path) -> None:
+    files = sized_files(tmp_path, [1, 1, 1])
+    limit = registered(PersistLimit(0, max_files=3), files)
+    limit.count_in_flight(lambda: 10**12)
+    assert limit.remove_old_files() == []
+
+
+def test_count_in_flight_is_called_without_the_lock(tmp_path: Path) -> None:
+    import threading
+
+    limit, _ = four_files(tmp_path)
+    limit.size_limit = 10**6  # nothing goes: only the check is made
+    extra = make(tmp_path, "extra.bin", 1, BASE)
+
+    def provider() -> int:
+        # Another thread uses the limit meanwhile: it would wait for a lock held here.
+        thread = threading.Thread(target=limit.register_file, args=(extra,))
+        thread.start()
+        thread.join(5)
+        assert not thread.is_alive()
+        return 0
+
+    limit.count_in_flight(provider)
+    limit.remove_old_files()
+    assert extra in paths(limit)
+
+
+def test_count_in_flight_errors(tmp_path: Path) -> None:
+    limit, _ = four_files(tmp_path)
+    with pytest.raises(TypeError, match="provider must be callable or None"):
+        limit.count_in_flight(42)  # type: ignore[arg-type]
+    limit.count_in_flight(lambda: -1)
+    with pytest.raises(ValueError, match="in-flight bytes must be an integer >= 0, not -1"):
+        limit.remove_old_files()
+    with pytest.raises(ValueError, match="in-flight bytes"):
+        limit.reserved  # noqa: B018
+    assert len(limit.files) == 4  # nothing was removed
+
+
 # -- scanning ------------------------------------------------------------------------------
 
 

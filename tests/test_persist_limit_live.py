@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dlmanager import persist_limit as persist_limit_module
+from dlmanager.disk import mounts
 from dlmanager.disk.layout import STATE_DIR
 from dlmanager.persist_limit import PersistLimit
 
@@ -407,7 +407,7 @@ def test_fallback_without_watchdog(
 def test_fallback_on_a_network_filesystem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(persist_limit_module, "_remote_filesystem", lambda directory: "nfs4")
+    monkeypatch.setattr(mounts, "remote_filesystem", lambda directory: "nfs4")
     caplog.set_level(logging.WARNING, logger="dlmanager.persist_limit")
     with PersistLimit(250, file_limit=1) as limit:
         limit.watch(str(tmp_path))
@@ -418,7 +418,7 @@ def test_fallback_on_a_network_filesystem(
 
 
 def test_refresh_rebuilds_the_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(persist_limit_module, "_remote_filesystem", lambda directory: "nfs")
+    monkeypatch.setattr(mounts, "remote_filesystem", lambda directory: "nfs")
     with PersistLimit(0) as limit:
         limit.watch(str(tmp_path))
         a = make(tmp_path, "a.bin", 10, BASE)
