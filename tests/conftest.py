@@ -64,6 +64,13 @@ def read(path: str) -> bytes:
         return handle.read()
 
 
+def write(path: str, text: str) -> str:
+    """Write *text* (UTF-8) to *path*, such as a manifest; return *path*."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Seconds any child Python process of a test may take.
 SUBPROCESS_TIMEOUT = 60

@@ -13,7 +13,7 @@ import pytest
 
 import dlmanager
 from dlmanager.cli import main
-from tests.conftest import listing, read, run_python, start_cli, temporaries
+from tests.conftest import listing, read, run_python, start_cli, temporaries, write
 from tests.server import FaultServer, Resource, make_data
 
 TIMEOUT_30 = ["--timeout", "30"]
@@ -158,17 +158,16 @@ def test_input_file_ignores_blank_lines_and_comments(
     for name, data in files.items():
         server.add(f"/{name}", data)
     server.add("/commented.bin", b"must not be downloaded")
-    urls_file = os.path.join(os.fspath(tmp_path), "urls.txt")
-    with open(urls_file, "w", encoding="utf-8") as handle:
-        handle.write(
-            "# a comment\n"
-            f"{server.url('/x.bin')}\n"
-            "\n"
-            "   \n"
-            f"  {server.url('/y.bin')}  \n"
-            f"# {server.url('/commented.bin')}\n"
-            f"   #{server.url('/commented.bin')}\n"
-        )
+    urls_file = write(
+        os.path.join(os.fspath(tmp_path), "urls.txt"),
+        "# a comment\n"
+        f"{server.url('/x.bin')}\n"
+        "\n"
+        "   \n"
+        f"  {server.url('/y.bin')}  \n"
+        f"# {server.url('/commented.bin')}\n"
+        f"   #{server.url('/commented.bin')}\n",
+    )
 
     assert main([server.url("/z.bin"), "-i", urls_file, "-d", destdir]) == 0
 
@@ -190,9 +189,7 @@ def test_duplicate_urls_are_downloaded_once(
     data = make_data(6_000)
     server.add("/dup.bin", data)
     url = server.url("/dup.bin")
-    urls_file = os.path.join(os.fspath(tmp_path), "urls.txt")
-    with open(urls_file, "w", encoding="utf-8") as handle:
-        handle.write(f"{url}\n{url}\n")
+    urls_file = write(os.path.join(os.fspath(tmp_path), "urls.txt"), f"{url}\n{url}\n")
 
     assert main([url, url, "-i", urls_file, "-d", destdir]) == 0
 
@@ -212,12 +209,8 @@ def test_two_urls_for_one_file_name_are_bad_usage(
     named: str,
 ) -> None:
     first, second = server.url("/a/same.bin"), server.url("/b/same.bin")
-    manifest = os.path.join(os.fspath(tmp_path), "m.txt")
-    with open(manifest, "w", encoding="utf-8") as handle:
-        if named == "derived":
-            handle.write(f"{first}\n{second}\n")
-        else:
-            handle.write(f"{first} x.bin\n{second} x.bin\n")
+    text = f"{first}\n{second}\n" if named == "derived" else f"{first} x.bin\n{second} x.bin\n"
+    manifest = write(os.path.join(os.fspath(tmp_path), "m.txt"), text)
     name = "same.bin" if named == "derived" else "x.bin"
 
     with pytest.raises(SystemExit) as caught:
@@ -240,10 +233,9 @@ def test_the_same_file_named_twice_is_downloaded_once_with_its_checksum(
     data = make_data(3_000)
     server.add("/f.bin", data)
     url = server.url("/f.bin")
-    manifest = os.path.join(os.fspath(tmp_path), "m.txt")
-    with open(manifest, "w", encoding="utf-8") as handle:
-        # The same file three ways: derived name, explicit name, with a checksum.
-        handle.write(f"{url}\n{url} f.bin\n{url} - sha256:{'0' * 64}\n")
+    # The same file three ways: derived name, explicit name, with a checksum.
+    text = f"{url}\n{url} f.bin\n{url} - sha256:{'0' * 64}\n"
+    manifest = write(os.path.join(os.fspath(tmp_path), "m.txt"), text)
 
     assert main(["-i", manifest, "-d", destdir]) == 1
 

@@ -24,6 +24,7 @@ from tests.conftest import (
     read,
     start_cli,
     temporaries,
+    write,
 )
 from tests.server import FaultServer, Resource, make_data
 from tests.test_cli import file_lines, lines
@@ -31,12 +32,6 @@ from tests.test_cli import file_lines, lines
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def write(path: str, text: str) -> str:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    return path
 
 
 # --- names and manifests ----------------------------------------------------------------

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, child_env, listing, read, start_cli, temporaries
+from tests.conftest import ROOT, child_env, listing, read, start_cli, temporaries, write
 from tests.loopback import free_port
 from tests.server import FaultServer, Resource, make_data
 from tests.test_cli import file_lines, lines, run_cli
@@ -179,25 +179,23 @@ def test_manifest_comments_and_one_line_errors(
     server: FaultServer, destdir: str, tmp_path: os.PathLike[str]
 ) -> None:
     server.add("/a.bin", b"a")
-    manifest = os.path.join(os.fspath(tmp_path), "m.txt")
-    with open(manifest, "w", encoding="utf-8") as handle:
-        handle.write(
-            textwrap.dedent(
-                f"""\
-                # builds
-                {server.url("/a.bin")} first.bin   # the first one
-                {server.url("/a.bin")} first.bin extra words
-                """
-            )
-        )
+    manifest = write(
+        os.path.join(os.fspath(tmp_path), "m.txt"),
+        textwrap.dedent(
+            f"""\
+            # builds
+            {server.url("/a.bin")} first.bin   # the first one
+            {server.url("/a.bin")} first.bin extra words
+            """
+        ),
+    )
     result = run_cli(["-d", destdir, "-i", manifest])
     assert result.returncode == 2
     assert lines(result.stderr) == [
         f"dlmanager: {manifest}:3: too many fields: 4 ('first.bin extra words' after the URL);"
         " a line is URL [NAME] [ALGO:HEX], and a comment starts with ' #'"
     ]
-    with open(manifest, "w", encoding="utf-8") as handle:
-        handle.write(f"{server.url('/a.bin')} first.bin   # the first one\n")
+    write(manifest, f"{server.url('/a.bin')} first.bin   # the first one\n")
     assert run_cli(["-d", destdir, "-i", manifest]).returncode == 0
     assert listing(destdir) == ["first.bin"]
 
