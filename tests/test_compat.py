@@ -253,6 +253,22 @@ class TestManager:
         assert read(os.path.join(destdir, "foobar")) == b"foobar" * 4
         assert manager._downloads == {}
 
+    def test_cancel_reaches_downloads_a_test_put_in_downloads(self, destdir: str) -> None:
+        # mozregression's test of BuildDownloadManager.focus_download fills
+        # _downloads with Download objects it made (is_running mocked) and
+        # expects cancel(cancel_if=...) to cancel the others.
+        manager = download_manager.DownloadManager(destdir)
+        current = download_manager.Download("http://url", os.path.join(destdir, "current"))
+        other = download_manager.Download("http://url", os.path.join(destdir, "other"))
+        manager._downloads = {current.get_dest(): current, other.get_dest(): other}
+        current.is_running = Mock(return_value=True)  # type: ignore[method-assign]
+        other.is_running = Mock(return_value=True)  # type: ignore[method-assign]
+
+        manager.cancel(cancel_if=lambda dl: dl.get_dest() != current.get_dest())
+
+        assert other.is_canceled()
+        assert not current.is_canceled()
+
     def test_hooks_called_by_subclass(self, destdir: str) -> None:
         seen: list[tuple[str, str]] = []
 
