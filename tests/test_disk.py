@@ -593,18 +593,32 @@ def test_destination_removed_before_a_download_starts(server: FaultServer, destd
 # --- leftovers and live downloads ---------------------------------------------------------
 
 
-def test_a_leftover_search_leaves_a_fresh_unlocked_temporary_alone(destdir: str) -> None:
-    # A download has created its temporary file and not locked it yet: a
-    # download of the same file looking for a leftover at that moment must
-    # not take it for an abandoned one.
-    dest = os.path.join(destdir, "same.bin")
-    fresh = os.path.join(destdir, temporary_name("same.bin"))
-    fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+def test_a_temporary_removed_before_its_lock_is_replaced(
+    destdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A download has created its temporary file and not locked it yet; a
+    # download of the same file looking for a leftover takes it for an
+    # abandoned one (unlocked, no checkpoint) and removes it: the first one
+    # must not write into a file that no longer has a name.
+    real_lock = partfile._lock
+    removed: list[str] = []
+
+    def removed_first(fd: int) -> bool:
+        if not removed:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            os.unlink(path)
+            removed.append(path)
+        return real_lock(fd)
+
+    monkeypatch.setattr(partfile, "_lock", removed_first)
+
+    part = partfile.PartFile.create(os.path.join(destdir, "same.bin"))
     try:
-        assert partfile.PartFile.adopt(dest, "http://127.0.0.1/same.bin") is None
-        assert os.path.exists(fresh)
+        assert part.path != removed[0]
+        assert os.path.exists(part.path)
+        assert temporaries(destdir) == [os.path.basename(part.path)]
     finally:
-        os.close(fd)
+        part.discard()
 
 
 def test_a_leftover_search_does_not_take_a_file_published_meanwhile(

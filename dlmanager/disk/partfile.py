@@ -14,12 +14,10 @@ import contextlib
 import errno
 import os
 import shutil
-import time
 from collections.abc import Iterator
 
 from dlmanager.disk import checkpoint, layout
 from dlmanager.disk.checkpoint import Checkpoint
-from dlmanager.disk.cleanup import STALE_MIN_AGE
 from dlmanager.disk.locks import same_file
 from dlmanager.errors import DlManagerError, InsufficientSpaceError, StorageError
 from dlmanager.redact import get_logger
@@ -37,6 +35,9 @@ log = get_logger(__name__)
 #: space: its checkpoint, the filesystem's own metadata and the rounding of
 #: its last block.
 SPACE_MARGIN = 64 * 1024
+#: Temporary files :meth:`PartFile.create` makes before giving up, should
+#: each one be removed between its creation and its lock.
+_CREATE_TRIES = 5
 
 #: Errors of ``posix_fallocate`` that mean "not supported here": the file is
 #: then only extended, and the space is taken as it is written.
@@ -93,21 +94,24 @@ class PartFile:
             or gone, no space or inodes left...)
         """
         directory, fname = os.path.split(dest)
-        path = os.path.join(directory, layout.temporary_name(fname))
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
-        except OSError as exc:
-            raise _storage_error("create", path, exc, url=url, dest=dest) from exc
-        # A download looking for a leftover to resume may hold the fresh
-        # file's lock for a moment (it leaves files this young alone).
-        deadline = time.monotonic() + 1.0
-        while not _lock(fd):
-            if time.monotonic() > deadline:  # pragma: no cover - a process holding it stuck
-                os.close(fd)
-                raise StorageError(f"cannot lock new temporary file {path}", url=url, dest=dest)
-            time.sleep(0.005)
-        log.debug("Writing %s into %s", dest, path)
-        return cls(dest, path, fd, url)
+        for _ in range(_CREATE_TRIES):
+            path = os.path.join(directory, layout.temporary_name(fname))
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+            except OSError as exc:
+                raise _storage_error("create", path, exc, url=url, dest=dest) from exc
+            # Between the open and the lock, a download of the same file
+            # looking for a leftover may take the new file for an abandoned
+            # one (unlocked, no checkpoint) and remove it: then take another.
+            if _lock(fd) and os.fstat(fd).st_nlink:
+                log.debug("Writing %s into %s", dest, path)
+                return cls(dest, path, fd, url)
+            os.close(fd)
+        raise StorageError(  # pragma: no cover - as many races in a row
+            f"cannot hold a temporary file for {dest}: each was removed as it was made",
+            url=url,
+            dest=dest,
+        )
 
     @classmethod
     def adopt(cls, dest: str, url: str) -> tuple[PartFile, Checkpoint] | None:
@@ -137,15 +141,7 @@ class PartFile:
                 continue
             part = cls(dest, path, fd, url)
             saved = checkpoint.load(part.checkpoint_path)
-            status = os.fstat(fd)
-            size = status.st_size
-            if (
-                saved is None
-                and time.time() - status.st_mtime < STALE_MIN_AGE
-                and not os.path.lexists(part.checkpoint_path)
-            ):
-                os.close(fd)  # just created by a download that has not locked it yet
-                continue
+            size = os.fstat(fd).st_size
             if (
                 saved is None
                 or saved.url != url
