@@ -311,12 +311,16 @@ def download_items(manager: DownloadManager, items: Iterable[Item], reporter: Re
                     break
                 _start(manager, item, reporter, started)
             # Not Download.wait(): a Ctrl-C there would cancel that download
-            # before the partial bytes can be kept.
-            while any(download.is_running() for download in started):
-                if pipe_closed.wait(_POLL):
-                    manager.cancel(keep_partial=True)
-                    manager.wait(raise_if_error=False)
-                    break
+            # before the partial bytes can be kept. join() returns the moment
+            # a download is over; the slice only bounds how late a closed
+            # standard output is noticed.
+            pending = list(started)
+            while pending and not pipe_closed.is_set():
+                if pending[-1].join(_POLL):
+                    pending.pop()
+            if pipe_closed.is_set():
+                manager.cancel(keep_partial=True)
+                manager.wait(raise_if_error=False)
     except KeyboardInterrupt:
         reporter.interrupted = True
         manager.cancel(keep_partial=True)
@@ -331,7 +335,7 @@ def download_items(manager: DownloadManager, items: Iterable[Item], reporter: Re
     return 1 if reporter.count("failed") else 0
 
 
-#: How often the main thread looks at the standard output while it waits, in seconds.
+#: How late, at most, the main thread notices a closed standard output while it waits, in seconds.
 _POLL = 0.1
 
 
