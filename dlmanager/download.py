@@ -18,8 +18,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Union
 
-import requests
-
 from dlmanager.checksum import Checksum
 from dlmanager.config import (
     DEFAULT_CONNECTIONS,
@@ -82,8 +80,10 @@ class Download:
         that is not read through urllib3, from a test double or another
         duck-typed session, is read with ``iter_content(16384)`` by default,
         as dlmanager 0.1.1 did)
-    :param session: a ``requests.Session``, the ``requests`` module (the
-        default) or any object with a compatible ``get(url, stream=True, ...)``
+    :param session: a ``requests.Session``, the ``requests`` module or any
+        object with a compatible ``get(url, stream=True, ...)``; None (the
+        default) for dlmanager's own transport, which follows the rules of a
+        :class:`~dlmanager.DownloadSession` without ``requests``
     :param progress: ``progress(download, current, total)``, see :meth:`set_progress`
     :param retry: a :class:`~dlmanager.RetryPolicy`, a number of retries, or
         None for the default policy
@@ -157,8 +157,8 @@ class Download:
         self._destination = dest
         self._path = dest.path
         self._options = options or built
-        self._session = requests if session is None else session
         self._runtime = runtime or default_runtime()
+        self._session = self._runtime.transport() if session is None else session
         self._finished_callback = finished_callback
         self._events = Events(self, progress, on_event)
         self._lock = threading.Lock()  # guards the state shared with cancel()

@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import IO, Any
 
-import requests
-
 from dlmanager.checksum import Checksum, parse_checksum
 from dlmanager.config import (
     DEFAULT_CONNECTIONS,
@@ -33,8 +31,8 @@ from dlmanager.persist_limit import PersistLimit
 from dlmanager.redact import get_logger
 from dlmanager.retry import RetryLike
 from dlmanager.runtime import Runtime
-from dlmanager.session import DownloadSession
 from dlmanager.slots import Slots
+from dlmanager.transport.direct import Direct, is_download_session
 
 __all__ = ["Download", "DownloadInterrupt", "DownloadManager"]
 
@@ -125,10 +123,14 @@ class DownloadManager:
         # The background threads of its downloads: its own, or one it shares.
         self._runtime = runtime or Runtime()
         self._owns_runtime = runtime is None
-        self._own_session: requests.Session | None = None
-        if session is None:
-            session = self._own_session = DownloadSession(max_workers * connections)
-        self.session = session
+        # The requests of a manager given no session, or a DownloadSession,
+        # go through dlmanager's own transport (urllib3, without requests).
+        self._pool_size = max_workers * connections
+        self._session: Any = session
+        self._transport: Direct | None = None
+        if session is None or is_download_session(session):
+            self._transport = Direct(self._pool_size, session)
+        self._own_session: Any = None
         #: The downloads in flight, by destination (as :meth:`get_dest` gives it).
         self._downloads: dict[str, Download] = {}
         # Started downloads whose end wait() has not seen yet, in start order:
@@ -181,11 +183,40 @@ class DownloadManager:
             self._closed = True
         self.cancel()
         self.wait(raise_if_error=False)
+        if self._transport is not None:
+            self._transport.close()
         if self._own_session is not None:
             self._own_session.close()
         self._directory.close()
         if self._owns_runtime:
             self._runtime.close()
+
+    @property
+    def session(self) -> Any:
+        """The session of the manager's downloads: the one it was given, else a
+        :class:`~dlmanager.DownloadSession` made when this attribute is first
+        read (its settings, cookies included, then apply to the manager's
+        downloads, sent through dlmanager's own transport as before)."""
+        with self._lock:
+            if self._session is None:
+                from dlmanager.session import DownloadSession
+
+                self._session = self._own_session = DownloadSession(self._pool_size)
+                assert self._transport is not None
+                self._transport.session = self._session
+            return self._session
+
+    @session.setter
+    def session(self, session: Any) -> None:
+        """Give the downloads started from now on another session."""
+        with self._lock:
+            self._session = session
+            if session is None or is_download_session(session):
+                if self._transport is None:
+                    self._transport = Direct(self._pool_size)
+                self._transport.session = session
+            else:
+                self._transport = None
 
     def get_dest(self, fname: str) -> str:
         """The path of *fname* in the destination directory (joined to
@@ -326,7 +357,7 @@ class DownloadManager:
                 url,
                 destination,
                 finished_callback=self._finished,
-                session=self.session,
+                session=self._transport or self._session,
                 progress=progress,
                 on_event=self._directory.reserving(dest, on_event, self.evict),
                 limiter=self._limiter,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from dlmanager.transfer.periodic import Periodic
 from dlmanager.transfer.stall import StallGuard
+from dlmanager.transport.direct import Direct
 from dlmanager.transport.senders import Senders
 
 if TYPE_CHECKING:
@@ -56,10 +57,18 @@ class Runtime:
         self.checkpoints = Periodic(checkpoint_interval, "dlmanager-checkpoints")
         self._lock = threading.Lock()
         self._live: set[Download] = set()
+        self._transport: Direct | None = None
         atexit.register(self.cancel_all)
 
     def __repr__(self) -> str:
         return f"<Runtime {len(self._live)} download(s) running>"
+
+    def transport(self) -> Direct:
+        """The transport of the downloads made without a session, created when first needed."""
+        with self._lock:
+            if self._transport is None:
+                self._transport = Direct()
+            return self._transport
 
     def add(self, download: Download) -> None:
         """Count *download* as running (its thread may run) until :meth:`discard`."""
@@ -97,6 +106,10 @@ class Runtime:
         self.end_idle_threads()
         self.senders.join_busy(busy_timeout)
         self.end_idle_threads()  # those that were busy and went idle meanwhile
+        with self._lock:
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
         atexit.unregister(self.cancel_all)
 
 

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.cookiejar
 import os
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
 import requests.adapters
 import urllib3
 
-__all__ = ["MAX_REDIRECTS", "DownloadSession", "connections_seen_by"]
+from dlmanager.transport.direct import MAX_REDIRECTS
+from dlmanager.transport.pools import POOLS as _POOLS
+from dlmanager.transport.pools import close_pools, connections_seen_by
 
-#: Redirects a :class:`DownloadSession` follows for one request (``requests``
-#: follows 30). Download links take one to three hops (a mirror, a CDN, a
-#: signed storage URL); ten leave room for more and end a loop after ten tiny
-#: requests instead of thirty.
-MAX_REDIRECTS = 10
+__all__ = [
+    "MAX_REDIRECTS",
+    "DomainCookiesOnly",
+    "DownloadSession",
+    "connections_seen_by",
+    "serves_directly",
+]
+
 
 #: The schemes a redirect may lead to.
 _SCHEMES = ("http", "https")
@@ -81,13 +84,8 @@ class DownloadSession(requests.Session):
         """
         for adapter in self.adapters.values():
             manager = getattr(adapter, "poolmanager", None)
-            pools = getattr(manager, "pools", None)
-            if pools is None:
-                continue
-            for key in list(pools.keys()):
-                pool = pools.get(key)
-                if pool is not None:
-                    pool.close()
+            if manager is not None:
+                close_pools(manager)
         super().close()
 
     def merge_environment_settings(
@@ -98,19 +96,7 @@ class DownloadSession(requests.Session):
             settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
             return settings if verify is not None else self._own_verify(settings)
         parts = urllib.parse.urlsplit(url)
-        # Whatever the result depends on besides the proxy variables: the
-        # session's settings (they may change between requests) and the CA
-        # variables (cheap to read).
-        key = (
-            parts.scheme,
-            parts.netloc,
-            stream,
-            self.trust_env,
-            _hashable(self.verify),
-            _hashable(self.cert),
-            _hashable(self.proxies),
-            *(os.environ.get(name) for name in _CA_VARIABLES),
-        )
+        key = (parts.scheme, parts.netloc, stream, *self.settings_key())
         with self._environment_lock:
             settings = self._environment.get(key)
         if settings is None:
@@ -120,6 +106,18 @@ class DownloadSession(requests.Session):
             with self._environment_lock:
                 self._environment[key] = settings
         return {**settings, "proxies": dict(settings["proxies"])}
+
+    def settings_key(self) -> tuple[Any, ...]:
+        """What the settings derived for a host depend on, besides the proxy
+        variables: the session's settings (they may change between requests)
+        and the CA variables (cheap to read)."""
+        return (
+            self.trust_env,
+            _hashable(self.verify),
+            _hashable(self.cert),
+            _hashable(self.proxies),
+            *(os.environ.get(name) for name in _CA_VARIABLES),
+        )
 
     def _own_verify(self, settings: Any) -> Any:
         """Let a ``verify`` set on the session win over the environment's CA bundle."""
@@ -158,58 +156,14 @@ class DownloadSession(requests.Session):
             previous is None
             or prepared_request.url is None
             or not isinstance(jar, http.cookiejar.CookieJar)
-            or isinstance(getattr(jar, "_policy", None), _DomainCookiesOnly)
+            or isinstance(getattr(jar, "_policy", None), DomainCookiesOnly)
             or not session.should_strip_auth(previous, prepared_request.url)
         ):
             return
         # The policy goes with the jar's copies, so to every later hop too.
-        jar.set_policy(_DomainCookiesOnly())
+        jar.set_policy(DomainCookiesOnly())
         prepared_request.headers.pop("Cookie", None)
         prepared_request.prepare_cookies(jar)
-
-
-_seen = threading.local()
-
-
-@contextlib.contextmanager
-def connections_seen_by(callback: Callable[[Any], object]) -> Iterator[None]:
-    """Pass every connection a :class:`DownloadSession`'s pools hand out in
-    this thread, for the ``with`` block, to *callback* (before it is used).
-
-    A download uses it to shut down the socket of a request that waits for
-    its response headers when it is cancelled: the request then ends at
-    once, instead of when the server answers. (Other sessions' pools do not
-    call it.)
-    """
-    previous = getattr(_seen, "callback", None)
-    _seen.callback = callback
-    try:
-        yield
-    finally:
-        _seen.callback = previous
-
-
-class _Seen:
-    """A connection pool that shows the connections it hands out (see
-    :func:`connections_seen_by`)."""
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        conn = super()._get_conn(timeout)  # type: ignore[misc]
-        callback = getattr(_seen, "callback", None)
-        if callback is not None:
-            callback(conn)
-        return conn
-
-
-class _SeenHTTPPool(_Seen, urllib3.HTTPConnectionPool):
-    pass
-
-
-class _SeenHTTPSPool(_Seen, urllib3.HTTPSConnectionPool):
-    pass
-
-
-_POOLS = {"http": _SeenHTTPPool, "https": _SeenHTTPSPool}
 
 
 class _Adapter(requests.adapters.HTTPAdapter):
@@ -227,7 +181,7 @@ class _Adapter(requests.adapters.HTTPAdapter):
         return manager
 
 
-class _DomainCookiesOnly(http.cookiejar.DefaultCookiePolicy):
+class DomainCookiesOnly(http.cookiejar.DefaultCookiePolicy):
     """Send only cookies that name their domain (``requests`` sends a cookie
     set without a domain to every host)."""
 
@@ -242,3 +196,17 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_hashable(v) for v in value)
     return value
+
+
+def serves_directly(session: DownloadSession) -> bool:
+    """Whether the manager's own transport may send *session*'s requests
+    without ``requests``: the session asks for nothing but what a
+    ``DownloadSession`` does (no auth object, params, hooks or adapters of
+    its own; headers are sent as they are)."""
+    return (
+        session.auth is None
+        and not session.params
+        and not any(session.hooks.values())
+        and len(session.adapters) == 2
+        and all(type(adapter) is _Adapter for adapter in session.adapters.values())
+    )

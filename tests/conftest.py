@@ -1,16 +1,17 @@
-"""Shared fixtures: a fault server, a silent listener, a destination directory; helpers."""
+"""Shared fixtures: a fault server, a silent listener, a destination, both transports; helpers."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from dlmanager import RetryPolicy
 from dlmanager.disk.layout import is_part, is_temporary
+from dlmanager.session import DownloadSession
 from tests.loopback import SilentListener
 from tests.server import FaultServer
 
@@ -35,6 +36,20 @@ def destdir(tmp_path: os.PathLike[str]) -> str:
     path = os.path.join(os.fspath(tmp_path), "dest")
     os.mkdir(path)
     return path
+
+
+class ThroughRequests(DownloadSession):
+    """A DownloadSession whose requests go through ``requests``: the manager's
+    own transport serves a ``DownloadSession`` itself, not a subclass."""
+
+
+@pytest.fixture(params=["own", "requests"])
+def make_session(request: pytest.FixtureRequest) -> Callable[[], DownloadSession | None]:
+    """What a manager is given, for a test to run on both transports: None
+    (dlmanager's own transport) or a :class:`ThroughRequests` session."""
+    if request.param == "own":
+        return lambda: None
+    return ThroughRequests
 
 
 @pytest.fixture

@@ -40,12 +40,12 @@ from dlmanager.disk.partfile import PartFile
 from dlmanager.session import MAX_REDIRECTS, DownloadSession
 from dlmanager.transport.attempt import Attempt
 from dlmanager.transport.senders import Senders
-from tests.conftest import listing, read, temporaries
+from tests.conftest import ThroughRequests, listing, read, temporaries
 from tests.loopback import BackgroundServer, LoopbackHandler, SilentListener
 from tests.server import FaultServer, Resource, make_data, strong_etag
 
 DATA = make_data(300_000, seed=11)
-SESSIONS = [requests.Session, DownloadSession]
+SESSIONS = [requests.Session, DownloadSession, ThroughRequests]
 
 
 def run(destdir: str, url: str, fname: str | None = "file.bin", **kwargs: Any) -> Any:
@@ -173,7 +173,8 @@ def test_download_session_keeps_domainless_cookies_on_a_same_origin_redirect(
 
 
 @pytest.mark.parametrize(
-    ("session_class", "limit"), [(None, MAX_REDIRECTS), (requests.Session, 30)]
+    ("session_class", "limit"),
+    [(None, MAX_REDIRECTS), (ThroughRequests, MAX_REDIRECTS), (requests.Session, 30)],
 )
 def test_redirect_loop_ends_clearly_without_retries(
     server: FaultServer, destdir: str, session_class: type[requests.Session] | None, limit: int
@@ -194,23 +195,27 @@ def test_redirect_loop_ends_clearly_without_retries(
     assert listing(destdir) == []
 
 
-def test_redirect_chain_up_to_the_limit_is_followed(server: FaultServer, destdir: str) -> None:
+def test_redirect_chain_up_to_the_limit_is_followed(
+    server: FaultServer, destdir: str, make_session: Any
+) -> None:
     server.add("/file.bin", DATA)
     for hop in range(MAX_REDIRECTS):
         following = f"/hop{hop + 1}" if hop + 1 < MAX_REDIRECTS else "/file.bin"
         server.redirect(f"/hop{hop}", server.url(following))
 
-    assert run(destdir, server.url("/hop0")) is None
+    assert run(destdir, server.url("/hop0"), session=make_session()) is None
     assert read(os.path.join(destdir, "file.bin")) == DATA
 
 
-def test_redirect_chain_past_the_limit_fails(server: FaultServer, destdir: str) -> None:
+def test_redirect_chain_past_the_limit_fails(
+    server: FaultServer, destdir: str, make_session: Any
+) -> None:
     server.add("/file.bin", DATA)
     for hop in range(MAX_REDIRECTS + 1):
         following = f"/hop{hop + 1}" if hop < MAX_REDIRECTS else "/file.bin"
         server.redirect(f"/hop{hop}", server.url(following))
 
-    error = run(destdir, server.url("/hop0"))
+    error = run(destdir, server.url("/hop0"), session=make_session())
 
     assert isinstance(error, TransferError)
     assert not error.retryable

@@ -96,9 +96,11 @@ def assert_unverified(error: BaseException, url: str) -> None:
 # --- verification on by default ---------------------------------------------------------
 
 
-def test_unknown_ca_fails_at_once_and_clearly(https: HTTPSServer, destdir: str) -> None:
+def test_unknown_ca_fails_at_once_and_clearly(
+    https: HTTPSServer, destdir: str, make_session: Any
+) -> None:
     kinds: list[EventKind] = []
-    manager = DownloadManager(destdir)
+    manager = DownloadManager(destdir, session=make_session())
     try:
         download = manager.download(
             https.url("/file.bin"), on_event=lambda event: kinds.append(event.kind)
@@ -127,11 +129,11 @@ def test_a_bare_download_verifies_too(https: HTTPSServer, destdir: str) -> None:
 
 
 def test_redirect_to_an_unverified_server_names_both_urls(
-    server: FaultServer, https: HTTPSServer, destdir: str
+    server: FaultServer, https: HTTPSServer, destdir: str, make_session: Any
 ) -> None:
     server.redirect("/file.bin", https.url("/file.bin"))
 
-    manager = DownloadManager(destdir)
+    manager = DownloadManager(destdir, session=make_session())
     try:
         download = manager.download(server.url("/file.bin"))
         assert download is not None
@@ -146,10 +148,12 @@ def test_redirect_to_an_unverified_server_names_both_urls(
     assert not excinfo.value.retryable
 
 
-def test_a_server_that_does_not_speak_tls_fails_at_once(server: FaultServer, destdir: str) -> None:
+def test_a_server_that_does_not_speak_tls_fails_at_once(
+    server: FaultServer, destdir: str, make_session: Any
+) -> None:
     server.add("/file.bin", DATA)
     url = "https" + server.url("/file.bin")[len("http") :]
-    download = Download(url, os.path.join(destdir, "file.bin"))
+    download = Download(url, os.path.join(destdir, "file.bin"), session=make_session())
     download.start()
     with pytest.raises(TransferError) as excinfo:
         download.wait()
@@ -178,11 +182,14 @@ def hangs_up() -> Iterator[str]:
         yield "https" + server.url("/file.bin")[len("http") :]
 
 
-def test_a_handshake_cut_by_the_network_is_retried(hangs_up: str, destdir: str) -> None:
+def test_a_handshake_cut_by_the_network_is_retried(
+    hangs_up: str, destdir: str, make_session: Any
+) -> None:
     kinds: list[EventKind] = []
     download = Download(
         hangs_up,
         os.path.join(destdir, "file.bin"),
+        session=make_session(),
         retry=RetryPolicy(total=2, backoff_factor=0.001),
         on_event=lambda event: kinds.append(event.kind),
     )
@@ -221,10 +228,11 @@ def test_ca_bundle_variable(
     ca_path: str,
     monkeypatch: pytest.MonkeyPatch,
     variable: str,
+    make_session: Any,
 ) -> None:
     monkeypatch.setenv(variable, ca_path)
 
-    _, kinds = fetch(destdir, https.url("/file.bin"))  # the manager's own session
+    _, kinds = fetch(destdir, https.url("/file.bin"), session=make_session())
     download = Download(https.url("/file.bin"), os.path.join(destdir, "bare.bin"))
     download.start()
     download.wait()

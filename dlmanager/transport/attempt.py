@@ -13,11 +13,11 @@ import contextlib
 import dataclasses
 import inspect
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-import requests
 import urllib3
 
 from dlmanager.config import Timeouts
@@ -31,9 +31,10 @@ from dlmanager.errors import (
     TransferError,
 )
 from dlmanager.redact import get_logger
-from dlmanager.session import connections_seen_by
+from dlmanager.transport.direct import Direct
 from dlmanager.transport.errors import map_transport_errors, timed_out
 from dlmanager.transport.headers import ResponseInfo, response_info, retry_after
+from dlmanager.transport.pools import connections_seen_by
 from dlmanager.transport.senders import Senders
 
 __all__ = ["CANCEL", "STALL", "Attempt"]
@@ -77,7 +78,10 @@ def _get(session: Any, url: str, **options: Any) -> Any:
     (a retry starts over) and without ``timeout`` no timeout (the stall guard
     still ends a transfer that stalls).
     """
-    if not isinstance(session, requests.Session) and session is not requests:
+    if isinstance(session, Direct):
+        return session.get(url, stream=True, **options)
+    requests = sys.modules.get("requests")  # a requests.Session exists only once it is loaded
+    if requests is None or not (isinstance(session, requests.Session) or session is requests):
         accepted = _keywords(session.get)
         if accepted is not None:
             options = {name: value for name, value in options.items() if name in accepted}

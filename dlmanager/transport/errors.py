@@ -14,22 +14,17 @@ import http.client
 import re
 import socket
 import ssl
+import sys
 import urllib.parse
 from collections.abc import Iterator
+from typing import Any
 
-import requests
 import urllib3
 
 from dlmanager.errors import DlManagerError, TransferError
 
-__all__ = ["map_transport_errors", "timed_out"]
+__all__ = ["map_transport_errors", "redirects_message", "timed_out"]
 
-_FATAL_REQUESTS_ERRORS: tuple[type[Exception], ...] = (
-    requests.exceptions.InvalidURL,
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.MissingSchema,
-    requests.exceptions.InvalidHeader,
-)
 #: The URL in the message of ``requests``' InvalidSchema for a URL it has no adapter for.
 _NO_ADAPTER_RE = re.compile(r"No connection adapters were found for (['\"])(.*)\1\Z", re.DOTALL)
 
@@ -52,37 +47,53 @@ def map_transport_errors(
         yield
     except DlManagerError:
         raise
-    except requests.exceptions.SSLError as exc:
-        message, retryable = _tls_message(url, exc)
+    except Exception as exc:
+        mapped = _mapped(exc, url, sockets)
+        if mapped is None:
+            raise
+        message, retryable = mapped
         raise TransferError(
             message, retryable=retryable, url=url, dest=dest, received=received
         ) from exc
-    except requests.exceptions.TooManyRedirects as exc:
-        raise TransferError(
-            _redirects_message(url, exc), retryable=False, url=url, dest=dest, received=received
-        ) from exc
-    except _FATAL_REQUESTS_ERRORS as exc:
-        raise TransferError(
-            _fatal_message(url, exc), retryable=False, url=url, dest=dest, received=received
-        ) from exc
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        message = f"{url}: {_connection_problem(url, exc)}"
-        raise TransferError(message, url=url, dest=dest, received=received) from exc
-    except (
-        requests.exceptions.RequestException,
-        urllib3.exceptions.HTTPError,
-        http.client.HTTPException,
-    ) as exc:
-        raise TransferError(f"{url}: {exc}", url=url, dest=dest, received=received) from exc
-    except OSError as exc:
-        if not sockets:
-            raise
-        raise TransferError(f"{url}: {exc}", url=url, dest=dest, received=received) from exc
 
 
-def _failed_url(url: str, exc: requests.exceptions.RequestException) -> str:
+def _mapped(exc: Exception, url: str, sockets: bool) -> tuple[str, bool] | None:
+    """The message of *exc* and whether another attempt may help; None to let it through."""
+    # A requests exception comes only from a requests that was imported: the
+    # manager's own transport does not import it.
+    requests = sys.modules.get("requests")
+    if requests is not None and isinstance(exc, requests.exceptions.RequestException):
+        errors = requests.exceptions
+        if isinstance(exc, errors.SSLError):
+            return _tls_message(url, exc)
+        if isinstance(exc, errors.TooManyRedirects):
+            return _requests_redirects_message(url, exc), False
+        fatal = (
+            errors.InvalidURL,
+            errors.InvalidSchema,
+            errors.MissingSchema,
+            errors.InvalidHeader,
+        )
+        if isinstance(exc, fatal):
+            return _fatal_message(url, exc), False
+        if isinstance(exc, (errors.ConnectionError, errors.Timeout)):
+            return f"{url}: {_connection_problem(url, exc)}", True
+        return f"{url}: {exc}", True
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return _tls_message(url, exc)
+    if isinstance(exc, urllib3.exceptions.HTTPError) and getattr(exc, "failed_url", None):
+        # A request of the manager's own transport (see transport/direct.py).
+        return f"{url}: {_connection_problem(url, exc)}", True
+    if isinstance(exc, (urllib3.exceptions.HTTPError, http.client.HTTPException)):
+        return f"{url}: {exc}", True
+    if sockets and isinstance(exc, OSError):
+        return f"{url}: {exc}", True
+    return None
+
+
+def _failed_url(url: str, exc: Exception) -> str:
     """The URL whose request failed: a redirect's target, or *url*."""
-    failed = getattr(getattr(exc, "request", None), "url", None)
+    failed = getattr(exc, "failed_url", None) or getattr(getattr(exc, "request", None), "url", None)
     return failed if isinstance(failed, str) and failed else url
 
 
@@ -101,7 +112,7 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         pending += [e for e in linked if isinstance(e, BaseException)]
 
 
-def _connection_problem(url: str, exc: requests.exceptions.RequestException) -> str:
+def _connection_problem(url: str, exc: Exception) -> str:
     """What went wrong with the connection, once, in words: the host and the
     cause, without urllib3's "Max retries exceeded" wrapping (dlmanager
     retries by itself)."""
@@ -123,11 +134,11 @@ def _connection_problem(url: str, exc: requests.exceptions.RequestException) -> 
             return f"the connection to {where} was reset"
     # (urllib3's NewConnectionError derives from ConnectTimeoutError: the
     # refusals above come first.)
-    if isinstance(exc, requests.exceptions.ConnectTimeout) or any(
+    if _is(exc, "ConnectTimeout") or any(
         type(c) is urllib3.exceptions.ConnectTimeoutError for c in causes
     ):
         return f"timed out connecting to {where}"
-    if isinstance(exc, requests.exceptions.ReadTimeout) or any(
+    if _is(exc, "ReadTimeout") or any(
         isinstance(c, urllib3.exceptions.ReadTimeoutError) for c in causes
     ):
         return f"no answer from {where} in time (read timeout)"
@@ -137,7 +148,7 @@ def _connection_problem(url: str, exc: requests.exceptions.RequestException) -> 
     return f"connection to {where} failed: {exc}"
 
 
-def _tls_message(url: str, exc: requests.exceptions.SSLError) -> tuple[str, bool]:
+def _tls_message(url: str, exc: Exception) -> tuple[str, bool]:
     """The message of a TLS failure, and whether another attempt may succeed.
 
     A handshake cut by the network (an unexpected EOF, a reset) may go
@@ -162,17 +173,22 @@ def _tls_message(url: str, exc: requests.exceptions.SSLError) -> tuple[str, bool
     return f"TLS error with {failed}{redirected}: {reason}", retryable
 
 
-def _redirects_message(url: str, exc: requests.exceptions.TooManyRedirects) -> str:
-    """Say how many redirects were followed, and show the loop if there is one."""
+def _requests_redirects_message(url: str, exc: Any) -> str:
+    """:func:`redirects_message` for ``requests``' TooManyRedirects."""
     response = exc.response
     # requests < 2.32 leaves the first response out of the history and puts
     # the last one in; later versions do the opposite.
     history = list(getattr(response, "history", None) or [])
-    message = f"too many redirects (more than {len(history)}) from {url}"
     chain = history if history and history[-1] is response else [*history, response]
-    urls = [r.url for r in chain if r is not None]
+    return redirects_message(url, [r.url for r in chain if r is not None], len(history))
+
+
+def redirects_message(url: str, urls: list[str], followed: int) -> str:
+    """Say how many redirects were followed from *url*, and show the loop in
+    *urls* (the URLs requested, in order) if there is one."""
+    message = f"too many redirects (more than {followed}) from {url}"
     if urls and urls[0] != url:
-        urls.insert(0, url)
+        urls = [url, *urls]
     seen: dict[str, int] = {}
     for index, current in enumerate(urls):
         if current in seen:
@@ -183,7 +199,7 @@ def _redirects_message(url: str, exc: requests.exceptions.TooManyRedirects) -> s
 
 
 def _fatal_message(url: str, exc: Exception) -> str:
-    if isinstance(exc, requests.exceptions.InvalidSchema):
+    if _is(exc, "InvalidSchema"):
         match = _NO_ADAPTER_RE.search(str(exc))
         if match is not None and match.group(2) != url:
             return f"{url}: redirected to a non-http(s) URL: {match.group(2)}"
@@ -193,5 +209,12 @@ def _fatal_message(url: str, exc: Exception) -> str:
 def timed_out(error: BaseException) -> bool:
     """Whether *error* was caused by a read timeout."""
     cause = error.__cause__
-    timeouts = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
-    return isinstance(cause, timeouts)
+    timeouts = (urllib3.exceptions.TimeoutError, TimeoutError)
+    return isinstance(cause, timeouts) or _is(cause, "Timeout")
+
+
+def _is(exc: BaseException | None, name: str) -> bool:
+    """Whether *exc* is an instance of ``requests.exceptions.<name>`` (False
+    when requests was never imported: then it cannot be)."""
+    requests = sys.modules.get("requests")
+    return requests is not None and isinstance(exc, getattr(requests.exceptions, name))

@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from urllib3 import HTTPHeaderDict
+
 from dlmanager.errors import ResumeError
 from dlmanager.retry import parse_retry_after
 
@@ -40,6 +42,9 @@ def header(headers: Any, name: str) -> str | None:
     dicts that test doubles carry; anything that is not a mapping, and any
     value that is not a string, counts as absent.
     """
+    if type(headers) is HTTPHeaderDict:  # urllib3's: case-insensitive (the common case)
+        value = headers.get(name)
+        return value if isinstance(value, str) else None
     if not isinstance(headers, Mapping):
         return None
     value = headers.get(name)
