@@ -31,9 +31,7 @@ wrong, a tool failed or the server could not start (1), or the run was interrupt
 from __future__ import annotations
 
 import argparse
-import email.utils
 import hashlib
-import http.server
 import json
 import os
 import platform
@@ -41,7 +39,6 @@ import random
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,17 +52,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchutil import fs_type, serve_until_stdin_closes, sha256_file
+from benchutil import (
+    HOST,
+    ServerHandle,
+    first_line,
+    fs_type,
+    sha256_file,
+    start_server,
+    tail,
+)
 
-HOST = "127.0.0.1"
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
 MB = 1000 * 1000
-#: Per-connection rate under ``/limited/`` (nginx ``limit_rate 20m`` is 20 MiB/s).
-LIMIT_RATE = 20 * MIB
-#: The Python server sends rate-limited bodies in pieces of this size.
-PIECE = 64 * KIB
 #: Data files are generated in pieces of this size, never held in memory whole.
 GEN_PIECE = 16 * MIB
 SEED = 20240101
@@ -73,316 +73,8 @@ SEED = 20240101
 RUN_TIMEOUT = 900.0
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APT_TOOLS = "apt-get install curl aria2"
-APT_NGINX = "apt-get install nginx"
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "ftp_proxy")
 CASE_KEYS = ("a", "b", "c")
-
-
-# -- the Python fallback server (a child process: ``--serve DATA_DIR``) ----------------
-
-
-class _TokenBucket:
-    """Allows *rate* bytes per second with bursts of at most *burst* bytes."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(min(burst, PIECE))
-        self.stamp = time.monotonic()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-
-    def take(self, amount: int) -> None:
-        """Wait until *amount* bytes (at most the burst) may be sent, and spend them."""
-        self._refill()
-        while self.tokens < amount:
-            time.sleep((amount - self.tokens) / self.rate)
-            self._refill()
-        self.tokens -= amount
-
-
-class _FileHandler(http.server.BaseHTTPRequestHandler):
-    """Serves the files under ``root``; the same files, rate-limited, under ``/limited/``."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "compare-benchmark"
-    root = ""
-    timeout = 120
-
-    def setup(self) -> None:
-        super().setup()
-        # One bucket per connection: 20 MiB/s, sent in 64 KiB pieces.
-        self.bucket = _TokenBucket(LIMIT_RATE, 2 * PIECE)
-
-    def do_GET(self) -> None:
-        self._respond(body=True)
-
-    def do_HEAD(self) -> None:
-        self._respond(body=False)
-
-    def _resolve(self) -> tuple[str, bool] | None:
-        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-        limited = path.startswith("/limited/")
-        if limited:
-            path = path[len("/limited") :]
-        relative = os.path.normpath(path.lstrip("/"))
-        if relative.startswith("..") or os.path.isabs(relative):
-            return None
-        target = os.path.join(self.root, relative)
-        return (target, limited) if os.path.isfile(target) else None
-
-    def _respond(self, body: bool) -> None:
-        resolved = self._resolve()
-        if resolved is None:
-            self.send_error(404)
-            return
-        target, limited = resolved
-        with open(target, "rb") as source:
-            status = os.fstat(source.fileno())
-            size = status.st_size
-            etag = f'"{status.st_mtime_ns:x}-{size:x}"'
-            last_modified = email.utils.formatdate(status.st_mtime, usegmt=True)
-            # The test servers' rules: one range or none, If-Range strong (tests/loopback.py).
-            from tests.loopback import requested_range
-
-            start, end, code = 0, size - 1, 200
-            span = requested_range(self.headers, size, etag, last_modified)
-            if span is not None and not span:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            if span:
-                start, end, code = span.start, span.stop - 1, 206
-            length = end - start + 1
-            self.send_response(code)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(length))
-            self.send_header("Accept-Ranges", "bytes")
-            self.send_header("ETag", etag)
-            self.send_header("Last-Modified", last_modified)
-            if code == 206:
-                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-            self.end_headers()
-            if not body or length <= 0:
-                return
-            try:
-                if limited:
-                    self._send_limited(source, start, length)
-                else:
-                    self.connection.sendfile(source, start, length)
-            except OSError:  # the client went away
-                self.close_connection = True
-
-    def _send_limited(self, source: Any, offset: int, length: int) -> None:
-        while length > 0:
-            piece = min(PIECE, length)
-            self.bucket.take(piece)
-            sent = self.connection.sendfile(source, offset, piece)
-            if sent <= 0:  # the file shrank
-                self.close_connection = True
-                return
-            offset += sent
-            length -= sent
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # eight clients connecting at once must not wait for a SYN retry
-
-
-def _serve(data_dir: str) -> int:
-    """Serve *data_dir* on 127.0.0.1 until stdin closes or SIGTERM; print the port first."""
-    if REPO not in sys.path:
-        sys.path.insert(0, REPO)  # for tests.loopback
-    handler = type("Handler", (_FileHandler,), {"root": os.path.abspath(data_dir)})
-    server = _Server((HOST, 0), handler)
-    return serve_until_stdin_closes(server, server.server_address[1])
-
-
-# -- starting and stopping the server ---------------------------------------------------
-
-
-@dataclass
-class ServerHandle:
-    """A running server process and the base URL of its files."""
-
-    proc: subprocess.Popen[bytes]
-    base_url: str
-    description: str
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc.stdin is not None and not proc.stdin.closed:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_listening(proc: subprocess.Popen[bytes], port: int, seconds: float = 15.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection((HOST, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def _nginx_quote(path: str) -> str:
-    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _nginx_config(server_dir: str, data_dir: str, port: int) -> str:
-    q = _nginx_quote
-    # As root, run as root: the temporary directory is private (mode 0700) to its owner.
-    user = "user root;\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
-    temp = {
-        kind: q(os.path.join(server_dir, kind))
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    }
-    data = data_dir.rstrip("/")
-    return f"""{user}daemon off;
-master_process off;
-worker_processes 1;
-pid {q(os.path.join(server_dir, "nginx.pid"))};
-error_log {q(os.path.join(server_dir, "error.log"))} warn;
-
-events {{
-    worker_connections 1024;
-}}
-
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    default_type application/octet-stream;
-    keepalive_requests 100000;
-    client_body_temp_path {temp["client_body"]};
-    proxy_temp_path {temp["proxy"]};
-    fastcgi_temp_path {temp["fastcgi"]};
-    uwsgi_temp_path {temp["uwsgi"]};
-    scgi_temp_path {temp["scgi"]};
-
-    server {{
-        listen {HOST}:{port};
-        server_name localhost;
-        root {q(data)};
-
-        location / {{
-        }}
-
-        location /limited/ {{
-            alias {q(data + "/")};
-            limit_rate 20m;
-        }}
-    }}
-}}
-"""
-
-
-def _tail(path: str, lines: int = 15) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return "".join(handle.readlines()[-lines:]).rstrip()
-    except OSError:
-        return ""
-
-
-def _start_nginx(nginx: str, tmp: str, data_dir: str) -> ServerHandle:
-    server_dir = os.path.join(tmp, "nginx")
-    os.makedirs(server_dir, exist_ok=True)
-    error_log = os.path.join(server_dir, "error.log")
-    conf = os.path.join(server_dir, "nginx.conf")
-    version = _first_line([nginx, "-v"]).removeprefix("nginx version: ")
-    problem = ""
-    for _ in range(5):  # another process may take the free port before nginx binds it
-        port = _free_port()
-        with open(conf, "w", encoding="utf-8") as handle:
-            handle.write(_nginx_config(server_dir, data_dir, port))
-        proc = subprocess.Popen(
-            [nginx, "-p", server_dir + "/", "-c", conf, "-e", error_log],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        handle_ = ServerHandle(proc, f"http://{HOST}:{port}", "")
-        if _wait_listening(proc, port):
-            handle_.description = (
-                f"{version} (one process, sendfile on, limit_rate 20m on /limited/)"
-                f" on {HOST}:{port}"
-            )
-            return handle_
-        handle_.stop()
-        problem = _tail(error_log)
-        if "in use" not in problem:
-            break
-    raise RuntimeError(f"nginx did not start:\n{problem}")
-
-
-def _start_python_server(data_dir: str) -> ServerHandle:
-    proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--serve", data_dir],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().decode("ascii", "replace").strip()
-    handle = ServerHandle(proc, "", "")
-    if not line.isdigit():
-        handle.stop()
-        raise RuntimeError(f"the Python server did not start (printed {line!r})")
-    port = int(line)
-    handle.base_url = f"http://{HOST}:{port}"
-    handle.description = (
-        f"Python {platform.python_version()} ThreadingHTTPServer (sendfile, 20 MiB/s token"
-        f" bucket per connection on /limited/) on {HOST}:{port}"
-    )
-    return handle
-
-
-def _start_server(choice: str, tmp: str, data_dir: str) -> ServerHandle:
-    nginx = shutil.which("nginx")
-    if choice in ("auto", "nginx"):
-        if nginx is None:
-            if choice == "nginx":
-                raise RuntimeError(f"nginx is not installed ({APT_NGINX} provides it)")
-            print(f"nginx not found: `{APT_NGINX}` provides it; using a Python server instead")
-        else:
-            try:
-                return _start_nginx(nginx, tmp, data_dir)
-            except RuntimeError as exc:
-                if choice == "nginx":
-                    raise
-                print(f"{exc}\nusing a Python server instead", file=sys.stderr)
-    return _start_python_server(data_dir)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -723,7 +415,7 @@ def _run_row(row: Row, tmp: str, env: dict[str, str], run: int, runs: int) -> No
             if row.error:
                 row.error = f"WRONG DOWNLOAD: {row.error}"
         if row.error:
-            output = _tail(log_path)
+            output = tail(log_path)
             print(
                 f"ERROR: {row.label}, run {run}/{runs}: {row.error}\n"
                 f"  command: {shlex.join(argv)}"
@@ -751,17 +443,6 @@ def _run_row(row: Row, tmp: str, env: dict[str, str], run: int, runs: int) -> No
 
 
 # -- reporting --------------------------------------------------------------------------------
-
-
-def _first_line(argv: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    text = (done.stdout or done.stderr).strip()
-    return text.splitlines()[0] if text else "?"
 
 
 def _size_label(size: int) -> str:
@@ -1030,7 +711,7 @@ def _bench(args: argparse.Namespace) -> int:
         cases = _make_cases(data_dir, "", sizes, args.cases)
         if hasattr(os, "sync"):
             os.sync()  # written back now, not during the first measured runs
-        server = _start_server(args.server, tmp, data_dir)
+        server = start_server(args.server, tmp, data_dir)
         print(f"server: {server.description}")
         cases = [
             Case(c.key, c.title, c.files, tuple(server.base_url + url for url in c.urls))
@@ -1081,12 +762,12 @@ def _bench(args: argparse.Namespace) -> int:
     fs = fs_type(os.path.realpath(os.path.dirname(tmp)))
     tools = {
         "curl": (
-            " ".join(_first_line(["curl", "--version"]).split()[:2])
+            " ".join(first_line(["curl", "--version"]).split()[:2])
             if "curl" not in missing
             else "curl not installed"
         ),
         "aria2c": (
-            "aria2c " + _first_line(["aria2c", "--version"]).split()[-1]
+            "aria2c " + first_line(["aria2c", "--version"]).split()[-1]
             if "aria2c" not in missing
             else "aria2c not installed"
         ),
@@ -1219,11 +900,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="the loopback server (default auto: nginx when installed, else Python)",
     )
-    parser.add_argument("--serve", metavar="DATA_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    if args.serve:
-        return _serve(args.serve)
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
     if args.repeat <= 0:
