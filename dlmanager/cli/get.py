@@ -19,7 +19,7 @@ from dlmanager.download import Download
 from dlmanager.manager import DownloadManager
 from dlmanager.names import check_name_length, name_from_url, name_max, validate_fname
 from dlmanager.persist_limit import PersistLimit
-from dlmanager.session import DownloadSession
+from dlmanager.transport.direct import Direct
 
 __all__ = ["add_arguments", "check_arguments", "download_items", "run"]
 
@@ -274,7 +274,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     limit = None
     if args.max_size is not None or args.max_files is not None:
         limit = PersistLimit(args.max_size or 0, file_limit=1, max_files=args.max_files)
-    with DownloadSession(args.jobs * args.connections, verify=args.ca_bundle or True) as session:
+    # dlmanager's own transport: the rules of a DownloadSession, without requests.
+    with Direct(args.jobs * args.connections, verify=args.ca_bundle or True) as session:
         try:
             manager = ReportingManager(
                 args.dest,

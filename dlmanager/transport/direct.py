@@ -149,10 +149,21 @@ class Direct:
     it holds for the next one.
 
     :param pool_size: the largest number of connections kept per host
+    :param verify: without session: True to verify TLS certificates against
+        the CA bundle of the environment's variables (else ``certifi``'s),
+        the path of a CA bundle, or False not to verify (as
+        ``DownloadSession(verify=...)``)
     """
 
-    def __init__(self, pool_size: int = 10, session: DownloadSession | None = None) -> None:
+    def __init__(
+        self,
+        pool_size: int = 10,
+        session: DownloadSession | None = None,
+        *,
+        verify: bool | str = True,
+    ) -> None:
         self.session = session
+        self.verify = verify
         self._pool_size = max(10, pool_size)
         self._pools = urllib3.PoolManager(num_pools=10, maxsize=self._pool_size)
         self._pools.pool_classes_by_scheme = POOLS
@@ -163,6 +174,12 @@ class Direct:
         self._fallback: DownloadSession | None = None
         self._netrc_file: bool | None = None
         self._headers = _default_headers()
+
+    def __enter__(self) -> Direct:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -298,8 +315,10 @@ class Direct:
             proxies, verify, cert = settings["proxies"], settings["verify"], settings["cert"]
             trust_env = session.trust_env
         else:
-            proxies, verify, cert, trust_env = _environment_proxies(url), True, None, True
-            verify = next((os.environ[n] for n in _CA_VARIABLES if os.environ.get(n)), True)
+            proxies, cert, trust_env = _environment_proxies(url), None, True
+            verify = self.verify
+            if verify is True:
+                verify = next((os.environ[n] for n in _CA_VARIABLES if os.environ.get(n)), True)
         proxy = _select_proxy(url, proxies) if proxies else None
         if proxy is not None and not proxy.lower().startswith(("http://", "https://")):
             return None  # SOCKS: requests' adapter knows how
