@@ -1,28 +1,37 @@
-"""dlmanager: download files over HTTP(S) in background threads into a size-capped directory."""
+"""dlmanager: download files over HTTP(S) in background threads into a size-capped directory.
+
+The public names are imported on first use (:pep:`562`): ``import dlmanager``
+alone, as the command's ``--version`` and ``--help`` do, loads no download
+machinery and no HTTP library.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING
 
-from dlmanager.config import Timeouts
-from dlmanager.download import Download, DownloadEvent, DownloadState, EventKind
-from dlmanager.errors import (
-    ChecksumError,
-    DlManagerError,
-    DownloadError,
-    DownloadInterrupt,
-    HTTPStatusError,
-    IncompleteBodyError,
-    InsufficientSpaceError,
-    ResumeError,
-    StallError,
-    StorageError,
-    TooLargeError,
-    TransferError,
-)
-from dlmanager.manager import DownloadManager
-from dlmanager.persist_limit import PersistLimit
-from dlmanager.retry import RetryPolicy
+if TYPE_CHECKING:
+    from dlmanager.config import Timeouts
+    from dlmanager.download import Download
+    from dlmanager.errors import (
+        ChecksumError,
+        DlManagerError,
+        DownloadError,
+        DownloadInterrupt,
+        HTTPStatusError,
+        IncompleteBodyError,
+        InsufficientSpaceError,
+        ResumeError,
+        StallError,
+        StorageError,
+        TooLargeError,
+        TransferError,
+    )
+    from dlmanager.events import DownloadEvent, DownloadState, EventKind
+    from dlmanager.manager import DownloadManager
+    from dlmanager.persist_limit import PersistLimit
+    from dlmanager.retry import RetryPolicy
 
 __version__ = "1.0.0.dev0"
 
@@ -49,5 +58,50 @@ __all__ = [
     "TransferError",
     "__version__",
 ]
+
+#: The module each public name is imported from, on first use.
+_SOURCES: dict[str, str] = {
+    "ChecksumError": "dlmanager.errors",
+    "DlManagerError": "dlmanager.errors",
+    "Download": "dlmanager.download",
+    "DownloadError": "dlmanager.errors",
+    "DownloadEvent": "dlmanager.events",
+    "DownloadInterrupt": "dlmanager.errors",
+    "DownloadManager": "dlmanager.manager",
+    "DownloadState": "dlmanager.events",
+    "EventKind": "dlmanager.events",
+    "HTTPStatusError": "dlmanager.errors",
+    "IncompleteBodyError": "dlmanager.errors",
+    "InsufficientSpaceError": "dlmanager.errors",
+    "PersistLimit": "dlmanager.persist_limit",
+    "ResumeError": "dlmanager.errors",
+    "RetryPolicy": "dlmanager.retry",
+    "StallError": "dlmanager.errors",
+    "StorageError": "dlmanager.errors",
+    "Timeouts": "dlmanager.config",
+    "TooLargeError": "dlmanager.errors",
+    "TransferError": "dlmanager.errors",
+}
+
+
+def _import_public_name(name: str) -> object:
+    """Import the public name *name* from its module, once (the module's ``__getattr__``)."""
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(source), name)
+    globals()[name] = value  # later lookups do not come here
+    return value
+
+
+if not TYPE_CHECKING:
+    # For the interpreter only: type checkers see the imports above, so a
+    # misspelt name stays an error for them.
+    __getattr__ = _import_public_name
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SOURCES})
+
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

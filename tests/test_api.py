@@ -11,11 +11,13 @@ import dlmanager
 
 
 def public_names() -> set[str]:
-    """Classes and functions defined in dlmanager that the package namespace exposes."""
+    """Classes and functions defined in dlmanager that the package namespace exposes
+    (its ``dir()``: the names it imports on first use included)."""
     names = {"__version__"}
-    for name, obj in vars(dlmanager).items():
+    for name in dir(dlmanager):
         if name.startswith("_"):
             continue
+        obj = getattr(dlmanager, name)
         if (inspect.isclass(obj) or inspect.isfunction(obj)) and (
             obj.__module__ == "dlmanager" or obj.__module__.startswith("dlmanager.")
         ):
