@@ -18,7 +18,6 @@ resume). A closed standard output ends the command as if killed by SIGPIPE.
 from __future__ import annotations
 
 import argparse
-import difflib
 import functools
 import re
 import sys
@@ -26,7 +25,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from dlmanager import __version__
-from dlmanager.cli import cache, demo, get, output
+from dlmanager.cli import options, output
 
 __all__ = ["build_parser", "main", "parse_args", "run"]
 
@@ -50,20 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="download URLs into a directory (the default command)",
         description="Download URLs into a directory. Files already there are skipped.",
     )
-    get.add_arguments(get_parser)
-    get_parser.set_defaults(check=functools.partial(get.check_arguments, get_parser))
-    cache.add_arguments(
+    options.add_get_arguments(get_parser)
+    get_parser.set_defaults(check=functools.partial(options.check_get_arguments, get_parser))
+    options.add_cache_arguments(
         commands.add_parser(
             "cache",
             help="list, prune or clean a download directory",
             description="Look after a download directory.",
         )
     )
-    demo.add_arguments(
+    options.add_demo_arguments(
         commands.add_parser(
             "demo",
             help="watch dlmanager survive a flaky server (no network needed)",
-            description=demo.DESCRIPTION,
+            description=options.DEMO_DESCRIPTION,
         )
     )
     return parser
@@ -74,6 +73,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     argv = list(argv)
     parser = build_parser()
     if argv and _BARE_WORD.fullmatch(argv[0]) and argv[0] not in COMMANDS:
+        import difflib  # only for this message
+
         guess = difflib.get_close_matches(argv[0], COMMANDS, n=1)
         hint = f"; did you mean '{guess[0]}'?" if guess else ""
         parser.error(
@@ -107,10 +108,18 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     """Run the command *args* asks for; return the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
+    # Each command's module is imported here, when it runs: it brings the
+    # download machinery, which --help, --version and bad usage do without.
     if args.command == "cache":
+        from dlmanager.cli import cache
+
         return cache.run(args, out, err)
     if args.command == "demo":
+        from dlmanager.cli import demo
+
         return demo.run(args, out, err)
+    from dlmanager.cli import get
+
     return get.run(args, out, err)
 
 

@@ -1,15 +1,16 @@
-"""``dlmanager cache ls|prune|clean DIR``: look after a download directory."""
+"""``dlmanager cache ls|prune|clean DIR``: look after a download directory.
+
+Its options, and the checks of them, are in :mod:`dlmanager.cli.options`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import time
 from typing import TextIO
 
-from dlmanager.cli.get import add_limit_arguments
 from dlmanager.cli.parsing import format_size, plural
 from dlmanager.disk.cleanup import remove_stale_temporaries
 from dlmanager.disk.layout import STATE_DIR, is_temporary
@@ -17,46 +18,7 @@ from dlmanager.disk.locks import StateDir
 from dlmanager.manager import DownloadManager
 from dlmanager.persist_limit import PersistLimit
 
-__all__ = ["add_arguments", "run"]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
-    ls = commands.add_parser(
-        "ls",
-        help="list the files with their size and last use, least recently used first",
-        description="List the files of DIR with their size and last use, least recently "
-        "used first (the next to be evicted), their total, and the temporary files of "
-        "unfinished downloads.",
-    )
-    ls.add_argument("dir", metavar="DIR")
-    ls.add_argument("--json", action="store_true", help="print one JSON object")
-    prune = commands.add_parser(
-        "prune",
-        help="remove the least recently used files down to a size or file count",
-        description="Remove the least recently used files of DIR until it is under "
-        "--max-size (the most recently used file is always kept) and holds at most "
-        "--max-files files. Files pinned by a running process are kept.",
-    )
-    prune.add_argument("dir", metavar="DIR")
-    add_limit_arguments(prune)
-    clean = commands.add_parser(
-        "clean",
-        help="remove temporary files of unfinished downloads and stale locks",
-        description="Remove the temporary files of downloads no running process is "
-        "writing (their downloads will start over instead of resuming) and the lock "
-        "files no process holds. Finished files are not touched.",
-    )
-    clean.add_argument("dir", metavar="DIR")
-    for command in (ls, prune, clean):
-        command.set_defaults(check=functools.partial(check_arguments, command))
-
-
-def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not os.path.isdir(args.dir):
-        parser.error(f"not a directory: {args.dir}")
-    if args.cache_command == "prune" and args.max_size is None and args.max_files is None:
-        parser.error("prune needs --max-size or --max-files")
+__all__ = ["run"]
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -20,25 +20,12 @@ from dlmanager.checksum import parse_checksum
 from dlmanager.cli.demo_files import DemoFile, Fault
 from dlmanager.cli.demo_server import DemoServer
 from dlmanager.cli.display import LinesReporter, Reporter
-from dlmanager.cli.get import (
-    ReportingManager,
-    add_output_arguments,
-    download_items,
-    logging_to,
-    make_reporter,
-)
+from dlmanager.cli.get import ReportingManager, download_items, logging_to, make_reporter
 from dlmanager.cli.parsing import Item, format_size, plural
 from dlmanager.disk.layout import is_temporary
 from dlmanager.persist_limit import PersistLimit
 
-__all__ = ["DESCRIPTION", "FILES", "add_arguments", "run"]
-
-DESCRIPTION = (
-    "Start a web server on 127.0.0.1 that serves generated files, some of them through "
-    "faults (a dropped connection, a stall, a 503), and download them all into a "
-    "directory capped below their total size: watch the retries, resumes and evictions "
-    "happen, then read the summary. No network is needed."
-)
+__all__ = ["FILES", "run"]
 
 MIB = 1024 * 1024
 #: The files served, with their faults. Their total is above CAP, so the
@@ -58,16 +45,6 @@ RATE = 8 * MIB  #: bytes per second per connection: slow enough to watch
 JOBS = 3
 CONNECTIONS = 4
 TIMEOUT = 2.0  #: seconds: the stalled connection is given up after this
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-d",
-        "--dest",
-        metavar="DIR",
-        help="download into DIR and keep it (default: a temporary directory, removed after)",
-    )
-    add_output_arguments(parser)
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

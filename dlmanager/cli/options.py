@@ -1,0 +1,322 @@
+"""What each command accepts: its options, and the checks argparse cannot do.
+
+:func:`dlmanager.cli.build_parser` builds the whole parser from this module,
+whose imports are pure parsers (sizes, manifests, names, checksums): no
+manager, no transfer, no HTTP library. ``--help``, ``--version`` and bad
+usage therefore start fast; each command's module, which brings the download
+machinery, is imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+from dlmanager.checksum import parse_checksum
+from dlmanager.cli.parsing import Item, parse_manifest, parse_size
+from dlmanager.config import DEFAULT_CONNECTIONS
+from dlmanager.names import check_name_length, name_from_url, name_max, validate_fname
+
+__all__ = [
+    "DEMO_DESCRIPTION",
+    "add_cache_arguments",
+    "add_demo_arguments",
+    "add_get_arguments",
+    "add_limit_arguments",
+    "add_output_arguments",
+    "bad_usage",
+    "check_cache_arguments",
+    "check_get_arguments",
+]
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least *minimum*."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}: {value!r}")
+        return number
+
+    return parse
+
+
+def seconds(value: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {value!r}")
+    return number
+
+
+def size(value: str) -> int:
+    """An argparse type: a size such as ``500M`` or ``2G``."""
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def ca_bundle(value: str) -> str:
+    """An argparse type: a readable CA bundle file, or a directory of hashed certificates."""
+    if os.path.isdir(value) or (os.path.isfile(value) and os.access(value, os.R_OK)):
+        return value
+    raise argparse.ArgumentTypeError(f"no readable CA bundle at {value!r}")
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """``--max-size`` and ``--max-files``, shared with ``cache prune``."""
+    parser.add_argument(
+        "--max-size",
+        type=size,
+        required=required,
+        metavar="SIZE",
+        help="keep the directory under SIZE (500M, 2G, 1.5GiB, 100MB...), removing the "
+        "least recently used files; the most recent one is always kept",
+    )
+    parser.add_argument(
+        "--max-files",
+        type=int_at_least(1),
+        metavar="N",
+        help="keep at most N files in the directory, removing the least recently used",
+    )
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``, ``--json`` and ``--verbose``, shared with ``demo``."""
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars: one plain line per file; no summary unless something failed",
+    )
+    output.add_argument(
+        "--json", action="store_true", help="print one JSON object per file, for scripts"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log retries, resumes and evictions (-vv: everything) on standard error",
+    )
+
+
+# -- get -------------------------------------------------------------------------------------
+
+
+def add_get_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``get``."""
+    parser.add_argument("urls", nargs="*", metavar="URL", help="http(s) URLs to download")
+    parser.add_argument("-d", "--dest", default=".", metavar="DIR", help="destination directory")
+    parser.add_argument(
+        "-i",
+        "--input-file",
+        metavar="FILE",
+        help="read URLs from FILE ('-' for standard input): one per line, optionally "
+        "followed by a file name and a checksum, as in 'URL NAME sha256:HEX'",
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="NAME", help="file name in DIR for the one URL given"
+    )
+    parser.add_argument(
+        "-j", "--jobs", type=int_at_least(1), default=4, help="files downloaded in parallel"
+    )
+    parser.add_argument(
+        "-x",
+        "--connections",
+        type=int_at_least(1),
+        default=DEFAULT_CONNECTIONS,
+        help="connections per file, when the server allows ranges (default %(default)s)",
+    )
+    add_limit_arguments(parser)
+    parser.add_argument(
+        "--max-file-size",
+        type=size,
+        metavar="SIZE",
+        help="fail a file bigger than SIZE (500M, 2G...): announced so, or whose body goes "
+        "past it, which is then cut off",
+    )
+    parser.add_argument(
+        "--checksum",
+        metavar="ALGO:HEX",
+        help="checksum the file must match, e.g. sha256:... (one URL only)",
+    )
+    parser.add_argument(
+        "--ca-bundle",
+        type=ca_bundle,
+        metavar="FILE",
+        help="verify HTTPS servers against the CA certificates in FILE (PEM) instead of the "
+        "default ones (REQUESTS_CA_BUNDLE also works)",
+    )
+    parser.add_argument(
+        "--retries", type=int_at_least(0), default=None, help="retries per file (0 disables)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="connect, read and stall timeout",
+    )
+    add_output_arguments(parser)
+
+
+def check_get_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``get``: read ``-i`` and check what argparse cannot; exits with status 2 on bad usage.
+
+    Every file's name is decided here, before anything starts. Sets
+    ``args.items``: the files to download in order, each with its name, the
+    same URL listed twice (under the same name) once.
+    """
+    try:
+        items = parse_manifest(args.urls, "command line")
+        if args.input_file:
+            items += _read_manifest(args.input_file)
+    except OSError as exc:
+        bad_usage(f"cannot read {args.input_file}: {exc.strerror or exc}")
+    except UnicodeDecodeError as exc:
+        bad_usage(f"cannot read {args.input_file}: not UTF-8 text ({exc.reason})")
+    except ValueError as exc:
+        bad_usage(str(exc))
+    if not items:
+        parser.error("no URL given (pass URLs or -i FILE)")
+    for option in ("--output", "--checksum"):
+        if getattr(args, option[2:]) is not None and len({i.url for i in items}) != 1:
+            bad_usage(f"{option} needs exactly one URL")
+    if args.output is not None or args.checksum is not None:
+        item = items[0]
+        fname, checksum = item.fname, item.checksum
+        try:
+            if args.output is not None:
+                fname = validate_fname(args.output)
+        except ValueError as exc:
+            bad_usage(f"--output: {exc}")
+        try:
+            if args.checksum is not None:
+                checksum = parse_checksum(args.checksum)
+        except ValueError as exc:
+            bad_usage(f"--checksum: {exc}")
+        items = [Item(item.url, fname, checksum)]
+    args.items = _named(items, name_max(args.dest))
+
+
+def _named(items: list[Item], longest: int) -> list[Item]:
+    """*items*, each with its file name; the same file asked twice once.
+
+    Exits with status 2 (bad usage) for a URL that gives no usable name, a
+    name too long, two URLs for one name, or one file with two checksums.
+    """
+    by_name: dict[str, Item] = {}
+    for item in items:
+        try:
+            name = item.fname or name_from_url(item.url, hint=_NAME_HINT)
+            check_name_length(name, longest)
+        except ValueError as exc:
+            bad_usage(f"{exc}" if item.fname is None else f"{exc} ({_NAME_HINT})")
+        first = by_name.get(name)
+        if first is None:
+            by_name[name] = Item(item.url, name, item.checksum)
+        elif first.url != item.url:
+            bad_usage(f"two URLs for the file name {name!r}: {first.url} and {item.url}")
+        elif item.checksum is not None and first.checksum not in (None, item.checksum):
+            bad_usage(f"two checksums for {name}: {first.checksum} and {item.checksum}")
+        elif item.checksum is not None:
+            by_name[name] = Item(first.url, name, item.checksum)
+    return list(by_name.values())
+
+
+#: How to name a file when its URL gives no usable name.
+_NAME_HINT = "name it with -o NAME, or with 'URL NAME' in an -i file"
+
+
+def bad_usage(message: str) -> NoReturn:
+    """Say what is wrong in one line on standard error and exit with status 2."""
+    print(f"dlmanager: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _read_manifest(path: str) -> list[Item]:
+    if path == "-":
+        return parse_manifest(sys.stdin, "<stdin>")
+    with open(path, encoding="utf-8") as lines:
+        return parse_manifest(lines, path)
+
+
+# -- cache -----------------------------------------------------------------------------------
+
+
+def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    """The commands of ``cache`` and their options."""
+    commands = parser.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
+    ls = commands.add_parser(
+        "ls",
+        help="list the files with their size and last use, least recently used first",
+        description="List the files of DIR with their size and last use, least recently "
+        "used first (the next to be evicted), their total, and the temporary files of "
+        "unfinished downloads.",
+    )
+    ls.add_argument("dir", metavar="DIR")
+    ls.add_argument("--json", action="store_true", help="print one JSON object")
+    prune = commands.add_parser(
+        "prune",
+        help="remove the least recently used files down to a size or file count",
+        description="Remove the least recently used files of DIR until it is under "
+        "--max-size (the most recently used file is always kept) and holds at most "
+        "--max-files files. Files pinned by a running process are kept.",
+    )
+    prune.add_argument("dir", metavar="DIR")
+    add_limit_arguments(prune)
+    clean = commands.add_parser(
+        "clean",
+        help="remove temporary files of unfinished downloads and stale locks",
+        description="Remove the temporary files of downloads no running process is "
+        "writing (their downloads will start over instead of resuming) and the lock "
+        "files no process holds. Finished files are not touched.",
+    )
+    clean.add_argument("dir", metavar="DIR")
+    for command in (ls, prune, clean):
+        command.set_defaults(check=functools.partial(check_cache_arguments, command))
+
+
+def check_cache_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``cache``: a directory to look after, and a limit to prune it to."""
+    if not os.path.isdir(args.dir):
+        parser.error(f"not a directory: {args.dir}")
+    if args.cache_command == "prune" and args.max_size is None and args.max_files is None:
+        parser.error("prune needs --max-size or --max-files")
+
+
+# -- demo ------------------------------------------------------------------------------------
+
+
+#: What ``dlmanager demo --help`` says the demo does.
+DEMO_DESCRIPTION = (
+    "Start a web server on 127.0.0.1 that serves generated files, some of them through "
+    "faults (a dropped connection, a stall, a 503), and download them all into a "
+    "directory capped below their total size: watch the retries, resumes and evictions "
+    "happen, then read the summary. No network is needed."
+)
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``demo``."""
+    parser.add_argument(
+        "-d",
+        "--dest",
+        metavar="DIR",
+        help="download into DIR and keep it (default: a temporary directory, removed after)",
+    )
+    add_output_arguments(parser)
