@@ -8,7 +8,6 @@ attempt; it never sleeps. The download waits on its cancel event, so
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import random
 import time
 from collections.abc import Callable
@@ -180,6 +179,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     value = value.strip()
     if value.isascii() and value.isdigit():
         return float(value)
+    import email.utils  # here: only an HTTP-date needs it, and --help does without
+
     try:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
