@@ -24,8 +24,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dlmanager.transport.headers import header
-
 __all__ = [
     "ALGORITHMS",
     "Checksum",
@@ -214,6 +212,10 @@ def server_digests(headers: Any) -> tuple[Checksum, ...]:
     :param headers: the response headers: any mapping, looked up case-insensitively
     :return: the digests, each with the header's name as its source
     """
+    # The transport's lookup imports urllib3: imported here, with the first
+    # response, so that parsing a checksum (the command's options) does not.
+    from dlmanager.transport.headers import header
+
     found: dict[tuple[str, str], Checksum] = {}
 
     def add(algorithm: str, hexdigest: str | None, source: str) -> None:
