@@ -85,13 +85,24 @@ _SOURCES: dict[str, str] = {
 
 
 def _import_public_name(name: str) -> object:
-    """Import the public name *name* from its module, once (the module's ``__getattr__``)."""
+    """Import the public name *name* from its module, once (the module's ``__getattr__``).
+
+    A submodule is imported too (``dlmanager.errors``, ``dlmanager.manager``):
+    code written when this package imported them all may reach them as
+    attributes of ``dlmanager`` alone.
+    """
     source = _SOURCES.get(name)
-    if source is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(source), name)
-    globals()[name] = value  # later lookups do not come here
-    return value
+    if source is not None:
+        value = getattr(importlib.import_module(source), name)
+        globals()[name] = value  # later lookups do not come here
+        return value
+    if not name.startswith("_"):
+        try:
+            return importlib.import_module(f"{__name__}.{name}")  # binds the attribute
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if not TYPE_CHECKING:

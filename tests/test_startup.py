@@ -68,6 +68,21 @@ def test_a_public_name_is_imported_on_first_use() -> None:
     assert "dlmanager.persist_limit" in modules
 
 
+def test_a_submodule_is_reached_as_an_attribute_as_before() -> None:
+    # Code written when the package imported all its modules.
+    modules = modules_after(
+        """
+        import dlmanager
+        assert dlmanager.errors.HTTPStatusError is dlmanager.HTTPStatusError
+        assert dlmanager.manager.DownloadManager is dlmanager.DownloadManager
+        for name in ("no_such_module", "_private", "__wrapped__"):
+            assert not hasattr(dlmanager, name), name
+        """
+    )
+
+    assert "dlmanager.manager" in modules
+
+
 @pytest.mark.parametrize("argv", [["--version"], ["--help"], ["get", "--help"], ["cache", "-h"]])
 def test_version_and_help_load_no_download_machinery(argv: list[str]) -> None:
     modules = modules_after(
