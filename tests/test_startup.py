@@ -102,7 +102,7 @@ def test_version_and_help_load_no_download_machinery(argv: list[str]) -> None:
 
 
 @pytest.mark.parametrize("options", [[], ["--quiet"], ["--json"], ["-j", "2", "-x", "2", "-v"]])
-def test_get_without_a_terminal_loads_neither_rich_nor_watchdog(
+def test_get_without_a_terminal_loads_neither_rich_nor_watchdog_nor_requests(
     url: str, destdir: str, options: list[str]
 ) -> None:
     # run_python's standard output is a pipe: plain lines or JSON, no bars.
@@ -116,6 +116,7 @@ def test_get_without_a_terminal_loads_neither_rich_nor_watchdog(
     assert "dlmanager.download" in modules  # it did download
     assert not loaded(modules, "rich")
     assert not loaded(modules, "watchdog")
+    assert not loaded(modules, "requests")  # the command's own transport does without
 
 
 def test_bars_on_a_terminal_load_rich(url: str) -> None:
