@@ -139,9 +139,9 @@ class Directory:
         else:
             mark_used(path)
 
-    def downloaded(self, path: str, *, published: bool) -> None:
+    def downloaded(self, shown: str, *, published: bool) -> None:
         """Record the use of the file a download put (*published*: itself) or
-        found (done by another) at *path*.
+        found (done by another) at *shown* (as the manager's ``get_dest`` gives it).
 
         A file the download published was stamped used then (its access and
         modification times, by :meth:`PartFile.publish
@@ -150,7 +150,7 @@ class Directory:
         """
         if published and not self.limit.enabled and os.utime in os.supports_fd:
             return
-        self.mark_used(path)
+        self.mark_used(self.path(os.path.basename(shown)))
 
     def evict(self) -> list[str]:
         """Apply the limit, sparing the files any process has pinned, and

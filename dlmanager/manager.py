@@ -302,13 +302,9 @@ class DownloadManager:
                 raise RuntimeError(f"the DownloadManager of {self.destdir} is closed")
             running = self._live(dest)
             there, symlink = status(path)
-            action = request_action(
-                running=running is not None,
-                running_checksum=running.checksum if running is not None else None,
-                expected=expected,
-                present=there,
-                mismatching=stale,
-            )
+            action = request_action(running=running is not None, expected=expected,
+                                    running_checksum=running.checksum if running else None,
+                                    present=there, mismatching=stale)  # fmt: skip
             if action == JOIN:
                 assert running is not None
                 if progress is not None:
@@ -319,10 +315,12 @@ class DownloadManager:
                 return None
             if symlink:
                 log.warning("%s is a symlink: replacing it with the download", path)
-            # One in flight (with another checksum, or cancelled and cleaning
-            # up): the new one lets it end first, then takes its file if it
-            # matches, else downloads it again.
+            # One in flight (with another checksum, or cancelled and cleaning up): the new
+            # one lets it end first, then takes its file if it matches, else downloads it again.
             destination = self._directory.destination(dest, after=self._downloads.get(dest))
+            options = self.options  # shared as it is by the downloads without a checksum
+            if options.checksum != expected:
+                options = dataclasses.replace(options, checksum=expected)
             download = Download(
                 url,
                 destination,
@@ -331,7 +329,7 @@ class DownloadManager:
                 progress=progress,
                 on_event=self._directory.reserving(dest, on_event, self.evict),
                 limiter=self._limiter,
-                options=dataclasses.replace(self.options, checksum=expected),
+                options=options,
                 runtime=self._runtime,
             )
             self._downloads[dest] = download
@@ -377,8 +375,7 @@ class DownloadManager:
         when the file is in place, it records its use and applies the persist
         limit (:meth:`evict`)."""
         if dl.state is DownloadState.DONE:
-            path = self._directory.path(os.path.basename(dl.get_dest()))
-            self._directory.downloaded(path, published=dl.done_by is None)
+            self._directory.downloaded(dl.get_dest(), published=dl.done_by is None)
             self.evict()
 
     def _files_evicted(self, paths: list[str]) -> None:
