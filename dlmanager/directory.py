@@ -18,7 +18,8 @@ from typing import IO, TYPE_CHECKING, Any
 from dlmanager.checksum import Checksum, file_digests
 from dlmanager.destination import Destination
 from dlmanager.disk.cleanup import leftover_fnames, remove_stale_temporaries
-from dlmanager.disk.locks import Pins, StateDir
+from dlmanager.disk.locks import StateDir
+from dlmanager.disk.pins import Pins
 from dlmanager.disk.reservations import Reservations
 from dlmanager.events import DownloadEvent, EventCallback, EventKind
 from dlmanager.names import check_name_length, name_max, validate_fname
