@@ -108,6 +108,7 @@ class StateDir:
         self._taken = 0  # destination locks held, or being taken, through take()
         self._spares: list[tuple[int, str]] = []  # (fd, name), locked: see the module
         self._linking = hasattr(os, "link")  # False once link() failed here
+        self._linked = False  # whether link() was seen to make a hard link here
         self._owner = f"spare-{os.getpid()}-{secrets.token_hex(4)}"
         self.locks_work = self._probe()
 
@@ -243,7 +244,8 @@ class StateDir:
         fd, spare_name = spare
         try:
             os.link(self.file(spare_name), self.file(name))
-            if os.fstat(fd).st_nlink > 1:  # a hard link indeed: the file locked is there
+            if self._linked or os.fstat(fd).st_nlink > 1:  # a hard link: the file locked
+                self._linked = True
                 return True
             self._linking = False
             log.debug("No spare lock files in %s: link() makes no hard link", self.path)
