@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -152,7 +153,10 @@ def request_action(
 
 def regular_file(path: str) -> bool:
     """Whether *path* is a regular file itself (a symlink to one does not count)."""
-    return os.path.isfile(path) and not os.path.islink(path)
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def _try_lock(lock: DestinationLock, url: str) -> bool:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from dlmanager.checksum import Checksum, file_digests
 from dlmanager.destination import Destination
 from dlmanager.disk.cleanup import leftover_fnames, remove_stale_temporaries
-from dlmanager.disk.locks import Pins, StateDir
+from dlmanager.disk.locks import StateDir
+from dlmanager.disk.pins import Pins
 from dlmanager.disk.reservations import Reservations
 from dlmanager.events import DownloadEvent, EventCallback, EventKind
 from dlmanager.names import check_name_length, name_max, validate_fname
@@ -27,7 +29,7 @@ from dlmanager.redact import get_logger
 if TYPE_CHECKING:
     from dlmanager.download import Download
 
-__all__ = ["Directory", "mismatching", "present"]
+__all__ = ["Directory", "mismatching", "present", "status"]
 
 log = get_logger(__name__)
 
@@ -37,7 +39,18 @@ _READ_MODES = frozenset({"r", "rt", "tr", "rb", "br"})
 
 def present(path: str) -> bool:
     """Whether a downloaded file is at *path*: a symlink, even to a file, is not one."""
-    return os.path.exists(path) and not os.path.islink(path)
+    return status(path)[0]
+
+
+def status(path: str) -> tuple[bool, bool]:
+    """``(present, symlink)`` of *path*, from one ``lstat``: whether a downloaded
+    file is there (see :func:`present`), and whether a symlink is."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (OSError, ValueError):
+        return False, False
+    link = stat.S_ISLNK(mode)
+    return not link, link
 
 
 def mismatching(path: str, expected: Checksum) -> bool:
@@ -126,6 +139,19 @@ class Directory:
             self.limit.touch(path)
         else:
             mark_used(path)
+
+    def downloaded(self, shown: str, *, published: bool) -> None:
+        """Record the use of the file a download put (*published*: itself) or
+        found (done by another) at *shown* (as the manager's ``get_dest`` gives it).
+
+        A file the download published was stamped used then (its access and
+        modification times, by :meth:`PartFile.publish
+        <dlmanager.disk.partfile.PartFile.publish>`): without a limit, whose
+        index would learn it here, there is nothing left to record.
+        """
+        if published and not self.limit.enabled and os.utime in os.supports_fd:
+            return
+        self.mark_used(self.path(os.path.basename(shown)))
 
     def evict(self) -> list[str]:
         """Apply the limit, sparing the files any process has pinned, and

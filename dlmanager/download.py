@@ -52,6 +52,9 @@ log = get_logger(__name__)
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 Limiter = Union[Slots, threading.Semaphore, threading.BoundedSemaphore]
 
+#: The transfer keywords of a Download left out, as ``(type, value)``: *options* tell it all.
+_LEFT_OUT = [(type(k), k) for k in (None, None, None, DEFAULT_CONNECTIONS,
+                                    DEFAULT_MIN_SPLIT_SIZE, None, None)]  # fmt: skip
 _POLL = 0.1  #: how often a semaphore limiter is tried again, in seconds
 _JOIN_SLICE = 0.05  #: how often wait() lets KeyboardInterrupt in, in seconds
 
@@ -142,21 +145,18 @@ class Download:
             shown = as_path(dest, "dest")
             check_name_length(os.path.basename(shown))
             dest = Destination(shown, os.path.abspath(shown))
-        built = TransferOptions.build(
-            chunk_size=chunk_size,
-            timeout=timeout,
-            retry=retry,
-            connections=connections,
-            min_split_size=min_split_size,
-            max_size=max_size,
-            checksum=checksum,
-        )
-        if options is not None and built != TransferOptions():
-            raise ValueError("pass options or the keywords it holds, not both")
+        keywords = (chunk_size, timeout, retry, connections, min_split_size, max_size, checksum)
+        if options is None or [(type(k), k) for k in keywords] != _LEFT_OUT:  # else: built already
+            built = TransferOptions.build(chunk_size=chunk_size, timeout=timeout, retry=retry,
+                                          connections=connections, min_split_size=min_split_size,
+                                          max_size=max_size, checksum=checksum)  # fmt: skip
+            if options is not None and built != TransferOptions():
+                raise ValueError("pass options or the keywords it holds, not both")
+            options = built if options is None else options
         self._url = url
         self._destination = dest
         self._path = dest.path
-        self._options = options or built
+        self._options = options
         self._runtime = runtime or default_runtime()
         self._session = self._runtime.transport() if session is None else session
         self._finished_callback = finished_callback

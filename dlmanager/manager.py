@@ -22,7 +22,7 @@ from dlmanager.config import (
     TransferOptions,
 )
 from dlmanager.destination import HIT, JOIN, request_action
-from dlmanager.directory import Directory, mismatching, present
+from dlmanager.directory import Directory, mismatching, present, status
 from dlmanager.download import Download, take_unreceived_error, unreceived
 from dlmanager.errors import DownloadInterrupt
 from dlmanager.events import DownloadState, EventCallback, ProgressCallback
@@ -140,7 +140,7 @@ class DownloadManager:
         # Failed downloads whose error wait() has not raised yet, oldest first.
         self._failed: list[Download] = []
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)  # a download ended
+        self._changed = threading.Condition(self._lock)  # the last download ended
         self._closed = False
         self._limiter = Slots(max_workers)  # first started, first to transfer
 
@@ -332,13 +332,10 @@ class DownloadManager:
             if self._closed:
                 raise RuntimeError(f"the DownloadManager of {self.destdir} is closed")
             running = self._live(dest)
-            action = request_action(
-                running=running is not None,
-                running_checksum=running.checksum if running is not None else None,
-                expected=expected,
-                present=present(path),
-                mismatching=stale,
-            )
+            there, symlink = status(path)
+            action = request_action(running=running is not None, expected=expected,
+                                    running_checksum=running.checksum if running else None,
+                                    present=there, mismatching=stale)  # fmt: skip
             if action == JOIN:
                 assert running is not None
                 if progress is not None:
@@ -347,12 +344,14 @@ class DownloadManager:
             if action == HIT:
                 self._directory.mark_used(path)
                 return None
-            if os.path.islink(path):
+            if symlink:
                 log.warning("%s is a symlink: replacing it with the download", path)
-            # One in flight (with another checksum, or cancelled and cleaning
-            # up): the new one lets it end first, then takes its file if it
-            # matches, else downloads it again.
+            # One in flight (with another checksum, or cancelled and cleaning up): the new
+            # one lets it end first, then takes its file if it matches, else downloads it again.
             destination = self._directory.destination(dest, after=self._downloads.get(dest))
+            options = self.options  # shared as it is by the downloads without a checksum
+            if options.checksum != expected:
+                options = dataclasses.replace(options, checksum=expected)
             download = Download(
                 url,
                 destination,
@@ -361,7 +360,7 @@ class DownloadManager:
                 progress=progress,
                 on_event=self._directory.reserving(dest, on_event, self.evict),
                 limiter=self._limiter,
-                options=dataclasses.replace(self.options, checksum=expected),
+                options=options,
                 runtime=self._runtime,
             )
             self._downloads[dest] = download
@@ -398,7 +397,8 @@ class DownloadManager:
         finally:
             with self._lock:
                 self._unfinished.pop(dl, None)
-                self._changed.notify_all()
+                if not self._unfinished:  # what wait() waits for
+                    self._changed.notify_all()
 
     def _download_finished(self, dl: Download) -> None:
         """Hook called in the download thread when *dl* is over, whatever
@@ -406,7 +406,7 @@ class DownloadManager:
         when the file is in place, it records its use and applies the persist
         limit (:meth:`evict`)."""
         if dl.state is DownloadState.DONE:
-            self._directory.mark_used(self._directory.path(os.path.basename(dl.get_dest())))
+            self._directory.downloaded(dl.get_dest(), published=dl.done_by is None)
             self.evict()
 
     def _files_evicted(self, paths: list[str]) -> None:

@@ -144,6 +144,26 @@ def test_existing_file_is_a_cache_hit_and_counts_as_a_use(
     assert read(path) == b"cached"
 
 
+@pytest.mark.parametrize("limit", [None, PersistLimit(10**9)])
+def test_a_downloaded_file_counts_as_used_when_it_lands(
+    server: FaultServer, destdir: str, limit: PersistLimit | None
+) -> None:
+    # Its use (the access time, which every process's eviction orders by) is
+    # when it lands, not when its temporary file was made, with or without a limit.
+    server.add("/f.bin", Resource(DATA, stall_after=[50_000], stall_seconds=0.3))
+    receiving: list[int] = []
+
+    def on_event(event: DownloadEvent) -> None:
+        if event.received and not receiving:
+            receiving.append(time.time_ns())
+
+    timeouts = Timeouts(read=None, stall=None)
+    with DownloadManager(destdir, persist_limit=limit, timeout=timeouts) as manager:
+        manager.download(server.url("/f.bin"), on_event=on_event)
+    assert os.stat(os.path.join(destdir, "f.bin")).st_atime_ns > receiving[0]
+    assert read(os.path.join(destdir, "f.bin")) == DATA
+
+
 def test_concurrency_bound_queues_without_connecting(server: FaultServer, destdir: str) -> None:
     for i in range(6):
         server.add(f"/f{i}.bin", Resource(DATA, stall_after=[1000]))

@@ -5,7 +5,10 @@ Beside a destination ``NAME``, a download writes into a hidden temporary file
 checkpoint ``.NAME.XXXXXXXX.ckpt`` (written through ``.NAME.XXXXXXXX.ckpt.new``).
 While processes coordinate, the hidden folder ``.dlmanager/`` holds
 ``KEY.lock``, ``KEY.pin`` and ``KEY.TOKEN.rsv`` files, where *KEY* is ``NAME``,
-or a hash of it when ``NAME`` is too long. This module makes those names,
+or a hash of it when ``NAME`` is too long, and the spare lock files a process
+keeps locked for its next destination lock while it holds others,
+``.OWNER.XXXXXXXX.part.lock`` (a temporary file's name, which no
+destination may take, then ``.lock``). This module makes those names,
 parses them back, and scans a directory for them, once; nothing here opens,
 locks or removes a file.
 """
@@ -31,6 +34,7 @@ __all__ = [
     "is_temporary",
     "key",
     "scan_temporaries",
+    "spare_lock_name",
     "temporary_fname",
     "temporary_name",
 ]
@@ -52,6 +56,11 @@ _LONGEST_KEY = 200
 def temporary_name(fname: str) -> str:
     """A fresh, unique, hidden temporary file name for the destination *fname*."""
     return f".{fname}.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
+def spare_lock_name(owner: str) -> str:
+    """A fresh name for a spare lock file of *owner* (a token of one process)."""
+    return temporary_name(owner) + LOCK_SUFFIX
 
 
 def checkpoint_path(part_path: str) -> str:

@@ -1,30 +1,41 @@
-"""The locks of processes sharing one destination directory: destination locks and pins.
+"""The locks of processes sharing one destination directory: their folder, destination locks.
 
 While downloads, waits or pins are active, their coordination files live in
 the hidden ``.dlmanager/`` folder of the directory, which
 :class:`~dlmanager.PersistLimit` never counts or evicts. Every file is
-created when it is needed and removed as soon as it is not, and the folder
-goes when it is empty: when nothing runs, a destination holds only its files.
+created when it is needed and removed as soon as it is not (a process that
+still holds destination locks keeps the others it releases as spares, see
+below), and the folder goes when it is empty: when nothing runs, a
+destination holds only its files.
 
 - ``NAME.lock``: the inter-process lock of one destination (an exclusive
   ``flock``). The process holding it transfers the file; the others wait,
   then find the finished file, or take over if the holder died (the
   operating system releases a dead process's lock).
 - ``NAME.pin``: a shared ``flock`` held by every process that uses the file
-  (:meth:`DownloadManager.pin <dlmanager.DownloadManager.pin>`); an evicting
-  process takes it exclusively, without waiting, before removing the file,
-  and skips the file when it cannot.
+  (:mod:`dlmanager.disk.pins`).
 - ``NAME.TOKEN.rsv``: the size of a download in flight, held locked by the
   process downloading it; every process counts the held ones against the
   cap, and a dead process's reservation stops counting by itself.
 
 Removing a lock file is safe because of one rule: only a process holding
-the exclusive ``flock`` of the file at a path may unlink that path, and a
-process that takes a lock checks afterwards that the file it locked is still
-the one at its path (same device and inode), else it starts again with the
-new one. (The ``filelock`` package never deletes its lock files for want of
-that check.) Files left by a killed process are unheld: the next manager on
-the directory removes them.
+the exclusive ``flock`` of the file at a path may unlink (or rename) that
+path, and a process that takes a lock checks afterwards that the file it
+locked is still the one at its path (same device and inode), else it starts
+again with the new one. (The ``filelock`` package never deletes its lock
+files for want of that check.) Files left by a killed process are unheld:
+the next manager on the directory removes them.
+
+Creating a file costs far more than naming one (an inode to allocate, and
+on some filesystems a search past the recently deleted ones), so a process
+downloading several files at once recycles its destination locks: one it
+releases while it holds others is renamed to a spare name
+(:func:`~dlmanager.disk.layout.spare_lock_name`) instead of being removed,
+still locked, and its next destination lock is that file hard-linked under
+the lock's name (``link`` fails when the name exists: then the lock is
+taken as usual). Linked, it is locked from its first instant; nobody else
+can lock a spare; the spares go when the process holds no destination lock
+any more (or dies: they are unheld files then).
 
 Correctness never depends on these locks: every writer writes its own
 uniquely named temporary file and publishes it with an atomic rename, so on
@@ -39,9 +50,9 @@ import errno
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-from dlmanager.disk.layout import LOCK_SUFFIX, PIN_SUFFIX, STATE_DIR, key
+from dlmanager.disk.layout import LOCK_SUFFIX, STATE_DIR, key, spare_lock_name
 from dlmanager.errors import StorageError
 from dlmanager.redact import get_logger
 
@@ -55,7 +66,6 @@ __all__ = [
     "READ_FLAGS",
     "RETRIES",
     "DestinationLock",
-    "Pins",
     "StateDir",
     "remove_if_unheld",
     "same_file",
@@ -72,6 +82,8 @@ _OLD_FOLDERS = ("locks", "pins", "reservations")
 #: folder or of the file itself gets in the way (each retry means another
 #: process made progress).
 RETRIES = 100
+#: The most spare lock files a :class:`StateDir` keeps.
+MAX_SPARES = 64
 
 
 def same_file(fd: int, path: str) -> bool:
@@ -92,6 +104,12 @@ class StateDir:
     def __init__(self, destdir: str) -> None:
         self.destdir = destdir
         self.path = os.path.join(destdir, STATE_DIR)
+        self._lock = threading.Lock()
+        self._taken = 0  # destination locks held, or being taken, through take()
+        self._spares: list[tuple[int, str]] = []  # (fd, name), locked: see the module
+        self._linking = hasattr(os, "link")  # False once link() failed here
+        self._linked = False  # whether link() was seen to make a hard link here
+        self._owner = f"spare-{os.getpid()}-{secrets.token_hex(4)}"
         self.locks_work = self._probe()
 
     def file(self, name: str) -> str:
@@ -148,23 +166,120 @@ class StateDir:
             os.close(fd)  # removed by its last holder meanwhile: lock the new one
         raise OSError(errno.EBUSY, f"cannot lock {path}: it keeps being replaced", path)
 
-    def release(self, name: str, fd: int) -> None:
+    def release(self, name: str, fd: int, *, exclusive: bool = False) -> None:
         """Release the lock *fd* on the file *name*, removing the file if nobody else holds it.
 
         A shared lock is turned into an exclusive one first, without waiting:
         when that fails, another process still holds it and the file stays.
+
+        :param exclusive: *fd* holds the exclusive lock already
         """
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return
-        try:
+        if not exclusive:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return
+        with contextlib.suppress(OSError):
             os.unlink(self.file(name))
-        except OSError:
-            pass
         os.close(fd)
-        self.tidy()
+        self._settle(tidy=True)
+
+    def take(self, name: str) -> tuple[int, str | None] | None:
+        """Take the exclusive lock of the file *name* if no process holds it; never waits.
+
+        Through a spare when there is one (see the module), else as
+        :meth:`acquire` does.
+
+        :return: the locked file descriptor and the spare name it also has (or
+            None), for :meth:`give_back`; None when another process holds the lock
+        :raises OSError: when the file cannot be created
+        """
+        with self._lock:
+            self._taken += 1
+            spare = self._spares.pop() if self._spares else None
+        try:
+            if spare is not None and self._link(spare, name):
+                return spare
+            fd = self.acquire(name, fcntl.LOCK_EX, blocking=False)
+        except BaseException:
+            self._untake()
+            raise
+        if fd is None:
+            self._untake()
+            return None
+        return fd, None
+
+    def give_back(self, name: str, fd: int, spare: str | None) -> None:
+        """Release a lock that :meth:`take` gave: its file becomes a spare
+        (still locked) while this object holds other locks, else is removed."""
+        with self._lock:
+            self._taken -= 1
+            keep = self._taken > 0 and self._linking and len(self._spares) < MAX_SPARES
+        path = self.file(name)
+        renamed = False
+        if keep and spare is None:  # a file of its own: renamed to a spare name
+            spare = spare_lock_name(self._owner)
+            try:
+                os.rename(path, self.file(spare))
+                renamed = True
+            except OSError:
+                spare, keep = None, False
+        if not renamed:
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # its spare name, if any, stays
+        if keep and spare is not None:
+            with self._lock:
+                self._spares.append((fd, spare))
+        else:
+            if spare is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.file(spare))
+            os.close(fd)
+        self._settle(tidy=True)
+
+    def _link(self, spare: tuple[int, str], name: str) -> bool:
+        """Give the spare file *spare* the name *name* too: whether it has it
+        (the spare is put back, or dropped if unusable, when not)."""
+        fd, spare_name = spare
+        try:
+            os.link(self.file(spare_name), self.file(name))
+            if self._linked or os.fstat(fd).st_nlink > 1:  # a hard link: the file locked
+                self._linked = True
+                return True
+            self._linking = False
+            log.debug("No spare lock files in %s: link() makes no hard link", self.path)
+        except FileExistsError:  # the lock file exists: taken as usual
+            with self._lock:
+                self._spares.append(spare)
+            return False
+        except OSError as exc:  # no hard links here, or the spare is gone
+            if not isinstance(exc, FileNotFoundError):
+                log.debug("No spare lock files in %s: %s", self.path, exc)
+                self._linking = False
+        with contextlib.suppress(OSError):
+            os.unlink(self.file(spare_name))
+        os.close(fd)
+        return False
+
+    def _untake(self) -> None:
+        with self._lock:
+            self._taken -= 1
+        self._settle(tidy=False)  # a lock held by another: nothing was made
+
+    def _settle(self, *, tidy: bool) -> None:
+        """Once no lock is held or being taken through :meth:`take`, remove the
+        spares, then the folder if it is empty (while one is, it is not)."""
+        with self._lock:
+            if self._taken:
+                return
+            spares, self._spares = self._spares, []
+        for fd, name in spares:
+            with contextlib.suppress(OSError):
+                os.unlink(self.file(name))
+            os.close(fd)
+        if tidy or spares:
+            self.tidy()
 
     def lock(self, fname: str) -> DestinationLock | None:
         """The destination's lock, or None where file locks do not work."""
@@ -287,6 +402,7 @@ class DestinationLock:
         self.path = state.file(self.name)
         self.dest = os.path.join(state.destdir, fname)
         self._fd: int | None = None
+        self._spare: str | None = None  # the other name of the file held, if any
 
     def try_acquire(self) -> bool:
         """Take the lock if no process holds it; never waits.
@@ -298,7 +414,7 @@ class DestinationLock:
         if self._fd is not None:
             return True
         try:
-            self._fd = self.state.acquire(self.name, fcntl.LOCK_EX, blocking=False)
+            taken = self.state.take(self.name)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             if not os.path.isdir(self.state.destdir):
@@ -306,8 +422,9 @@ class DestinationLock:
             raise StorageError(
                 f"cannot lock {self.path}: {reason}", errno=exc.errno, dest=self.dest
             ) from exc
-        if self._fd is None:
+        if taken is None:
             return False
+        self._fd, self._spare = taken
         with _held_here_lock:
             _held_here.add(self.path)
         return True
@@ -318,7 +435,7 @@ class DestinationLock:
         if fd is not None:
             with _held_here_lock:
                 _held_here.discard(self.path)
-            self.state.release(self.name, fd)
+            self.state.give_back(self.name, fd, self._spare)
 
     def holder(self) -> str:
         """Who holds the lock, for the logs: ``another manager`` (of this
@@ -326,63 +443,3 @@ class DestinationLock:
         with _held_here_lock:
             here = self.path in _held_here
         return "another manager" if here else "another process"
-
-
-class Pins:
-    """Pins of the files of one destination directory, shared by all processes."""
-
-    def __init__(self, state: StateDir, destdir: str) -> None:
-        self.state = state
-        self.destdir = destdir
-
-    @staticmethod
-    def _name(path: str) -> str:
-        return key(os.path.basename(path)) + PIN_SUFFIX
-
-    @contextlib.contextmanager
-    def pin(self, path: str) -> Iterator[str]:
-        """Keep *path* from eviction, by any process, for the ``with`` block.
-
-        :raises FileNotFoundError: when the file is not (or no longer) there
-        """
-        name = self._name(path)
-        fd = None
-        if fcntl is not None and self.state.locks_work:
-            # Waits only for an eviction in progress.
-            fd = self.state.acquire(name, fcntl.LOCK_SH, blocking=True)
-        try:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"cannot pin {path}: no such file")
-            yield path
-        finally:
-            if fd is not None:
-                self.state.release(name, fd)
-
-    @contextlib.contextmanager
-    def evicting(self) -> Iterator[Callable[[str], bool]]:
-        """A ``protect(path)`` function for one eviction round.
-
-        A file is protected when another process pins it; otherwise its pin is
-        held exclusively until the round ends, so nobody pins it in between.
-        """
-        held: list[tuple[str, int]] = []
-
-        def protect(path: str) -> bool:
-            if fcntl is None or not self.state.locks_work:  # pins cannot be seen
-                return False
-            name = self._name(path)
-            try:
-                fd = self.state.acquire(name, fcntl.LOCK_EX, blocking=False)
-            except OSError:
-                return True  # cannot tell: keep it
-            if fd is None:
-                log.debug("Not evicting %s: pinned by a process", path)
-                return True
-            held.append((name, fd))
-            return False
-
-        try:
-            yield protect
-        finally:
-            for name, fd in held:
-                self.state.release(name, fd)

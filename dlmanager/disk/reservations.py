@@ -81,7 +81,7 @@ class Reservations:
             held = self._held.pop(fname, None)
         if held is not None:
             fd, name = held
-            self.state.release(name, fd)
+            self.state.release(name, fd, exclusive=True)
 
     def total(self) -> int:
         """Bytes reserved by live downloads of every process (this one included)."""

@@ -19,17 +19,21 @@ class StallGuard:
     """One thread that watches every running attempt and aborts the stalled ones.
 
     An attempt stalls when it receives less than ``min_speed * stall`` bytes
-    within ``stall`` seconds. The thread runs only while attempts are watched.
+    within ``stall`` seconds. The thread runs while attempts are watched, and
+    ends once none was for *linger* seconds (attempts that follow one another
+    keep one thread); :meth:`join_idle` ends an idle thread at once.
     """
 
-    def __init__(self, tick: float = 0.1) -> None:
+    def __init__(self, tick: float = 0.1, linger: float = 1.0) -> None:
         #: How often the watched attempts are looked at, in seconds.
         self.tick = tick
+        self.linger = linger
         self._lock = threading.Lock()
         self._watched: dict[Attempt, tuple[float, int]] = {}
         self._thread: threading.Thread | None = None  # the last one started
         self._running = False
-        self._wake = threading.Event()  # set when nothing is watched any more
+        self._end_idle = False  # join_idle() asks an idle thread to end now
+        self._wake = threading.Event()  # set by join_idle()
 
     @contextlib.contextmanager
     def watch(self, attempt: Attempt) -> Iterator[None]:
@@ -39,7 +43,6 @@ class StallGuard:
             return
         with self._lock:
             self._watched[attempt] = (time.monotonic(), attempt.received)
-            self._wake.clear()  # something to watch again: no early end
             if not self._running:
                 self._running = True
                 self._thread = threading.Thread(
@@ -51,25 +54,37 @@ class StallGuard:
         finally:
             with self._lock:
                 self._watched.pop(attempt, None)
-                if not self._watched:
-                    self._wake.set()  # the thread ends now
 
     def join_idle(self, timeout: float) -> None:
-        """Wait up to *timeout* seconds for the thread to end, if nothing is watched."""
+        """End the thread now if nothing is watched, and wait up to *timeout*
+        seconds for it to end."""
         with self._lock:
-            thread = None if self._watched else self._thread
+            if self._watched:
+                return
+            thread = self._thread
+            if self._running:
+                self._end_idle = True
+                self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
     def _run(self) -> None:
+        idle_since: float | None = None
         while True:
             self._wake.wait(self.tick)
             now = time.monotonic()
             stalled = []
             with self._lock:
+                self._wake.clear()
                 if not self._watched:
-                    self._running = False
-                    return
+                    idle_since = now if idle_since is None else idle_since
+                    if self._end_idle or now - idle_since >= self.linger:
+                        self._end_idle = False
+                        self._running = False
+                        return
+                    continue
+                idle_since = None
+                self._end_idle = False
                 for attempt, (since, mark) in list(self._watched.items()):
                     window = attempt.timeouts.stall
                     assert window is not None
