@@ -412,12 +412,11 @@ class Download:
 
     def _transfer(self, leftovers: bool) -> None:
         self._check_cancel()
-        adopted = PartFile.adopt(self._path, self._url) if leftovers else None
-        if adopted is not None:
-            part, resume = adopted
+        writeback = self._runtime.writeback
+        adopted = PartFile.adopt(self._path, self._url, writeback) if leftovers else None
+        part, resume = adopted or (PartFile.create(self._path, self._url, writeback), None)
+        if resume is not None:
             self._events.resume_from(resume.received, resume.total)
-        else:
-            part, resume = PartFile.create(self._path, self._url), None
         job = Job(self._url, self._options, self._opener, self._events, self._cancel,
                   self._runtime)  # fmt: skip
         transfer = Transfer(job, part, resume)

@@ -18,6 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from dlmanager.disk.writeback import DEFAULT_WRITEBACK, Writeback
 from dlmanager.transfer.periodic import Periodic
 from dlmanager.transfer.stall import StallGuard
 from dlmanager.transport.direct import Direct
@@ -42,6 +43,9 @@ class Runtime:
     :param stall_tick: how often the stall guard looks at the transfers, in seconds
     :param idle_timeout: how long an idle request thread waits for the next
         request before it ends, in seconds
+    :param writeback: how the writeback of the files written is started
+        ahead of their ``fsync`` (see :mod:`~dlmanager.disk.writeback`);
+        None: not before the ``fsync``
     """
 
     def __init__(
@@ -50,8 +54,10 @@ class Runtime:
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
         stall_tick: float = 0.1,
         idle_timeout: float = 5.0,
+        writeback: Writeback | None = DEFAULT_WRITEBACK,
     ) -> None:
         self.checkpoint_interval = checkpoint_interval
+        self.writeback = writeback
         self.senders = Senders(idle_timeout)
         self.stall_guard = StallGuard(stall_tick)
         self.checkpoints = Periodic(checkpoint_interval, "dlmanager-checkpoints")

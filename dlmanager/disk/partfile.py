@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dlmanager.disk import checkpoint, layout
 from dlmanager.disk.checkpoint import Checkpoint
 from dlmanager.disk.locks import same_file
+from dlmanager.disk.writeback import DEFAULT_WRITEBACK, Writeback
 from dlmanager.errors import DlManagerError, InsufficientSpaceError, StorageError
 from dlmanager.redact import get_logger
 
@@ -74,21 +75,38 @@ class PartFile:
     Its methods raise :class:`~dlmanager.errors.StorageError` when the
     filesystem fails them.
 
+    The writeback of what is written is started while it is written (see
+    :mod:`~dlmanager.disk.writeback`), so that the ``fsync`` of
+    :meth:`publish` has little left to do.
+
     :ivar size: how many bytes :meth:`write` appended (sequential writing)
     :ivar url: the URL downloaded into it (for the errors' context)
     """
 
-    def __init__(self, dest: str, path: str, fd: int, url: str = "") -> None:
+    def __init__(
+        self,
+        dest: str,
+        path: str,
+        fd: int,
+        url: str = "",
+        writeback: Writeback | None = DEFAULT_WRITEBACK,
+    ) -> None:
         self.dest = dest
         self.path = path
         self.url = url
         self.checkpoint_path = checkpoint.checkpoint_path(path)
         self._fd = fd
+        self._behind = writeback.follow(fd) if writeback is not None else None
         self.size = 0
 
     @classmethod
-    def create(cls, dest: str, url: str = "") -> PartFile:
+    def create(
+        cls, dest: str, url: str = "", writeback: Writeback | None = DEFAULT_WRITEBACK
+    ) -> PartFile:
         """A new, empty temporary file for *dest*.
+
+        :param writeback: how its writeback is started while it is written
+            (None: not before the ``fsync``)
 
         :raises StorageError: when it cannot be created (directory read-only
             or gone, no space or inodes left...)
@@ -105,7 +123,7 @@ class PartFile:
             # one (unlocked, no checkpoint) and remove it: then take another.
             if _lock(fd) and os.fstat(fd).st_nlink:
                 log.debug("Writing %s into %s", dest, path)
-                return cls(dest, path, fd, url)
+                return cls(dest, path, fd, url, writeback)
             os.close(fd)
         raise StorageError(  # pragma: no cover - as many races in a row
             f"cannot hold a temporary file for {dest}: each was removed as it was made",
@@ -114,12 +132,16 @@ class PartFile:
         )
 
     @classmethod
-    def adopt(cls, dest: str, url: str) -> tuple[PartFile, Checkpoint] | None:
+    def adopt(
+        cls, dest: str, url: str, writeback: Writeback | None = DEFAULT_WRITEBACK
+    ) -> tuple[PartFile, Checkpoint] | None:
         """Take over a temporary file of *dest* left by a stopped download of *url*.
 
         Looks for ``.part`` files of *dest* with a valid checkpoint for the
         same URL that no live process holds; takes the one with the most
         bytes, and removes the other unowned ones.
+
+        :param writeback: as for :meth:`create`
 
         :return: the adopted file and its checkpoint, or None
         """
@@ -139,7 +161,7 @@ class PartFile:
                 # open and the lock (then fd is the finished file).
                 os.close(fd)
                 continue
-            part = cls(dest, path, fd, url)
+            part = cls(dest, path, fd, url, writeback)
             saved = checkpoint.load(part.checkpoint_path)
             size = os.fstat(fd).st_size
             if (
@@ -182,13 +204,17 @@ class PartFile:
         self.size += len(data)
 
     def pwrite(self, offset: int, data: bytes | memoryview) -> None:
-        """Write *data* at *offset*."""
+        """Write *data* at *offset* (then start the writeback of the bytes
+        written in a row up to here, once they are enough)."""
         view = memoryview(data)
+        position = offset
         with self._failing("write"):
             while view:
-                written = os.pwrite(self._fd, view, offset)
+                written = os.pwrite(self._fd, view, position)
                 view = view[written:]
-                offset += written
+                position += written
+        if self._behind is not None:
+            self._behind.wrote(offset, position - offset)
 
     def check_space(self, total: int, held: int = 0) -> None:
         """Check that the filesystem can take the bytes of a *total*-byte file
