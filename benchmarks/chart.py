@@ -32,9 +32,16 @@ MATPLOTLIB_MISSING = (
     " (it is not a requirement of dlmanager itself)"
 )
 MB = 1000 * 1000
-TOOLS = ("curl", "aria2c", "dlmanager")
-COLOURS = {"curl": "#8c8c8c", "aria2c": "#4c78a8", "dlmanager": "#f58518"}
-BAR = 0.26  # bar width, in units of one group (one setting of a case)
+TOOLS = ("curl", "aria2c", "parfive", "dlmanager 0.1.1", "dlmanager")
+COLOURS = {
+    "curl": "#8c8c8c",
+    "aria2c": "#4c78a8",
+    "parfive": "#54a24b",
+    "dlmanager 0.1.1": "#b279a2",
+    "dlmanager": "#f58518",
+}
+BAR = 0.26  # widest bar, in units of one group (one setting of a case)
+GROUP = 0.84  # the most of a group's width its bars take together
 
 
 def matplotlib_problem() -> str:
@@ -78,14 +85,15 @@ def _panel(ax: Any, case: str, title: str, rows: Sequence[Mapping[str, Any]]) ->
             for row in rows
             if row["tool"] == tool and row["setting"] == setting
         ]
+        width = min(BAR, GROUP / max(1, len(present)))
         for i, row in enumerate(present):
-            x = group + (i - (len(present) - 1) / 2) * BAR
+            x = group + (i - (len(present) - 1) / 2) * width
             colour = COLOURS[row["tool"]]
             if row.get("error") or "mb_per_s" not in row:
                 ax.text(x, 0, "failed", rotation=90, ha="center", va="bottom", color="#c00000")
                 continue
             median, low, high = _rates(row)
-            ax.bar(x, median, BAR * 0.92, color=colour, label=row["tool"])
+            ax.bar(x, median, width * 0.92, color=colour, label=row["tool"])
             ax.errorbar(
                 x, median, yerr=[[median - low], [high - median]], color="black", capsize=2, lw=0.8
             )
@@ -133,18 +141,20 @@ def draw(report: Mapping[str, Any], path: str, *, dpi: int = 100) -> None:
         layout="constrained",
         squeeze=False,
     )
+    tools = [t for t in TOOLS if any(row["tool"] == t for row in report["rows"])]
     try:
         for ax, key in zip(axes[0], keys):
             rows = [row for row in report["rows"] if row["case"] == key]
             title = textwrap.fill(str(cases[key].get("title", "")), 26 * widths[keys.index(key)])
             _panel(ax, key, title, rows)
         fig.suptitle(
-            "dlmanager vs curl vs aria2c: throughput, higher is better",
+            "dlmanager vs "
+            + ", ".join(t for t in tools if t != "dlmanager")
+            + ": throughput, higher is better",
             x=0.01,
             ha="left",
             fontsize=11,
         )
-        tools = [t for t in TOOLS if any(row["tool"] == t for row in report["rows"])]
         handles = [Patch(color=COLOURS[tool], label=tool) for tool in tools]
         fig.legend(handles=handles, loc="outside upper right", ncols=len(tools), fontsize=8)
         fig.supxlabel(_caption(report), fontsize=6.5, color="#444444")

@@ -14,8 +14,11 @@ variant, ``--help`` for the options). The script:
 * measures three cases: (a) one 1 GiB file over one connection; (b) one 256 MiB file
   from ``/limited/`` (20 MiB/s per connection), over one and over eight connections;
   (c) 500 files of 64 KiB, eight at a time;
-* runs every tool as a child process (``curl``, ``aria2c`` when installed, and
-  ``python -m dlmanager`` from this checkout) into a fresh empty directory, takes its
+* runs every tool as a child process (``curl``, ``aria2c`` when installed,
+  ``python -m dlmanager`` from this checkout, and for (a) and (c) two Python peers, each
+  by a driver script of ``peers.py``: ``parfive`` when it can be imported, and
+  ``dlmanager`` 0.1.1, the version this project replaces, when ``--dlmanager-0.1.1 PATH``
+  names the directory that holds its package) into a fresh empty directory, takes its
   wall time and its own CPU time and peak RSS from ``os.wait4``, and checks every file
   it wrote against the source's sha256 (a wrong file is an error: exit status 1);
 * prints a fixed-width table of medians with the ratio to the reference tool, whether
@@ -52,6 +55,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import peers
 from benchutil import (
     HOST,
     ServerHandle,
@@ -75,6 +79,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APT_TOOLS = "apt-get install curl aria2"
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "ftp_proxy")
 CASE_KEYS = ("a", "b", "c")
+PARFIVE = "parfive"
+OLD_DLMANAGER = f"dlmanager {peers.OLD_VERSION}"
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -154,6 +160,7 @@ class Row:
     users: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)  # bytes
     error: str = ""
+    env: dict[str, str] | None = None  # the tool's environment, when not the common one
 
     @property
     def label(self) -> str:
@@ -245,13 +252,40 @@ def _dlmanager(connections: int, jobs: int) -> Builder:
     return build
 
 
-def _rows_for(case: Case) -> list[Row]:
+def _url_list(case: Case, lists: str, name: str) -> str:
+    listfile = os.path.join(lists, name)
+    with open(listfile, "w", encoding="utf-8") as handle:
+        handle.writelines(f"{url}\n" for url in case.urls)
+    return listfile
+
+
+def _parfive(connections: int) -> Builder:
+    def build(case: Case, out: str, lists: str) -> list[str]:
+        return peers.parfive_argv(out, _url_list(case, lists, "parfive.txt"), connections)
+
+    return build
+
+
+def _old_dlmanager(path: str) -> Builder:
+    def build(case: Case, out: str, lists: str) -> list[str]:
+        return peers.old_dlmanager_argv(path, out, _url_list(case, lists, "old.txt"))
+
+    return build
+
+
+def _rows_for(case: Case, old_path: str, env: dict[str, str]) -> list[Row]:
+    """The rows of *case*; dlmanager 0.1.1's only when *old_path* is given."""
+    old_env = peers.old_dlmanager_env(env, old_path) if old_path else None
     if case.key == "a":
-        return [
+        rows = [
             Row(case, "curl", "1 conn", _curl),
             Row(case, "aria2c", "1 conn", _aria2c(1)),
             Row(case, "dlmanager", "1 conn", _dlmanager(1, 1)),
+            Row(case, PARFIVE, "1 conn", _parfive(1)),
         ]
+        if old_path:
+            rows.append(Row(case, OLD_DLMANAGER, "1 conn", _old_dlmanager(old_path), env=old_env))
+        return rows
     if case.key == "b":
         return [
             Row(case, "curl", "1 conn", _curl),
@@ -260,18 +294,26 @@ def _rows_for(case: Case) -> list[Row]:
             Row(case, "dlmanager", "1 conn", _dlmanager(1, 1)),
             Row(case, "dlmanager", "8 conn", _dlmanager(8, 1)),
         ]
-    return [
+    rows = [
         Row(case, "curl", "8 jobs", _curl),
         Row(case, "aria2c", "8 jobs", _aria2c(1)),
         Row(case, "dlmanager", "8 jobs", _dlmanager(1, 8)),
+        Row(case, PARFIVE, "8 jobs", _parfive(8)),
     ]
+    if old_path:
+        # 0.1.1 has no limit: every download starts its own thread at once.
+        rows.append(Row(case, OLD_DLMANAGER, "all at once", _old_dlmanager(old_path), env=old_env))
+    return rows
 
 
 def _reference(row: Row, rows: Sequence[Row]) -> Row | None:
-    """The row *row* is compared with: curl for (a), aria2c (same setting) for (b), (c)."""
-    tool = "curl" if row.case.key == "a" else "aria2c"
+    """The row *row* is compared with: curl for (a), aria2c with the same connections for
+    (b), aria2c -j8 for (c)."""
+    tool, setting = {"a": ("curl", "1 conn"), "c": ("aria2c", "8 jobs")}.get(
+        row.case.key, ("aria2c", row.setting)
+    )
     for other in rows:
-        if other.case is row.case and other.tool == tool and other.setting == row.setting:
+        if other.case is row.case and other.tool == tool and other.setting == setting:
             return other if other.ok else None
     return None
 
@@ -405,7 +447,7 @@ def _run_row(row: Row, tmp: str, env: dict[str, str], run: int, runs: int) -> No
     _fresh_dir(lists)
     argv = row.build(row.case, out, lists)
     try:
-        measure = _run_once(argv, tmp, env, log_path)
+        measure = _run_once(argv, tmp, row.env or env, log_path)
         if measure.timed_out:
             row.error = f"killed after {RUN_TIMEOUT:.0f} s"
         elif measure.returncode != 0:
@@ -456,18 +498,24 @@ def _size_label(size: int) -> str:
 @dataclass(frozen=True)
 class Target:
     text: str
-    value: float | None  # the measured ratio (or MB for memory)
-    bound: str  # e.g. ">= 0.9x"
-    met: bool | None  # None: not measurable here
+    value: float | None  # the measured ratio (or MB for memory, s/GiB for CPU)
+    bound: str  # e.g. ">= 0.9x"; '' for a value that is only reported
+    met: bool | None  # None: not measurable here, or only reported
     note: str = ""
+    unit: str = "x"  # "x" (a ratio), "MB" or "s/GiB"
 
     def line(self) -> str:
-        if self.met is None:
+        if self.value is None:
             return f"  {self.text:<52} n/a ({self.note})"
-        shown = f"{self.value:.1f} MB" if self.bound.endswith("MB") else f"{self.value:.2f}x"
-        verdict = "met" if self.met else "MISSED"
+        if self.unit == "x":
+            shown = f"{self.value:.2f}x"
+        else:
+            shown = f"{self.value:.{1 if self.unit == 'MB' else 2}f} {self.unit}"
         extra = f"  ({self.note})" if self.note else ""
-        return f"  {self.text:<52} {shown:>9}  need {self.bound:<9} {verdict}{extra}"
+        if self.met is None:
+            return f"  {self.text:<52} {shown:>11}  reported{extra}"
+        verdict = "met" if self.met else "MISSED"
+        return f"  {self.text:<52} {shown:>11}  need {self.bound:<9} {verdict}{extra}"
 
 
 def _find(rows: Sequence[Row], case: str, tool: str, setting: str) -> Row | None:
@@ -480,64 +528,98 @@ def _find(rows: Sequence[Row], case: str, tool: str, setting: str) -> Row | None
 def _ratio_target(
     text: str,
     rows: Sequence[Row],
+    skipped: dict[str, str],
     subject: tuple[str, str, str],
     reference: tuple[str, str, str],
     minimum: float,
-    cpu: bool = False,
+    *,
+    strict: bool = False,
+    aim: str = "",
 ) -> Target:
+    """dlmanager's throughput over the reference's: met when >= *minimum* (> if *strict*)."""
     mine, theirs = _find(rows, *subject), _find(rows, *reference)
-    bound = f"<= {minimum}x" if cpu else f">= {minimum}x"
-    if mine is None or theirs is None:
-        missing = f"case {subject[0]} not run" if mine is None else f"{reference[1]} not installed"
-        return Target(text, None, bound, None, missing)
+    bound = f"{'>' if strict else '>='} {minimum}x"
+    if mine is None:
+        return Target(text, None, bound, None, f"case {subject[0]} not run")
+    if theirs is None:
+        tool = reference[1]
+        return Target(text, None, bound, None, skipped.get(tool, f"no {tool} row"))
     if not (mine.ok and theirs.ok):
         failed = mine if not mine.ok else theirs
         return Target(text, None, bound, None, f"{failed.label} failed")
-    if cpu:
-        value = mine.cpu / theirs.cpu if theirs.cpu > 0 else float("inf")
-        return Target(text, value, bound, value <= minimum)
     value = mine.rate / theirs.rate
-    return Target(text, value, bound, value >= minimum)
+    return Target(text, value, bound, value > minimum if strict else value >= minimum, aim)
 
 
-def _targets(rows: Sequence[Row]) -> list[Target]:
+def _cpu_per_gib(row: Row) -> float:
+    return row.cpu / (row.case.nbytes / GIB)
+
+
+def _cpu_target(rows: Sequence[Row]) -> Target:
+    """(a): dlmanager's CPU time per GiB, reported with curl's for scale."""
+    text = "(a) dlmanager CPU per GiB transferred"
+    mine, curl = _find(rows, "a", "dlmanager", "1 conn"), _find(rows, "a", "curl", "1 conn")
+    if mine is None or not mine.ok:
+        return Target(text, None, "", None, "case a not run" if mine is None else "it failed")
+    note = f"curl: {_cpu_per_gib(curl):.2f} s/GiB" if curl is not None and curl.ok else ""
+    return Target(text, _cpu_per_gib(mine), "", None, note, unit="s/GiB")
+
+
+def _targets(rows: Sequence[Row], skipped: dict[str, str]) -> list[Target]:
+    """Issue 15's targets; each is n/a, with the reason, when its rows did not run."""
     dl = "dlmanager"
     targets = [
         _ratio_target(
-            "(a) dlmanager throughput >= 0.9x curl",
+            "(a) dlmanager throughput >= 1.0x curl",
             rows,
+            skipped,
             ("a", dl, "1 conn"),
             ("a", "curl", "1 conn"),
-            0.9,
+            1.0,
+            aim="aim 1.5x",
         ),
+        _cpu_target(rows),
         _ratio_target(
-            "(a) dlmanager CPU <= 1.5x curl",
+            "(b) dlmanager -x8 >= 0.95x aria2c -x8 throughput",
             rows,
-            ("a", dl, "1 conn"),
-            ("a", "curl", "1 conn"),
-            1.5,
-            cpu=True,
+            skipped,
+            ("b", dl, "8 conn"),
+            ("b", "aria2c", "8 conn"),
+            0.95,
         ),
         _ratio_target(
             "(b) dlmanager -x8 >= 6x dlmanager -x1 throughput",
             rows,
+            skipped,
             ("b", dl, "8 conn"),
             ("b", dl, "1 conn"),
             6.0,
         ),
         _ratio_target(
-            "(b) dlmanager -x8 >= 0.9x aria2c -x8 throughput",
+            "(c) dlmanager -j8 files/s >= 0.8x aria2c -j8",
             rows,
-            ("b", dl, "8 conn"),
-            ("b", "aria2c", "8 conn"),
-            0.9,
-        ),
-        _ratio_target(
-            "(c) dlmanager -j8 files/s >= aria2c -j8",
-            rows,
+            skipped,
             ("c", dl, "8 jobs"),
             ("c", "aria2c", "8 jobs"),
+            0.8,
+        ),
+        _ratio_target(
+            f"(c) dlmanager -j8 files/s > {PARFIVE} max_conn=8",
+            rows,
+            skipped,
+            ("c", dl, "8 jobs"),
+            ("c", PARFIVE, "8 jobs"),
             1.0,
+            strict=True,
+        ),
+        _ratio_target(
+            f"(c) dlmanager -j8 files/s > {OLD_DLMANAGER}",
+            rows,
+            skipped,
+            ("c", dl, "8 jobs"),
+            ("c", OLD_DLMANAGER, "all at once"),
+            1.0,
+            strict=True,
         ),
     ]
     measured = [row for row in rows if row.tool == dl and row.ok]
@@ -545,17 +627,26 @@ def _targets(rows: Sequence[Row]) -> list[Target]:
     if measured:
         worst = max(measured, key=lambda row: row.peak_rss)
         value = worst.peak_rss / MB
-        targets.append(Target(text, value, "< 100 MB", value < 100, f"largest: {worst.label}"))
+        targets.append(
+            Target(text, value, "< 100 MB", value < 100, f"largest: {worst.label}", unit="MB")
+        )
     else:
-        targets.append(Target(text, None, "< 100 MB", None, "no dlmanager row ran"))
+        targets.append(Target(text, None, "< 100 MB", None, "no dlmanager row ran", unit="MB"))
     return targets
 
 
 HEADER = (
-    f"{'case':<6}{'tool':<11}{'conn/jobs':<11}{'runs':>5}{'median s':>10}{'best s':>8}"
-    f"{'throughput':>16}{'CPU s':>9}{'user s':>8}{'peak RSS MB':>13}{'rate vs ref':>13}"
-    f"{'CPU vs ref':>12}"
+    f"{'case':<6}{'tool':<17}{'conn/jobs':<12}{'runs':>5}{'median s':>10}{'best s':>8}"
+    f"{'throughput':>16}{'CPU s':>9}{'CPU s/GiB':>11}{'user s':>8}{'peak RSS MB':>13}"
+    f"{'rate vs ref':>13}{'CPU vs ref':>12}"
 )
+
+
+def _cpu_ratio(row: Row, ref: Row | None) -> float | None:
+    """CPU time over the reference's, for (a) only."""
+    if ref is None or row.case.key != "a" or ref.cpu <= 0:
+        return None
+    return row.cpu / ref.cpu
 
 
 def _table(rows: Sequence[Row]) -> list[str]:
@@ -564,20 +655,20 @@ def _table(rows: Sequence[Row]) -> list[str]:
     for row in rows:
         case = row.case.key if row.case.key != previous else ""
         previous = row.case.key
-        start = f"{case:<6}{row.tool:<11}{row.setting:<11}{len(row.walls):>5}"
+        start = f"{case:<6}{row.tool:<17}{row.setting:<12}{len(row.walls):>5}"
         if not row.ok:
             lines.append(f"{start}{'FAILED':>10}  {row.error[: len(HEADER) - len(start) - 12]}")
             continue
         unit = "files/s" if row.case.per_file else "MB/s"
         ref = _reference(row, rows)
         rate_ratio = f"{row.rate / ref.rate:.2f}x" if ref is not None else "-"
-        cpu_ratio = "-"
-        if ref is not None and row.case.key == "a" and ref.cpu > 0:
-            cpu_ratio = f"{row.cpu / ref.cpu:.2f}x"
+        cpu = _cpu_ratio(row, ref)
+        cpu_ratio = f"{cpu:.2f}x" if cpu is not None else "-"
+        per_gib = "-" if row.case.per_file else f"{_cpu_per_gib(row):.3f}"
         lines.append(
             f"{start}{row.wall:>10.3f}{row.best:>8.3f}{f'{row.rate:.1f} {unit}':>16}"
-            f"{row.cpu:>9.3f}{row.user:>8.3f}{row.peak_rss / MB:>13.1f}{rate_ratio:>13}"
-            f"{cpu_ratio:>12}"
+            f"{row.cpu:>9.3f}{per_gib:>11}{row.user:>8.3f}{row.peak_rss / MB:>13.1f}"
+            f"{rate_ratio:>13}{cpu_ratio:>12}"
         )
     lines.append("-" * len(HEADER))
     return lines
@@ -606,10 +697,9 @@ def _row_json(row: Row, rows: Sequence[Row]) -> dict[str, Any]:
             files_per_s=len(row.case.files) / row.wall,
             median_cpu_s=row.cpu,
             peak_rss_mb=row.peak_rss / MB,
+            cpu_s_per_gib=None if row.case.per_file else _cpu_per_gib(row),
             rate_vs_reference=row.rate / ref.rate if ref is not None else None,
-            cpu_vs_reference=(
-                row.cpu / ref.cpu if ref is not None and row.case.key == "a" and ref.cpu else None
-            ),
+            cpu_vs_reference=_cpu_ratio(row, ref),
         )
     return data
 
@@ -694,15 +784,36 @@ def _bench(args: argparse.Namespace) -> int:
     missing = [tool for tool in ("curl", "aria2c") if shutil.which(tool) is None]
     for tool in missing:
         print(f"{tool} not found: `{APT_TOOLS}` provides curl and aria2c; its rows are skipped")
+    #: The tools whose rows are left out, and why.
+    skipped = {tool: f"{tool} not installed" for tool in missing}
     tmp = tempfile.mkdtemp(prefix="dlmanager-compare-", dir=args.tmpdir)
     server: ServerHandle | None = None
     rows: list[Row] = []
     env = _child_env()
+    parfive = old = peers.Peer()
     try:
         where, version = _dlmanager_info(env, tmp)
         print(f"dlmanager {version} from {where} (python -m dlmanager, PYTHONPATH={REPO})")
         if os.path.realpath(where) != os.path.realpath(os.path.join(REPO, "dlmanager")):
             print(f"warning: that is not this checkout's {os.path.join(REPO, 'dlmanager')}")
+        parfive = peers.probe_parfive(env, tmp)
+        if parfive.problem:
+            skipped[PARFIVE] = parfive.problem
+        old_option = f"--dlmanager-{peers.OLD_VERSION}"
+        if args.old_dlmanager:
+            old = peers.probe_old_dlmanager(args.old_dlmanager, env, tmp)
+            if old.problem:
+                skipped[OLD_DLMANAGER] = old.problem
+            else:
+                print(f"{OLD_DLMANAGER} rows: dlmanager {old.version} from {old.where}")
+                if old.version != peers.OLD_VERSION:
+                    print(f"warning: {old_option} holds dlmanager {old.version}")
+        else:
+            skipped[OLD_DLMANAGER] = f"no {old_option} PATH given"
+        for tool in (PARFIVE, OLD_DLMANAGER):
+            if tool in skipped:
+                print(f"{tool} rows skipped: {skipped[tool]}")
+        old_path = "" if OLD_DLMANAGER in skipped else args.old_dlmanager
         data_dir = os.path.join(tmp, "data")
         os.makedirs(data_dir)
         print(f"writing the data files into {data_dir} ...", file=sys.stderr, flush=True)
@@ -733,7 +844,7 @@ def _bench(args: argparse.Namespace) -> int:
             [os.path.join(tmp, "no-such-program")], tmp, env, os.path.join(tmp, "tool.log")
         ).maxrss
         for case in cases:
-            case_rows = [row for row in _rows_for(case) if row.tool not in missing]
+            case_rows = [row for row in _rows_for(case, old_path, env) if row.tool not in skipped]
             rows += case_rows
             print(f"case {case.key}: {case.title}", file=sys.stderr, flush=True)
             order = random.Random(f"{case.key}-order")
@@ -752,8 +863,11 @@ def _bench(args: argparse.Namespace) -> int:
 
     lines = [f"case {case.key}: {case.title}" for case in cases]
     lines += _table(rows)
-    targets = _targets(rows)
-    lines.append("targets (ratio of dlmanager to the reference; n/a when not measurable here):")
+    targets = _targets(rows, skipped)
+    lines.append(
+        "targets (ratio of dlmanager to the reference; n/a, with the reason, when not measurable"
+        " here):"
+    )
     lines += [target.line() for target in targets]
     lines.append("-" * len(HEADER))
     start_wall = statistics.median(m.wall for m in startup)
@@ -771,6 +885,10 @@ def _bench(args: argparse.Namespace) -> int:
             if "aria2c" not in missing
             else "aria2c not installed"
         ),
+        PARFIVE: f"{PARFIVE} {parfive.version}" if parfive.version else skipped[PARFIVE],
+        OLD_DLMANAGER: (
+            f"dlmanager {old.version} from {old.where}" if old.version else skipped[OLD_DLMANAGER]
+        ),
     }
     notes = [
         f"{args.repeat} run(s) per row, in a new (seeded) order each round, after one warm-up"
@@ -784,13 +902,21 @@ def _bench(args: argparse.Namespace) -> int:
         " peak RSS: its ru_maxrss (Linux counts at least the launcher's memory at fork,"
         f" {floor / MB:.1f} MB here). The server is another process and not counted.",
         "rate vs ref: throughput ratio to curl (a), to aria2c with the same connections (b),"
-        " to aria2c -j8 (c); CPU vs ref only for (a).",
+        " to aria2c -j8 (c); CPU vs ref only for (a). CPU s/GiB: CPU s per GiB transferred.",
         f"dlmanager rows include the interpreter: python -m dlmanager --version alone takes"
         f" {start_wall:.3f} s, {start_cpu:.3f} s CPU, {start_rss / MB:.1f} MB peak RSS."
-        " dlmanager fsyncs every file (and its directory) before the rename; curl and aria2c"
+        " dlmanager fsyncs every file (and its directory) before the rename; the other tools"
         " do not.",
+        f"{PARFIVE} and {OLD_DLMANAGER} run as python -c driver scripts (benchmarks/peers.py),"
+        " interpreter included, over the same URL list. parfive: Downloader(max_conn=1 for (a),"
+        " 8 for (c), max_splits=1: one connection per file, as the others; its default, 5 range"
+        " requests per file, was slower here on small files), progress=False; it asks for each"
+        " file's headers with one GET, fetches it with another and writes to the final name."
+        f" {OLD_DLMANAGER}: PYTHONPATH=PATH, DownloadManager(out).download(url) per URL,"
+        " which starts a thread per download at once (0.1.1 has no limit) over one"
+        " requests.Session, then each Download's wait() and the manager's wait().",
         f"server: {server.description if server else '?'}",
-        f"tools: {tools['curl']}, {tools['aria2c']}",
+        "tools: " + ", ".join(tools.values()),
         f"dlmanager {version} from {where}",
         f"files in {os.path.dirname(tmp)}{f' ({fs})' if fs else ''}",
     ]
@@ -838,6 +964,7 @@ def _bench(args: argparse.Namespace) -> int:
                 "bound": t.bound,
                 "met": t.met,
                 "note": t.note or None,
+                "unit": t.unit,
             }
             for t in targets
         ],
@@ -868,8 +995,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Compare the dlmanager command line with curl and aria2c against a"
-        " loopback server (nginx when installed): throughput, CPU and peak memory."
+        description="Compare the dlmanager command line with curl, aria2c, parfive and"
+        " dlmanager 0.1.1 against a loopback server (nginx when installed): throughput, CPU"
+        " and peak memory."
     )
     parser.add_argument(
         "--quick",
@@ -893,6 +1021,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PNG",
         help="also draw the medians as a PNG bar chart (needs matplotlib; re-draw from a --json"
         " file with benchmarks/chart.py)",
+    )
+    parser.add_argument(
+        f"--dlmanager-{peers.OLD_VERSION}",
+        dest="old_dlmanager",
+        metavar="PATH",
+        help=f"also run dlmanager {peers.OLD_VERSION}, the version this project replaces, in"
+        " cases a and c: PATH is the directory that holds its dlmanager package (it needs six"
+        " and requests)",
     )
     parser.add_argument(
         "--server",
