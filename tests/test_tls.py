@@ -19,7 +19,7 @@ import requests
 from dlmanager import Download, DownloadManager, EventKind, RetryPolicy, TransferError
 from dlmanager.cli import main
 from dlmanager.session import DownloadSession
-from tests.conftest import listing, read, temporaries
+from tests.conftest import ThroughRequests, listing, read, temporaries
 from tests.loopback import BackgroundServer, LoopbackHandler, LoopbackServer
 from tests.server import FaultServer, make_data
 
@@ -330,3 +330,49 @@ def test_cli_ca_bundle_must_exist(destdir: str, capsys: pytest.CaptureFixture[st
 
     assert excinfo.value.code == 2
     assert f"no readable CA bundle at {missing!r}" in capsys.readouterr().err
+
+
+# --- client certificates ----------------------------------------------------------------
+
+
+class ClientCertServer(HTTPSServer):
+    """An :class:`HTTPSServer` that asks every client for a certificate from *ca*."""
+
+    def __init__(self, ca: Any) -> None:
+        super().__init__(ca)
+        self._context.verify_mode = ssl.CERT_REQUIRED
+        ca.configure_trust(self._context)
+
+
+@pytest.fixture
+def client_cert(ca: Any, tmp_path: os.PathLike[str]) -> tuple[str, str]:
+    """A client certificate issued by the test CA, and its key, as PEM files."""
+    issued = ca.issue_cert("client@example.test")
+    cert = os.path.join(os.fspath(tmp_path), "client.pem")
+    key = os.path.join(os.fspath(tmp_path), "client.key")
+    issued.cert_chain_pems[0].write_to_path(cert)
+    issued.private_key_pem.write_to_path(key)
+    return cert, key
+
+
+@pytest.mark.parametrize("through", ["own", "requests"])
+def test_a_client_certificate_is_presented(
+    ca: Any, destdir: str, ca_path: str, client_cert: tuple[str, str], through: str
+) -> None:
+    session_class = DownloadSession if through == "own" else ThroughRequests
+    with ClientCertServer(ca).start() as server:
+        server.add("/file.bin", DATA)
+        with session_class(verify=ca_path) as session:
+            session.cert = client_cert
+            fetch(destdir, server.url("/file.bin"), session=session)
+        with session_class(verify=ca_path) as session:  # no certificate: refused
+            manager = DownloadManager(destdir, session=session, retry=RetryPolicy(total=0))
+            with manager:
+                download = manager.download(server.url("/file.bin"), "refused.bin")
+                assert download is not None
+                download.wait(raise_if_error=False)
+                error = download.error()
+
+    assert read(os.path.join(destdir, "file.bin")) == DATA
+    assert error is not None and isinstance(error[1], TransferError)
+    assert "refused.bin" not in listing(destdir)
