@@ -98,6 +98,9 @@ class PartFile:
         self._fd = fd
         self._behind = writeback.follow(fd) if writeback is not None else None
         self.size = 0
+        # Whether a checkpoint may exist beside it (a file never checkpointed,
+        # most small ones, has none to remove: two failing unlinks saved).
+        self._checkpointed = False
 
     @classmethod
     def create(
@@ -162,6 +165,7 @@ class PartFile:
                 os.close(fd)
                 continue
             part = cls(dest, path, fd, url, writeback)
+            part._checkpointed = True  # a leftover's, possibly
             saved = checkpoint.load(part.checkpoint_path)
             size = os.fstat(fd).st_size
             if (
@@ -302,6 +306,7 @@ class PartFile:
         """
         with self._failing("flush"):
             os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)
+        self._checkpointed = True
         with self._failing("write checkpoint", self.checkpoint_path):
             checkpoint.save(self.checkpoint_path, state)
 
@@ -323,7 +328,8 @@ class PartFile:
         with self._failing(f"rename {self.path} to", self.dest):
             os.replace(self.path, self.dest)
         # In place from here on: nothing below may fail the download.
-        checkpoint.remove(self.checkpoint_path)
+        if self._checkpointed:
+            checkpoint.remove(self.checkpoint_path)
         fd, self._fd = self._fd, -1
         try:
             os.close(fd)
@@ -351,7 +357,8 @@ class PartFile:
             pass
         except OSError as exc:
             log.warning("Could not remove temporary file %s: %s", self.path, exc)
-        checkpoint.remove(self.checkpoint_path)
+        if self._checkpointed:
+            checkpoint.remove(self.checkpoint_path)
 
 
 def leftover_progress(dest: str) -> tuple[int, int | None] | None:
