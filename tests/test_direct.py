@@ -211,6 +211,21 @@ def test_a_refused_connection_reads_the_same(destdir: str, make_session: Make) -
     assert error.retryable
 
 
+def test_a_proxy_that_refuses_is_named(
+    destdir: str, make_session: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+
+    error = fetch(destdir, "http://files.invalid/file.bin", make_session())
+
+    assert isinstance(error, TransferError)
+    assert str(error) == (
+        f"http://files.invalid/file.bin: cannot connect to the proxy 127.0.0.1:{port}: "
+        "connection refused"
+    )
+
+
 def test_a_body_cut_short_is_resumed(server: FaultServer, destdir: str, make_session: Make) -> None:
     server.add("/file.bin", Resource(DATA, drop_after=[30_000]))
 

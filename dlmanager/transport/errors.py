@@ -120,6 +120,12 @@ def _connection_problem(url: str, exc: Exception) -> str:
     port = failed.port or (443 if failed.scheme == "https" else 80)
     where = f"{failed.hostname}:{port}"
     causes = list(_causes(exc))
+    if any(isinstance(c, urllib3.exceptions.ProxyError) or _is(c, "ProxyError") for c in causes):
+        # The proxy failed, not the server: name the proxy (urllib3 keeps
+        # the connection it could not make).
+        proxy = next((c.conn for c in causes if hasattr(c, "conn")), None)
+        address = (getattr(proxy, "host", None), getattr(proxy, "port", None))
+        where = f"the proxy {address[0]}:{address[1]}" if all(address) else "the proxy"
     for cause in causes:
         if type(cause).__name__ == "NameResolutionError" or isinstance(cause, socket.gaierror):
             reason = next((c for c in causes if isinstance(c, socket.gaierror)), None)
