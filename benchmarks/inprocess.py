@@ -4,9 +4,10 @@
 Run from a checkout as ``python benchmarks/inprocess.py`` (``--quick`` for a bounded
 variant, ``--help`` for the options). The script:
 
-* writes N deterministic files of 64 KiB (default 500, ``--quick`` 100) into a temporary
-  directory and serves them on 127.0.0.1 with ``benchutil.start_server`` (nginx when it
-  is installed, else a Python server in a child process);
+* writes N deterministic files of 64 KiB (default 500, ``--quick`` 100; ``--size``
+  sets another size) into a temporary directory and serves them on 127.0.0.1 with
+  ``benchutil.start_server`` (nginx when it is installed, else a Python server in a
+  child process);
 * in this process, with every import done before any clock starts, downloads all N,
   ``--jobs`` (8) at a time, five ways: a ``requests.Session`` and a urllib3
   ``PoolManager`` that read the bodies and discard them; urllib3 writing each body to a
@@ -77,6 +78,7 @@ SYSCALLS = ("total", "futex", "clone", "openat", "newfstatat", "fsync")
 class Source:
     name: str
     sha256: str
+    size: int = SIZE
 
 
 #: Downloads the sources from the base URL into the directory, so many at a time; returns
@@ -143,14 +145,18 @@ def _urllib3_write(sources: Sequence[Source], base: str, dest: str, jobs: int) -
 
 
 def _dlmanager(sources: Sequence[Source], base: str, dest: str, jobs: int) -> None:
-    with dlmanager.DownloadManager(dest, max_workers=jobs) as manager:
+    # One connection per file, as the other rows (a big file is not split).
+    with dlmanager.DownloadManager(dest, max_workers=jobs, connections=1) as manager:
         for source in sources:
             manager.download(f"{base}/{source.name}", source.name)
 
 
 def _dlmanager_session(sources: Sequence[Source], base: str, dest: str, jobs: int) -> None:
     session = requests.Session()  # closed after the manager, by the caller
-    with session, dlmanager.DownloadManager(dest, session, max_workers=jobs) as manager:
+    with (
+        session,
+        dlmanager.DownloadManager(dest, session, max_workers=jobs, connections=1) as manager,
+    ):
         for source in sources:
             manager.download(f"{base}/{source.name}", source.name)
 
@@ -187,13 +193,20 @@ def _rows() -> list[Row]:
     ]
 
 
+def _size_label(size: int) -> str:
+    for unit, name in ((1024 * MIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")):
+        if size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} bytes"
+
+
 # -- running and checking ------------------------------------------------------------------
 
 
 def _check(sources: Sequence[Source], dest: str, lengths: list[int] | None) -> str:
     """'' when the run got every file right, else what is wrong."""
     if lengths is not None:
-        wrong = [f"{s.name}: {n} bytes" for s, n in zip(sources, lengths) if n != SIZE]
+        wrong = [f"{s.name}: {n} bytes" for s, n in zip(sources, lengths) if n != s.size]
     else:
         left = sorted(set(os.listdir(dest)) - {s.name for s in sources})
         wrong = [f"{name} left in the directory" for name in left]
@@ -201,8 +214,8 @@ def _check(sources: Sequence[Source], dest: str, lengths: list[int] | None) -> s
             path = os.path.join(dest, source.name)
             if not os.path.isfile(path):
                 wrong.append(f"{source.name} is missing")
-            elif os.path.getsize(path) != SIZE:
-                wrong.append(f"{source.name} has {os.path.getsize(path)} bytes, not {SIZE}")
+            elif os.path.getsize(path) != source.size:
+                wrong.append(f"{source.name} has {os.path.getsize(path)} bytes, not {source.size}")
             elif sha256_file(path) != source.sha256:
                 wrong.append(f"{source.name} has the wrong sha256")
     more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
@@ -234,15 +247,18 @@ def _run(
     return wall, cpu
 
 
-def _make_sources(data_dir: str, count: int) -> list[Source]:
+def _make_sources(data_dir: str, count: int, size: int = SIZE) -> list[Source]:
     rng = random.Random(SEED)
     sources = []
     for i in range(count):
-        block = rng.randbytes(SIZE)
         name = f"f{i:04d}.bin"
+        digest = hashlib.sha256()
         with open(os.path.join(data_dir, name), "wb") as handle:
-            handle.write(block)
-        sources.append(Source(name, hashlib.sha256(block).hexdigest()))
+            for start in range(0, size, 16 * MIB):  # a big file is written in pieces
+                block = rng.randbytes(min(16 * MIB, size - start))
+                handle.write(block)
+                digest.update(block)
+        sources.append(Source(name, digest.hexdigest(), size))
     return sources
 
 
@@ -251,7 +267,10 @@ def _warm_up(sources: Sequence[Source], base: str) -> None:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     for source in sources:
         with opener.open(f"{base}/{source.name}", timeout=TIMEOUT) as response:
-            if hashlib.sha256(response.read()).hexdigest() != source.sha256:
+            digest = hashlib.sha256()
+            while block := response.read(MIB):
+                digest.update(block)
+            if digest.hexdigest() != source.sha256:
                 raise RuntimeError(f"the server sent the wrong bytes for {source.name}")
 
 
@@ -377,7 +396,7 @@ def _measure(args: argparse.Namespace, rows: list[Row], tmp: str) -> tuple[str, 
     """Serve the files, run every row, and with --strace count system calls."""
     data_dir = os.path.join(tmp, "data")
     os.makedirs(data_dir)
-    sources = _make_sources(data_dir, args.files)
+    sources = _make_sources(data_dir, args.files, args.size)
     if hasattr(os, "sync"):
         os.sync()  # written back now, not during the first measured runs
     server: ServerHandle | None = None
@@ -431,7 +450,7 @@ def _bench(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    title = f"{args.files} files of {SIZE // KIB} KiB, {args.jobs} at a time, in one process"
+    title = f"{args.files} files of {_size_label(args.size)}, {args.jobs} at a time, in one process"
     lines = [title, *_table(rows, args.files)]
     target = _target(rows)
     lines.append("target (ratio of dlmanager to the floor, row 3):")
@@ -485,7 +504,7 @@ def _bench(args: argparse.Namespace) -> int:
             "quick": args.quick,
             "repeat": args.repeat,
             "files": args.files,
-            "file_size": SIZE,
+            "file_size": args.size,
             "jobs": args.jobs,
             "server": server,
             "versions": versions,
@@ -537,7 +556,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true", help="bounded variant: 100 files, 3 runs per row"
     )
     parser.add_argument("--repeat", type=int, default=None, help="runs per row (default 5)")
-    parser.add_argument("--files", type=int, default=None, help="files of 64 KiB (default 500)")
+    parser.add_argument("--files", type=int, default=None, help="how many files (default 500)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=SIZE,
+        help="each file's size in bytes (default 65536; 1073741824 with --files 1 --jobs 1"
+        " compares one big file)",
+    )
     parser.add_argument("--jobs", type=int, default=8, help="downloads at a time (default 8)")
     parser.add_argument(
         "--strace",
@@ -564,7 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.repeat = 3 if args.quick else 5
     if args.files is None:
         args.files = 100 if args.quick else 500
-    for name in ("repeat", "files", "jobs"):
+    for name in ("repeat", "files", "jobs", "size"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive")
     try:
