@@ -133,13 +133,21 @@ class _Route:
     """How to reach one scheme and host: the pool manager, the TLS settings,
     the credentials; derived once and reused."""
 
-    __slots__ = ("absolute", "manager", "netrc", "pool_kwargs")
+    __slots__ = ("absolute", "auth", "manager", "netrc", "pool_kwargs")
 
-    def __init__(self, manager: Any, pool_kwargs: dict[str, Any], absolute: bool, netrc: Any):
+    def __init__(
+        self,
+        manager: Any,
+        pool_kwargs: dict[str, Any],
+        absolute: bool,
+        netrc: Any,
+        auth: str | None,
+    ) -> None:
         self.manager = manager
         self.pool_kwargs = pool_kwargs
         self.absolute = absolute  # send the whole URL (an http request through a proxy)
         self.netrc = netrc
+        self.auth = auth  # of the user:pass@ the key's netloc holds, if any
 
 
 class Direct:
@@ -220,7 +228,7 @@ class Direct:
         limit = session.max_redirects if session is not None else MAX_REDIRECTS
         jar = session.cookies if session is not None else self._jar
         request = {**(dict(session.headers) if session is not None else self._headers), **headers}
-        auth = _auth(url) or (route.netrc(url) if route.netrc is not None else None)
+        auth = route.auth or (route.netrc(url) if route.netrc is not None else None)
         if auth is not None:
             request["Authorization"] = auth
         history: list[str] = []
@@ -295,14 +303,18 @@ class Direct:
     # -- settings, derived once per scheme and host ----------------------------------
 
     def _route(self, url: str, session: DownloadSession | None) -> _Route | None:
-        parts = urllib.parse.urlsplit(url)
+        # The scheme and the netloc (credentials included) by string operations:
+        # urlsplit() cost more than the rest of the lookup.
+        scheme, _, rest = url.partition("://")
+        scheme = scheme.lower()
+        netloc = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
         if session is None:  # the CA variables are cheap to read, the proxy ones are not
-            key: tuple[Any, ...] = (parts.scheme, parts.netloc, *map(os.environ.get, _CA_VARIABLES))
+            key: tuple[Any, ...] = (scheme, netloc, *map(os.environ.get, _CA_VARIABLES))
         else:
-            key = (parts.scheme, parts.netloc, *session.settings_key())
+            key = (scheme, netloc, *session.settings_key())
         route = self._routes.get(key)
         if route is None:
-            route = self._new_route(url, parts.scheme, session)
+            route = self._new_route(url, scheme, session)
             if route is None:
                 return None
             with self._lock:
@@ -325,7 +337,8 @@ class Direct:
         manager = self._pools if proxy is None else self._proxy_manager(proxy)
         pool_kwargs = _tls(verify, cert) if scheme == "https" else {}
         netrc = self._netrc() if trust_env else None
-        return _Route(manager, pool_kwargs, proxy is not None and scheme == "http", netrc)
+        absolute = proxy is not None and scheme == "http"
+        return _Route(manager, pool_kwargs, absolute, netrc, _auth(url))
 
     def _proxy_manager(self, proxy: str) -> Any:
         with self._lock:
