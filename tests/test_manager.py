@@ -32,6 +32,7 @@ from dlmanager import (
 from dlmanager import destination as destination_module
 from dlmanager.disk.layout import STATE_DIR, temporary_name
 from dlmanager.disk.locks import StateDir
+from dlmanager.session import DownloadSession
 from tests.conftest import listing, parts, read, start_python, temporaries
 from tests.server import FaultServer, Resource, make_data
 
@@ -876,3 +877,21 @@ def test_a_kept_cancel_without_validator_keeps_nothing(server: FaultServer, dest
         download.cancel(keep_partial=True)
         download.wait(raise_if_error=False)
     assert listing(destdir) == []  # could not be resumed safely: removed
+
+
+def test_the_session_attribute_is_made_on_first_read_and_followed(
+    server: FaultServer, destdir: str
+) -> None:
+    server.add("/a.bin", make_data(1000))
+    server.add("/b.bin", make_data(1000))
+    with DownloadManager(destdir) as manager:
+        manager.download(server.url("/a.bin"))
+        manager.wait()
+        session = manager.session  # 0.1.1 code reads it: a DownloadSession now
+        assert isinstance(session, DownloadSession)
+        assert manager.session is session
+        session.headers["X-Build"] = "nightly"
+        manager.download(server.url("/b.bin"))
+
+    assert "x-build" not in server.requests_for("/a.bin")[0].headers
+    assert server.requests_for("/b.bin")[0].headers["x-build"] == "nightly"
