@@ -3,12 +3,16 @@
 Verification is on by default: a certificate from an unknown CA fails at
 once, clearly, without retries and without leaving anything behind; the CA
 can be supplied through the caller's session, ``REQUESTS_CA_BUNDLE``, a
-:class:`~dlmanager.session.DownloadSession` or ``--ca-bundle``.
+:class:`~dlmanager.session.DownloadSession` or ``--ca-bundle``. A client
+certificate is presented, and HTTPS goes through a proxy's tunnel
+(``CONNECT``), on both transports (dlmanager's own and requests).
 """
 
 from __future__ import annotations
 
 import os
+import select
+import socket
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +24,7 @@ from dlmanager import Download, DownloadManager, EventKind, RetryPolicy, Transfe
 from dlmanager.cli import main
 from dlmanager.session import DownloadSession
 from tests.conftest import ThroughRequests, listing, read, temporaries
-from tests.loopback import BackgroundServer, LoopbackHandler, LoopbackServer
+from tests.loopback import BackgroundServer, LoopbackHandler, LoopbackServer, RecordedRequest
 from tests.server import FaultServer, make_data
 
 trustme = pytest.importorskip(
@@ -376,3 +380,55 @@ def test_a_client_certificate_is_presented(
     assert read(os.path.join(destdir, "file.bin")) == DATA
     assert error is not None and isinstance(error[1], TransferError)
     assert "refused.bin" not in listing(destdir)
+
+
+# --- through a proxy (CONNECT) ----------------------------------------------------------
+
+
+class _Tunnel(LoopbackHandler["TunnelProxy"]):
+    def do_CONNECT(self) -> None:
+        """Open a tunnel to the host:port asked for, and relay bytes both ways."""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        self.owner._record(RecordedRequest(self.command, self.path, headers))
+        host, _, port = self.path.rpartition(":")
+        self.close_connection = True
+        try:
+            upstream = socket.create_connection((host, int(port)), timeout=10)
+        except OSError:
+            self.send_page(502)
+            return
+        with upstream:
+            self.send_response(200, "Connection established")
+            self.end_headers()
+            self.wfile.flush()
+            sockets = [self.connection, upstream]
+            while not self.owner._stopping.is_set():
+                readable, _, _ = select.select(sockets, [], [], 0.1)
+                for source in readable:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (upstream if source is self.connection else self.connection).sendall(data)
+
+
+class TunnelProxy(BackgroundServer):
+    """A forward proxy that only tunnels (``CONNECT``), as HTTPS through a proxy needs."""
+
+    handler = _Tunnel
+
+
+@pytest.mark.parametrize("through", ["own", "requests"])
+def test_https_through_a_proxy_tunnel(
+    https: HTTPSServer, destdir: str, ca_path: str, monkeypatch: pytest.MonkeyPatch, through: str
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    session_class = DownloadSession if through == "own" else ThroughRequests
+    with TunnelProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.base_url)
+        with session_class(verify=ca_path) as session:
+            fetch(destdir, https.url("/file.bin"), session=session)
+
+    assert read(os.path.join(destdir, "file.bin")) == DATA
+    port = https.host_port[1]
+    assert [(r.method, r.path) for r in proxy.requests] == [("CONNECT", f"127.0.0.1:{port}")]
