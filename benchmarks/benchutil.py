@@ -39,6 +39,7 @@ __all__ = [
     "serve_until_stdin_closes",
     "sha256_file",
     "start_server",
+    "stop_process",
     "tail",
 ]
 
@@ -253,21 +254,26 @@ class ServerHandle:
 
     def stop(self) -> None:
         """Stop the server (close its standard input, then terminate it) and reap it."""
-        proc = self.proc
-        if proc.stdin is not None and not proc.stdin.closed:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_process(self.proc)
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Close *proc*'s standard input (a server of ours ends then), terminate it
+    if it still runs (nginx does not read it), reap it, close its output."""
+    if proc.stdin is not None and not proc.stdin.closed:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _free_port() -> int:

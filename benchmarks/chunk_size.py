@@ -41,7 +41,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from benchutil import fs_type, serve_until_stdin_closes, sha256_file
+from benchutil import fs_type, serve_until_stdin_closes, sha256_file, stop_process
 
 try:
     import resource
@@ -127,17 +127,8 @@ class _Server:
 
     def __exit__(self, *exc: object) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        if proc is not None:
+            stop_process(proc)
 
 
 # -- one download (a child process: ``--child``) ----------------------------------------
