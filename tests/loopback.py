@@ -1,4 +1,10 @@
-"""The loopback HTTP/1.1 server framework every test server is built on (standard library only).
+"""The loopback HTTP/1.1 server framework every test server is built on.
+
+It stands on the standard library and on two pieces of the demo's server
+(:mod:`dlmanager.cli.demo_server`, standard library only too), so that each
+exists once: the server that tracks and cuts its connections
+(:class:`LoopbackServer` is its ``TrackingServer``) and the Range parser
+(:func:`parse_range`).
 
 A test server is a :class:`BackgroundServer` subclass that names its handler,
 a :class:`LoopbackHandler` subclass that implements :meth:`~LoopbackHandler.serve`:
@@ -37,18 +43,18 @@ a :class:`LoopbackHandler` subclass that implements :meth:`~LoopbackHandler.serv
 
 from __future__ import annotations
 
-import re
 import socket
 import struct
-import sys
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.message import Message
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar, cast
+
+from dlmanager.cli.demo_server import TrackingServer, parse_range, shutdown_socket
 
 __all__ = [
     "HOST",
@@ -70,27 +76,6 @@ IDLE_TIMEOUT = 30.0
 """Seconds an idle keep-alive connection is kept open (a handler may set less)."""
 STOP_TIMEOUT = 5.0
 """Upper bound, in seconds, of each waiting step of :meth:`BackgroundServer.stop`."""
-
-_RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
-
-
-def parse_range(header: str, size: int) -> range | None:
-    """Resolve a single-range ``Range`` header against a body of ``size`` bytes.
-
-    Returns the byte offsets to send, an empty range when the range is unsatisfiable (416),
-    or None when the header must be ignored (malformed or multi-range: serve the full body).
-    """
-    match = _RANGE_RE.fullmatch(header.strip())
-    if match is None:
-        return None
-    first, last = match.groups()
-    if not first:
-        return range(max(0, size - int(last)), size) if last else None
-    start = int(first)
-    if last and int(last) < start:
-        return None
-    end = min(int(last), size - 1) if last else size - 1
-    return range(start, end + 1) if start < size else range(0)
 
 
 def if_range_holds(value: str | None, etag: str | None, last_modified: str | None) -> bool:
@@ -124,14 +109,6 @@ def requested_range(
     if if_range and not if_range_holds(headers.get("If-Range"), etag, last_modified):
         return None
     return parse_range(header, size)
-
-
-def shutdown_socket(connection: socket.socket) -> None:
-    """Cut a connection both ways, unless it is already gone."""
-    try:
-        connection.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def free_port() -> int:
@@ -259,56 +236,19 @@ class LoopbackHandler(BaseHTTPRequestHandler, Generic[_Owner]):
         """Stay silent."""
 
 
-class LoopbackServer(ThreadingHTTPServer):
+class LoopbackServer(TrackingServer):
     """A threading HTTP server on 127.0.0.1 (a free port) that tracks its open
-    connections, so that it can cut them all when it stops.
+    connections, so that it can cut them all when it stops: the package's
+    :class:`~dlmanager.cli.demo_server.TrackingServer`, typed for the tests.
 
     :param handler: the request handler class
     :param owner: the :class:`BackgroundServer` the handlers answer for
     """
 
-    daemon_threads = True
-    block_on_close = False
+    owner: BackgroundServer
 
     def __init__(self, handler: type[LoopbackHandler[Any]], owner: BackgroundServer) -> None:
-        self.owner = owner
-        self._live: set[socket.socket] = set()
-        self._live_changed = threading.Condition()
-        super().__init__((HOST, 0), handler)
-
-    def process_request(
-        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
-    ) -> None:
-        """Track the connection, then serve it in a new thread."""
-        with self._live_changed:
-            self._live.add(cast(socket.socket, request))
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
-        """Close the connection and stop tracking it."""
-        super().shutdown_request(request)
-        with self._live_changed:
-            self._live.discard(cast(socket.socket, request))
-            self._live_changed.notify_all()
-
-    @property
-    def open_connections(self) -> int:
-        with self._live_changed:
-            return len(self._live)
-
-    def close_connections(self, timeout: float) -> None:
-        """Cut every open connection; wait (bounded) for the handlers to let go of them."""
-        with self._live_changed:
-            for connection in self._live:
-                shutdown_socket(connection)
-            self._live_changed.wait_for(lambda: not self._live, timeout)
-
-    def handle_error(
-        self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
-    ) -> None:
-        """Ignore clients hanging up; report anything else."""
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
+        super().__init__(handler, owner)
 
 
 class BackgroundServer:

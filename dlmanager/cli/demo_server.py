@@ -33,7 +33,15 @@ from urllib.parse import quote, unquote, urlsplit
 
 from dlmanager.cli.demo_files import BLOCK_SIZE, OFFSET_FAULTS, DemoFile, Fault
 
-__all__ = ["HOST", "LAST_MODIFIED", "DemoServer", "DemoStats"]
+__all__ = [
+    "HOST",
+    "LAST_MODIFIED",
+    "DemoServer",
+    "DemoStats",
+    "TrackingServer",
+    "parse_range",
+    "shutdown_socket",
+]
 
 HOST = "127.0.0.1"
 """The only address the server listens on."""
@@ -64,7 +72,7 @@ class DemoStats:
     """How many times each kind of fault fired (every kind is a key)."""
 
 
-def _parse_range(header: str, size: int) -> range | None:
+def parse_range(header: str, size: int) -> range | None:
     """Resolve a single-range ``Range`` header against ``size`` bytes.
 
     Returns the offsets to send, an empty range when unsatisfiable (416), or None
@@ -84,7 +92,7 @@ def _parse_range(header: str, size: int) -> range | None:
     return range(start, size if not last else min(int(last) + 1, size))
 
 
-def _shutdown(connection: socket.socket) -> None:
+def shutdown_socket(connection: socket.socket) -> None:
     """Cut a connection both ways, unless it is already gone."""
     try:
         connection.shutdown(socket.SHUT_RDWR)
@@ -161,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
         if_range = self.headers.get("If-Range")
         if if_range is not None and if_range.strip() not in (file.etag, LAST_MODIFIED):
             return whole, False
-        span = _parse_range(header, file.size)
+        span = parse_range(header, file.size)
         if span is None:
             return whole, False
         return span or None, True
@@ -223,21 +231,29 @@ class _Handler(BaseHTTPRequestHandler):
     def _abort(self) -> None:
         """Close the connection abruptly, whatever Content-Length promised."""
         self.close_connection = True
-        _shutdown(self.connection)
+        shutdown_socket(self.connection)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    """The server behind :class:`DemoServer`: it counts and tracks its open
-    connections, so that it can cut them all when it stops."""
+class TrackingServer(ThreadingHTTPServer):
+    """A threading HTTP server on 127.0.0.1 (a free port) that tracks its open
+    connections, so that it can cut them all when it stops (the tests' servers
+    are built on it too).
+
+    :param handler: the request handler class
+    :param owner: what the handlers answer for (``self.server.owner``)
+    """
 
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, owner: DemoServer) -> None:
+    def __init__(self, handler: type[BaseHTTPRequestHandler], owner: Any) -> None:
         self.owner = owner
         self._live: set[socket.socket] = set()
         self._live_changed = threading.Condition()
-        super().__init__((HOST, 0), _Handler)
+        super().__init__((HOST, 0), handler)
+
+    def connected(self) -> None:
+        """Called for each connection accepted (a hook: does nothing)."""
 
     def process_request(
         self, request: socket.socket | tuple[bytes, socket.socket], client_address: Any
@@ -245,7 +261,7 @@ class _HTTPServer(ThreadingHTTPServer):
         """Track the connection, then serve it in a new thread."""
         with self._live_changed:
             self._live.add(cast(socket.socket, request))
-        self.owner._count(connections=1)
+        self.connected()
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
@@ -264,7 +280,7 @@ class _HTTPServer(ThreadingHTTPServer):
         """Cut every open connection; wait (bounded) for the handlers to let go of them."""
         with self._live_changed:
             for connection in self._live:
-                _shutdown(connection)
+                shutdown_socket(connection)
             self._live_changed.wait_for(lambda: not self._live, timeout)
 
     def handle_error(
@@ -273,6 +289,18 @@ class _HTTPServer(ThreadingHTTPServer):
         """Ignore clients hanging up; report anything else."""
         if not isinstance(sys.exc_info()[1], OSError):
             super().handle_error(request, client_address)
+
+
+class _HTTPServer(TrackingServer):
+    """The server behind :class:`DemoServer`: it counts its connections."""
+
+    owner: DemoServer
+
+    def __init__(self, owner: DemoServer) -> None:
+        super().__init__(_Handler, owner)
+
+    def connected(self) -> None:
+        self.owner._count(connections=1)
 
 
 class DemoServer:
