@@ -67,15 +67,12 @@ class Response:
     """The response :meth:`Direct.get` returns: the parts of a
     ``requests.Response`` that an attempt reads, over urllib3's response."""
 
-    __slots__ = ("headers", "history", "raw", "reason", "status_code", "url")
+    __slots__ = ("headers", "raw", "status_code")
 
-    def __init__(self, raw: Any, url: str, history: list[str]) -> None:
+    def __init__(self, raw: Any) -> None:
         self.raw = raw
-        self.url = url
         self.status_code: int = raw.status
-        self.reason: str | None = raw.reason
         self.headers = raw.headers  # case-insensitive, as requests' are
-        self.history = history  # the URLs redirected from
 
     def close(self) -> None:
         """Close the response; its connection goes back to the pool only when
@@ -236,10 +233,10 @@ class Direct:
         while True:
             raw = self._send(current, route, request, timeout, jar, domain_cookies_only)
             if "Set-Cookie" in raw.headers:
-                jar = self._keep_cookies(current, request, raw, jar, session)
+                jar = self._keep_cookies(current, request, raw, jar)
             location = raw.headers.get("Location")
             if raw.status not in _REDIRECTS or not location:
-                return Response(raw, current, history)
+                return Response(raw)
             history.append(current)
             target = redirect_target(current, location)
             if len(history) > limit:
@@ -252,7 +249,7 @@ class Direct:
                 raise TransferError(
                     f"{url}: redirected to a non-http(s) URL: {location}", retryable=False, url=url
                 )
-            raw.drain_conn()
+            raw.drain_conn()  # a redirect's page: read, so its connection is reused
             raw.release_conn()
             if strips_auth(current, target):
                 request.pop("Authorization", None)
@@ -374,14 +371,8 @@ class Direct:
 
         return lookup
 
-    def _keep_cookies(
-        self,
-        url: str,
-        headers: dict[str, str],
-        raw: Any,
-        jar: Any,
-        session: DownloadSession | None,
-    ) -> Any:
+    def _keep_cookies(self, url: str, headers: dict[str, str], raw: Any, jar: Any) -> Any:
+        """Keep the cookies *raw* sets in *jar* (the transport's own, made now, if None)."""
         from requests.cookies import RequestsCookieJar, extract_cookies_to_jar
 
         if jar is None:
