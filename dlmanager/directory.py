@@ -146,12 +146,16 @@ class Directory:
 
         A file the download published was stamped used then (its access and
         modification times, by :meth:`PartFile.publish
-        <dlmanager.disk.partfile.PartFile.publish>`): without a limit, whose
-        index would learn it here, there is nothing left to record.
+        <dlmanager.disk.partfile.PartFile.publish>`): that stamp is its use,
+        so that files are used in the order they were published, not in the
+        order their downloads' threads got here. Only the index (with a
+        limit) learns it.
         """
-        if published and not self.limit.enabled and os.utime in os.supports_fd:
-            return
-        self.mark_used(self.path(os.path.basename(shown)))
+        path = self.path(os.path.basename(shown))
+        if not published or os.utime not in os.supports_fd:
+            self.mark_used(path)
+        elif self.limit.enabled:
+            self.limit.register_file(path)
 
     def evict(self) -> list[str]:
         """Apply the limit, sparing the files any process has pinned, and

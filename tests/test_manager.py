@@ -37,6 +37,7 @@ from tests.conftest import listing, parts, read, start_python, temporaries
 from tests.server import FaultServer, Resource, make_data
 
 DATA = make_data(100_000, seed=7)
+WAIT = 10.0  # seconds: a bound, never a wait
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -295,6 +296,33 @@ def test_persist_limit_evicts_least_recently_used(server: FaultServer, destdir: 
     dl.wait()
     assert sorted(listing(destdir)) == ["a.bin", "c.bin"]
     manager.close()
+
+
+def test_files_are_used_in_the_order_they_were_published(server: FaultServer, destdir: str) -> None:
+    # One at a time: a publishes before b starts, b before c. a's thread only
+    # gets to its end (where the manager records the download) after b has
+    # ended entirely: still, a is the least recently used, and goes first.
+    for name in ("a", "b", "c"):
+        server.add(f"/{name}.bin", DATA)
+    started: dict[str, Download] = {}
+    all_started = threading.Event()
+
+    class LateA(DownloadManager):
+        def _download_finished(self, dl: Download) -> None:
+            if dl.get_dest().endswith("a.bin"):
+                assert all_started.wait(WAIT)
+                assert started["b"].join(WAIT)
+            super()._download_finished(dl)
+
+    limit = PersistLimit(size_limit=2 * len(DATA) + 1, file_limit=1)
+    with LateA(destdir, persist_limit=limit, max_workers=1) as manager:
+        for name in ("a", "b", "c"):
+            dl = manager.download(server.url(f"/{name}.bin"))
+            assert dl is not None
+            started[name] = dl
+        all_started.set()
+
+    assert sorted(listing(destdir)) == ["b.bin", "c.bin"]
 
 
 def test_stale_temporary_is_removed_and_not_counted(destdir: str) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import os
 import shutil
+import time
 from collections.abc import Iterator
 
 from dlmanager.disk import checkpoint, layout
@@ -322,8 +323,11 @@ class PartFile:
                 os.ftruncate(self._fd, total)
             # Used now: the file is the most recently used one from its first
             # instant under the final name, for every process's eviction order.
+            # An explicit time: the kernel's own "now" is coarse (a few ms), and
+            # files published one after the other must not tie.
             if os.utime in os.supports_fd:
-                os.utime(self._fd)
+                now = time.time_ns()
+                os.utime(self._fd, ns=(now, now))
             os.fsync(self._fd)
         with self._failing(f"rename {self.path} to", self.dest):
             os.replace(self.path, self.dest)
