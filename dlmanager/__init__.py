@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dlmanager.config import Timeouts
+    from dlmanager.disk.metadata import FileInfo
     from dlmanager.download import Download
     from dlmanager.errors import (
         ChecksumError,
@@ -45,6 +46,7 @@ __all__ = [
     "DownloadManager",
     "DownloadState",
     "EventKind",
+    "FileInfo",
     "HTTPStatusError",
     "IncompleteBodyError",
     "InsufficientSpaceError",
@@ -70,6 +72,7 @@ _SOURCES: dict[str, str] = {
     "DownloadManager": "dlmanager.manager",
     "DownloadState": "dlmanager.events",
     "EventKind": "dlmanager.events",
+    "FileInfo": "dlmanager.disk.metadata",
     "HTTPStatusError": "dlmanager.errors",
     "IncompleteBodyError": "dlmanager.errors",
     "InsufficientSpaceError": "dlmanager.errors",

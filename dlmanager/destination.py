@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from dlmanager.checksum import Checksum, file_digests
 from dlmanager.disk.locks import DestinationLock
+from dlmanager.disk.metadata import MetadataStore
 from dlmanager.disk.partfile import leftover_progress
 from dlmanager.errors import DownloadInterrupt, StorageError
 from dlmanager.events import Events
@@ -61,6 +62,7 @@ class Destination:
     :ivar lock: the destination's lock between processes, or None
     :ivar leftovers: whether a leftover of a stopped download may be there
     :ivar after: a download of the same destination to let end first
+    :ivar metadata: records the metadata of the file published there
     """
 
     shown: str
@@ -68,6 +70,7 @@ class Destination:
     lock: DestinationLock | None = None
     leftovers: bool = True
     after: Download | None = None
+    metadata: MetadataStore = dataclasses.field(default_factory=MetadataStore)
 
     def claim(
         self, url: str, cancel: threading.Event, events: Events, give_way: Callable[[], object]

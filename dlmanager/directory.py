@@ -19,6 +19,7 @@ from dlmanager.checksum import Checksum, file_digests
 from dlmanager.destination import Destination
 from dlmanager.disk.cleanup import leftover_fnames, remove_stale_temporaries
 from dlmanager.disk.locks import StateDir
+from dlmanager.disk.metadata import MetadataStore
 from dlmanager.disk.pins import Pins
 from dlmanager.disk.reservations import Reservations
 from dlmanager.events import DownloadEvent, EventCallback, EventKind
@@ -98,6 +99,7 @@ class Directory:
         self._pins = Pins(self._state, root)
         self._reservations = Reservations(self._state)
         self._watching = False  # whether this directory follows the limit live
+        self.metadata = MetadataStore()  # finds out once whether xattrs work here
         if limit.enabled:
             try:
                 # Live accounting: other processes' changes reach the index.
@@ -131,7 +133,7 @@ class Directory:
         leftovers = fname in self._leftovers
         self._leftovers.discard(fname)
         lock = self._state.lock(fname)
-        return Destination(shown, self.path(fname), lock, leftovers, after)
+        return Destination(shown, self.path(fname), lock, leftovers, after, self.metadata)
 
     def mark_used(self, path: str) -> None:
         """Record a use of the file at *path* (in the index only when there is a limit)."""

@@ -12,6 +12,7 @@ temporary file according to the outcome.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from dlmanager.config import (
     TransferOptions,
 )
 from dlmanager.destination import Destination, regular_file
+from dlmanager.directory import mismatching
+from dlmanager.disk.metadata import FileInfo, read_info, strip_credentials, utcnow
 from dlmanager.disk.partfile import PartFile
 from dlmanager.errors import DownloadError, DownloadInterrupt
 from dlmanager.events import (
@@ -39,11 +42,13 @@ from dlmanager.events import (
 from dlmanager.names import as_path, check_name_length, check_url
 from dlmanager.redact import get_logger, redact_url
 from dlmanager.retry import RetryLike
+from dlmanager.revalidation import CURRENT, Conditions, check_max_age, conditions_for, fresh
 from dlmanager.runtime import Runtime, default_runtime
 from dlmanager.slots import Holder, Slots
 from dlmanager.transfer.loop import Transfer
 from dlmanager.transfer.opener import AttemptOpener
 from dlmanager.transfer.steps import Job
+from dlmanager.transport.attempt import NotModified
 
 __all__ = ["Destination", "Download", "DownloadEvent", "DownloadState", "EventKind"]
 
@@ -112,12 +117,20 @@ class Download:
         :class:`~dlmanager.config.TransferOptions` (then leave those out)
     :param runtime: the :class:`~dlmanager.runtime.Runtime` whose threads
         the download uses (default: the default runtime)
+    :param revalidate: when a file is already at *dest*, ask the server
+        whether it is current with one conditional request (see
+        :ref:`retrieve`): ``304`` keeps it (:attr:`not_modified`), a new
+        version replaces it once complete and verified, and a failure leaves
+        it as it was
+    :param max_age: a file at *dest* validated less than this many seconds
+        ago is current without a request; an older one (or one dlmanager did
+        not download) is revalidated, even without *revalidate*
     :raises ValueError: for a URL that is not http(s), or an invalid option
 
     .. versionchanged:: 1.0
        ``chunk_size`` defaults to 256 KiB instead of 16 KiB; retry, timeout,
        on_event, limiter, connections, min_split_size, checksum, max_size,
-       options and runtime are new keyword-only parameters.
+       options, runtime, revalidate and max_age are new keyword-only parameters.
     """
 
     def __init__(
@@ -139,8 +152,11 @@ class Download:
         max_size: int | None = None,
         options: TransferOptions | None = None,
         runtime: Runtime | None = None,
+        revalidate: bool = False,
+        max_age: float | None = None,
     ) -> None:
         check_url(url)
+        check_max_age(max_age)
         if not isinstance(dest, Destination):
             shown = as_path(dest, "dest")
             check_name_length(os.path.basename(shown))
@@ -173,6 +189,10 @@ class Download:
         self._replacing = False  # a file was at dest when the transfer began
         self._keep_partial = False  # cancel(keep_partial=True)
         self._done_by: str | None = None  # who downloaded the file, when this one found it
+        self._revalidate = bool(revalidate) or max_age is not None
+        self._max_age = max_age
+        self._asked_at = utcnow()  # a validation since then by whom it waits for will do
+        self._not_modified = False
         self.thread = threading.Thread(
             target=self._run, name=f"dlmanager {redact_url(url)}", daemon=True
         )
@@ -340,6 +360,13 @@ class Download:
         return self._events.total
 
     @property
+    def not_modified(self) -> bool:
+        """Whether the download revalidated the file already there and found it
+        current (a ``304``, fresh within ``max_age``, or just revalidated by
+        whom it waited for): the file was kept, and no body was transferred."""
+        return self._not_modified
+
+    @property
     def done_by(self) -> str | None:
         """Who put the file in place, when this download found it done without
         transferring it (it waited while another process, another manager of
@@ -359,7 +386,15 @@ class Download:
                     raise DownloadInterrupt()  # nothing held: the finally releases nothing
                 waited = destination.claim(self._url, self._cancel, self._events,
                                            give_way=self._holder.release)  # fmt: skip
-                if destination.done(self.checksum):  # by whom it waited for, meanwhile
+                conditions = self._revalidation(waited) if self._revalidate else None
+                if conditions is CURRENT:
+                    self._not_modified = True
+                    self._done_by = waited
+                    log.info("%s is current (validated %s)", self._path,
+                             "by " + waited if waited else "within max_age")  # fmt: skip
+                elif conditions is None and destination.done(
+                    self.checksum
+                ):  # by whom it waited for
                     self._done_by = waited or "another download"
                     log.info("%s was downloaded by %s", self._path, self._done_by)
                 else:
@@ -369,7 +404,8 @@ class Download:
                     if not self._holder.take():  # again, if a wait above gave it up
                         raise DownloadInterrupt()
                     self._state = DownloadState.RUNNING
-                    self._transfer(destination.leftovers or waited is not None)
+                    revalidating = conditions if isinstance(conditions, Conditions) else None
+                    self._transfer(destination.leftovers or waited is not None, revalidating)
             finally:
                 # Whatever happened, at whatever step: nothing stays held.
                 self._holder.release()
@@ -410,7 +446,50 @@ class Download:
         if self._cancel.is_set():
             raise DownloadInterrupt()
 
-    def _transfer(self, leftovers: bool) -> None:
+    def _revalidation(self, waited: str | None) -> Conditions | object | None:
+        """What revalidating the file at the destination takes, once its lock is
+        held: the conditions of the request; :data:`CURRENT` when none is
+        needed (validated within ``max_age``, or since this download was asked
+        for by whom it waited for); None when there is no file to revalidate,
+        or it does not match the checksum (then it is downloaded again)."""
+        try:
+            fstat = os.lstat(self._path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(fstat.st_mode):
+            return None
+        info = read_info(self._path)
+        just_validated = (
+            waited is not None and info is not None and info.validated_at >= self._asked_at
+        )
+        if just_validated or fresh(info, self._max_age, utcnow()):
+            return CURRENT
+        checksum = self.checksum
+        if checksum is not None and mismatching(self._path, checksum):
+            return None  # the caller's checksum wins: downloaded again
+        return conditions_for(info, fstat.st_size, fstat.st_mtime)
+
+    def _describe(self, transfer: Transfer, part: PartFile) -> Callable[[int], None]:
+        """What records the metadata of the file *transfer* filled, before its publish."""
+
+        def describe(fd: int) -> None:
+            now = utcnow()
+            total = self._events.total
+            info = FileInfo(
+                url=strip_credentials(self._url),
+                final_url=strip_credentials(transfer.final_url),
+                etag=transfer.etag,
+                last_modified=transfer.last_modified,
+                size=part.size if total is None else total,
+                checksum=str(transfer.verified) if transfer.verified else None,
+                downloaded_at=now,
+                validated_at=now,
+            )
+            self._destination.metadata.stamp(fd, self._path, info)
+
+        return describe
+
+    def _transfer(self, leftovers: bool, conditions: Conditions | None = None) -> None:
         self._check_cancel()
         writeback = self._runtime.writeback
         adopted = PartFile.adopt(self._path, self._url, writeback) if leftovers else None
@@ -419,11 +498,18 @@ class Download:
             self._events.resume_from(resume.received, resume.total)
         job = Job(self._url, self._options, self._opener, self._events, self._cancel,
                   self._runtime)  # fmt: skip
-        transfer = Transfer(job, part, resume)
+        transfer = Transfer(job, part, resume, conditions)
+        if conditions is not None:
+            self._replacing = True  # a failure leaves the file there as it was
         try:
             transfer.run()
             self._check_cancel()
-            part.publish(self._events.total)
+            part.publish(self._events.total, self._describe(transfer, part))
+        except NotModified as answer:
+            part.discard()
+            self._not_modified = True
+            self._destination.metadata.validated(self._path, utcnow())
+            log.info("%s is current (HTTP %s)", self._path, answer.status)
         except BaseException as exc:
             keep = self._keep_partial and isinstance(exc, DownloadInterrupt)
             if keep and transfer.keep():

@@ -23,6 +23,7 @@ from dlmanager.config import (
 )
 from dlmanager.destination import HIT, JOIN, request_action
 from dlmanager.directory import Directory, mismatching, present, status
+from dlmanager.disk.metadata import FileInfo, read_info, utcnow
 from dlmanager.download import Download, take_unreceived_error, unreceived
 from dlmanager.errors import DownloadInterrupt
 from dlmanager.events import DownloadState, EventCallback, ProgressCallback
@@ -30,6 +31,7 @@ from dlmanager.names import as_path, check_url, name_from_url
 from dlmanager.persist_limit import PersistLimit
 from dlmanager.redact import get_logger
 from dlmanager.retry import RetryLike
+from dlmanager.revalidation import check_max_age, fresh
 from dlmanager.runtime import Runtime
 from dlmanager.slots import Slots
 from dlmanager.transport.direct import Direct, is_download_session
@@ -218,6 +220,19 @@ class DownloadManager:
             else:
                 self._transport = None
 
+    def info(self, fname: str) -> FileInfo | None:
+        """What dlmanager recorded of the file *fname* of the destination
+        directory when it downloaded it: its URL, final URL, validators,
+        size, checksum and times, as a :class:`~dlmanager.FileInfo`.
+
+        None for a file dlmanager did not download (a user's own file, one
+        downloaded by a version before 1.0 or by another tool), for a file
+        changed since (its size differs), and for a name with no file.
+
+        :raises ValueError: for a name that would land outside the directory
+        """
+        return read_info(self._directory.path(os.path.basename(self.get_dest(fname))))
+
     def get_dest(self, fname: str) -> str:
         """The path of *fname* in the destination directory (joined to
         :attr:`destdir` as it was given).
@@ -297,6 +312,8 @@ class DownloadManager:
         *,
         on_event: EventCallback | None = None,
         checksum: Checksum | str | None = None,
+        revalidate: bool = False,
+        max_age: float | None = None,
     ) -> Download | None:
         """Start downloading *url* into the destination directory.
 
@@ -309,6 +326,17 @@ class DownloadManager:
             when it does not match: it stays exactly as it is until the new
             download is verified and takes its place atomically, and if that
             download fails, it is still there (the error says so)
+        :param revalidate: when the file is already there, revalidate it with
+            one conditional request instead of returning None: the returned
+            :class:`Download` keeps it on ``304`` (its
+            :attr:`~dlmanager.Download.not_modified` is then true), replaces
+            it atomically with a new version once that one is complete and
+            verified, and leaves it as it was when the request fails (the
+            download's error says so); see :ref:`retrieve`
+        :param max_age: a file there validated less than this many seconds ago
+            is used without a request (None is returned, as for any file
+            there); an older one, or one dlmanager did not download, is
+            revalidated, even without *revalidate*
         :return: the started :class:`Download`; the running one when that
             destination is already downloading and *checksum* is None or the
             same as the running one's (*progress* is then attached to it); or
@@ -317,10 +345,14 @@ class DownloadManager:
             running download gets a new :class:`Download`, which starts when
             the running one ends and takes its file only if it matches
         :raises ValueError: for a URL that is not http(s), a file name that
-            would land outside the destination directory, or an invalid
-            checksum
+            would land outside the destination directory, an invalid
+            checksum or *max_age*
+
+        .. versionchanged:: 1.0
+           *on_event*, *checksum*, *revalidate* and *max_age*.
         """
         check_url(url)
+        check_max_age(max_age)
         expected = parse_checksum(checksum)
         dest = self.get_dest(fname if fname is not None else name_from_url(url))
         path = self._directory.path(os.path.basename(dest))
@@ -333,9 +365,12 @@ class DownloadManager:
                 raise RuntimeError(f"the DownloadManager of {self.destdir} is closed")
             running = self._live(dest)
             there, symlink = status(path)
+            current = there  # to use as it is, without a request
+            if there and (revalidate or max_age is not None):
+                current = fresh(read_info(path), max_age, utcnow())
             action = request_action(running=running is not None, expected=expected,
                                     running_checksum=running.checksum if running else None,
-                                    present=there, mismatching=stale)  # fmt: skip
+                                    present=there, mismatching=stale or not current)  # fmt: skip
             if action == JOIN:
                 assert running is not None
                 if progress is not None:
@@ -362,6 +397,8 @@ class DownloadManager:
                 limiter=self._limiter,
                 options=options,
                 runtime=self._runtime,
+                revalidate=(revalidate or max_age is not None) and not stale,
+                max_age=max_age,
             )
             self._downloads[dest] = download
             self._unfinished[download] = None

@@ -9,11 +9,12 @@ changes between requests. Every request is recorded so tests can inspect what a 
 from __future__ import annotations
 
 import copy
+import datetime
 import gzip
 import hashlib
 import random
 from dataclasses import dataclass, field
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
 
 from tests.loopback import BackgroundServer, LoopbackHandler, RecordedRequest, requested_range
@@ -34,6 +35,16 @@ CHANGED_LAST_MODIFIED = formatdate(1_700_086_400, usegmt=True)
 """The Last-Modified date of a resource once ``change_after`` has replaced its data."""
 DERIVED_ETAG = "<derived>"
 """Default of :attr:`Resource.etag`: replaced by :func:`strong_etag` of the data."""
+
+
+def parsedate_to_datetime_or_none(value: str | None) -> datetime.datetime | None:
+    """The time of an HTTP date, or None when absent or invalid."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def make_data(size: int, seed: int = 0) -> bytes:
@@ -86,6 +97,8 @@ class Resource:
     change_after: int | None = None
     """After this many GETs, replace the data by ``changed_data`` (once)."""
     changed_data: bytes | None = None
+    ignore_conditions: bool = False
+    """Answer ``If-None-Match`` and ``If-Modified-Since`` with the whole file (no 304)."""
     gets: int = field(default=0, init=False)
     """Number of GETs of this resource received so far."""
 
@@ -178,9 +191,30 @@ class _Handler(LoopbackHandler["FaultServer"]):
             {"Content-Range": f"bytes {first}-{last}/{size}"},
         )
 
+    def _not_modified(self, res: Resource) -> bool:
+        """Whether a conditional request finds the resource unchanged (RFC 9110
+        13.2.2: ``If-None-Match`` first; ``If-Modified-Since`` only without it)."""
+        if res.ignore_conditions:
+            return False
+        match = self.headers.get("If-None-Match")
+        if match is not None:
+            tags = [tag.strip().removeprefix("W/") for tag in match.split(",")]
+            return res.etag is not None and ("*" in tags or res.etag.removeprefix("W/") in tags)
+        since = parsedate_to_datetime_or_none(self.headers.get("If-Modified-Since"))
+        modified = parsedate_to_datetime_or_none(res.last_modified)
+        return since is not None and modified is not None and modified <= since
+
     def _send_resource(self, plan: _Plan) -> None:
         """Send the headers and (for GET) the body of a resource."""
         res = plan.resource
+        if self._not_modified(res):
+            self.send_response(HTTPStatus.NOT_MODIFIED)
+            if res.etag is not None:
+                self.send_header("ETag", res.etag)
+            if res.last_modified is not None:
+                self.send_header("Last-Modified", res.last_modified)
+            self.end_headers()
+            return
         status, body, extra = self._choose_body(res)
         if status == HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE:
             self.send_page(status, extra)

@@ -15,7 +15,7 @@ import errno
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from dlmanager.disk import checkpoint, layout
 from dlmanager.disk.checkpoint import Checkpoint
@@ -311,16 +311,22 @@ class PartFile:
         with self._failing("write checkpoint", self.checkpoint_path):
             checkpoint.save(self.checkpoint_path, state)
 
-    def publish(self, total: int | None = None) -> None:
+    def publish(
+        self, total: int | None = None, describe: Callable[[int], None] | None = None
+    ) -> None:
         """Flush, fsync and atomically rename the file to its destination.
 
         :param total: the file's size, when known: the file is cut to it
+        :param describe: called with the file's descriptor once it is complete,
+            before the ``fsync``, to record its metadata
         :raises StorageError: when the file cannot be completed or renamed
             (it keeps its temporary name then)
         """
         with self._failing("complete"):
             if total is not None and os.fstat(self._fd).st_size != total:
                 os.ftruncate(self._fd, total)
+            if describe is not None:
+                describe(self._fd)
             # Used now: the file is the most recently used one from its first
             # instant under the final name, for every process's eviction order.
             # An explicit time: the kernel's own "now" is coarse (a few ms), and

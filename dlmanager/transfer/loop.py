@@ -28,12 +28,13 @@ from dlmanager.errors import (
     StorageError,
 )
 from dlmanager.redact import get_logger
+from dlmanager.revalidation import Conditions
 from dlmanager.segments import Plan
 from dlmanager.transfer.segmented import RangesIgnored, Segmented
 from dlmanager.transfer.steps import Checkpointer, Job, Retrier, version_changed
 from dlmanager.transfer.stream import Stream
 from dlmanager.transport.attempt import Attempt
-from dlmanager.transport.headers import ResponseInfo
+from dlmanager.transport.headers import ResponseInfo, header
 
 __all__ = ["APPEND", "RESTART", "STALE", "Transfer", "response_action"]
 
@@ -67,9 +68,24 @@ class Transfer:
 
     :param resume: a checkpoint of the bytes *part* already holds (an
         adopted temporary file), or None for an empty *part*
+    :param conditions: the file already at the destination, when the
+        transfer revalidates it: its first request is conditional, and
+        :class:`~dlmanager.transport.attempt.NotModified` ends the transfer
+        when the server says that file is current
+
+    After :meth:`run`, :attr:`final_url`, :attr:`etag` and
+    :attr:`last_modified` describe the response the file came from, and
+    :attr:`verified` is the checksum it was verified against (the caller's
+    first, else a digest the server announced), or None.
     """
 
-    def __init__(self, job: Job, part: PartFile, resume: Checkpoint | None = None) -> None:
+    def __init__(
+        self,
+        job: Job,
+        part: PartFile,
+        resume: Checkpoint | None = None,
+        conditions: Conditions | None = None,
+    ) -> None:
         self.job = job
         self.url = job.url
         self.part = part
@@ -85,6 +101,11 @@ class Transfer:
         self._hasher: checksums.Hasher | None = None  # valid while streaming from byte 0
         self._restarts = 0  # start-overs so far
         self._plan: Plan | None = None  # of the connections running
+        self._conditions = conditions if resume is None else None  # until a body is taken
+        self.final_url = job.url
+        self.etag: str | None = None
+        self.last_modified: str | None = None
+        self.verified: checksums.Checksum | None = None
 
     @property
     def total(self) -> int | None:
@@ -116,6 +137,12 @@ class Transfer:
         if self.job.cancel.is_set():
             raise DownloadInterrupt()
         self._verify()
+        if self.etag is None and self.last_modified is None and self.validator:
+            # Resumed from a checkpoint: its validator is what the server sent.
+            if self.validator.startswith(('"', "W/")):
+                self.etag = self.validator
+            else:
+                self.last_modified = self.validator
 
     def keep(self) -> bool:
         """Checkpoint what the part file holds, once stopped, for a later
@@ -151,7 +178,8 @@ class Transfer:
             return
         opener = self.job.opener
         offset = self.part.size if self.validator is not None else 0
-        attempt: Attempt | None = opener.open(offset, None, self.validator)
+        conditions = self._conditions if not offset else None
+        attempt: Attempt | None = opener.open(offset, None, self.validator, conditions)
         assert attempt is not None
         try:
             info = attempt.open()
@@ -181,6 +209,10 @@ class Transfer:
                 url=self.url,
                 dest=self.part.dest,
             )
+        self._conditions = None  # a body to take: the file there is not current
+        self.final_url = attempt.final_url
+        self.etag = header(info.headers, "ETag")
+        self.last_modified = header(info.headers, "Last-Modified")
         checkpointer = self.checkpointer
         checkpointer.total = info.total
         self.job.events.set_total(info.total)  # may evict files first (a persist limit)
@@ -277,18 +309,20 @@ class Transfer:
                 log.debug("Cannot check %s of %s: no %s support", expected, self.url,
                           expected.algorithm)  # fmt: skip
                 continue
-            if got != expected.hexdigest:
-                raise ChecksumError(
-                    f"{self.url}: {expected.algorithm} is {got}, expected {expected.hexdigest}"
-                    f" ({expected.source})",
-                    algorithm=expected.algorithm,
-                    expected=expected.hexdigest,
-                    actual=got,
-                    source=expected.source,
-                    url=self.url,
-                    dest=self.part.dest,
-                    received=self.part.size,
-                )
+            if got == expected.hexdigest:
+                self.verified = self.verified or expected
+                continue
+            raise ChecksumError(
+                f"{self.url}: {expected.algorithm} is {got}, expected {expected.hexdigest}"
+                f" ({expected.source})",
+                algorithm=expected.algorithm,
+                expected=expected.hexdigest,
+                actual=got,
+                source=expected.source,
+                url=self.url,
+                dest=self.part.dest,
+                received=self.part.size,
+            )
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s matches %s", self.part.dest, ", ".join(str(c) for c in wanted))
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from dlmanager.config import TransferOptions
 from dlmanager.errors import DownloadInterrupt
+from dlmanager.revalidation import Conditions
 from dlmanager.transport.attempt import CANCEL, Attempt
 from dlmanager.transport.senders import Senders
 
@@ -47,9 +48,16 @@ class AttemptOpener:
         self._lock = threading.Lock()
         self._open: set[Attempt] = set()
 
-    def open(self, offset: int, end: int | None, validator: str | None) -> Attempt:
+    def open(
+        self,
+        offset: int,
+        end: int | None,
+        validator: str | None,
+        conditions: Conditions | None = None,
+    ) -> Attempt:
         """A new attempt at bytes ``[offset, end)`` (to the end for None),
-        sending *validator* as ``If-Range`` when it asks for a range.
+        sending *validator* as ``If-Range`` when it asks for a range, and
+        revalidating the file described by *conditions* when given.
 
         :raises DownloadInterrupt: when the download is cancelled
         """
@@ -66,6 +74,7 @@ class AttemptOpener:
             max_size=self.options.max_size,
             content_chunk_size=self.options.content_chunk_size,
             senders=self.senders,
+            conditions=conditions,
         )
         with self._lock:
             if self.cancel.is_set():

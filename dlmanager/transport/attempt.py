@@ -31,13 +31,14 @@ from dlmanager.errors import (
     TransferError,
 )
 from dlmanager.redact import get_logger
+from dlmanager.revalidation import Conditions, unchanged
 from dlmanager.transport.direct import Direct
 from dlmanager.transport.errors import map_transport_errors, timed_out
 from dlmanager.transport.headers import ResponseInfo, response_info, retry_after
 from dlmanager.transport.pools import connections_seen_by
 from dlmanager.transport.senders import Senders
 
-__all__ = ["CANCEL", "STALL", "Attempt"]
+__all__ = ["CANCEL", "STALL", "Attempt", "NotModified"]
 
 log = get_logger(__name__)
 
@@ -103,6 +104,15 @@ def _keywords(function: Any) -> frozenset[str] | None:
     )
 
 
+class NotModified(Exception):
+    """Raised by :meth:`Attempt.open` when a revalidating request finds the file
+    there current (see :func:`~dlmanager.revalidation.unchanged`): not an error."""
+
+    def __init__(self, status: int | None) -> None:
+        super().__init__(f"not modified (HTTP {status})")
+        self.status = status
+
+
 class Attempt:
     """One GET of *url*, asking for the bytes from *offset* on.
 
@@ -119,6 +129,8 @@ class Attempt:
     :param content_chunk_size: the size asked of ``iter_content``, for a
         response not read through urllib3 (default: *chunk_size*)
     :param senders: the threads the request is sent from
+    :param conditions: the file there, for a request that revalidates it
+        (conditional headers, and :class:`NotModified` when it is current)
     """
 
     def __init__(
@@ -136,8 +148,10 @@ class Attempt:
         max_size: int | None = None,
         content_chunk_size: int | None = None,
         senders: Senders,
+        conditions: Conditions | None = None,
     ) -> None:
         self.senders = senders
+        self.conditions = conditions if not offset and end is None else None
         self.url = url
         self.dest = dest
         self.offset = offset
@@ -205,6 +219,8 @@ class Attempt:
 
     def request_headers(self) -> dict[str, str]:
         headers = {"Accept-Encoding": "identity"}
+        if self.conditions is not None:
+            headers.update(self.conditions.headers())
         if self.offset > 0 or self.end is not None:
             last = "" if self.end is None else str(self.end - 1)
             headers["Range"] = f"bytes={self.offset}-{last}"
@@ -270,8 +286,19 @@ class Attempt:
         self.info = self._check(result)
         return self.info
 
+    @property
+    def final_url(self) -> str:
+        """The URL the response came from (after redirects), once open."""
+        url = getattr(self._response, "url", None)
+        return url if isinstance(url, str) and url else self.url
+
     def _check(self, response: Any) -> ResponseInfo:
         status = getattr(response, "status_code", None)
+        if self.conditions is not None and isinstance(status, int):
+            headers = getattr(response, "headers", None) or {}
+            if unchanged(self.conditions, status, headers):
+                self.close()
+                raise NotModified(status)
         if isinstance(status, int):
             if status >= 400:
                 self.close()

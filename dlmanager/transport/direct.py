@@ -67,10 +67,11 @@ class Response:
     """The response :meth:`Direct.get` returns: the parts of a
     ``requests.Response`` that an attempt reads, over urllib3's response."""
 
-    __slots__ = ("headers", "raw", "status_code")
+    __slots__ = ("headers", "raw", "status_code", "url")
 
-    def __init__(self, raw: Any) -> None:
+    def __init__(self, raw: Any, url: str) -> None:
         self.raw = raw
+        self.url = url  # after redirects
         self.status_code: int = raw.status
         self.headers = raw.headers  # case-insensitive, as requests' are
 
@@ -236,7 +237,7 @@ class Direct:
                 jar = self._keep_cookies(current, request, raw, jar)
             location = raw.headers.get("Location")
             if raw.status not in _REDIRECTS or not location:
-                return Response(raw)
+                return Response(raw, current)
             history.append(current)
             target = redirect_target(current, location)
             if len(history) > limit:
