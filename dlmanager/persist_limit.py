@@ -16,7 +16,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from dlmanager.disk import eviction
-from dlmanager.disk.files import gc_paused, mark_used, regular_stat, scan
+from dlmanager.disk.files import downloaded, gc_paused, mark_used, regular_stat, remove, scan
 from dlmanager.disk.index import File, Index
 from dlmanager.disk.layout import is_temporary
 from dlmanager.disk.watch import CannotWatch, SharedWatch
@@ -56,9 +56,18 @@ class PersistLimit:
 
     Temporary files of downloads in progress (``.NAME.XXXXXXXX.part``) are
     never registered, counted or removed; :meth:`register_dir_content` skips
-    hidden names, like :func:`glob.glob` does.
-    A path registered twice is counted once. Removing *k* of *n* files costs
-    O(k log n).
+    hidden names, like :func:`glob.glob` does. A path registered twice is
+    counted once. Removing *k* of *n* files costs O(k log n), and removes
+    their sidecars (their metadata where there are no extended attributes).
+
+    With *include_foreign* True (the default, as in 0.1.1) every file counts
+    and may be removed, whoever put it there. With False only the files
+    dlmanager downloaded (those :meth:`DownloadManager.info
+    <dlmanager.DownloadManager.info>` describes) count and may be removed:
+    a user's own files (or another tool's, or one changed since) are never
+    touched and take no room under the limits. Telling them apart costs one
+    ``getxattr`` per file scanned (a sidecar, where there is one, is read),
+    and a read of the metadata of each file registered or removed.
 
     With :meth:`watch`, the index of one directory follows what other
     processes do in it (new, replaced, used and deleted files) until
@@ -71,11 +80,14 @@ class PersistLimit:
         None for no limit on the count
     :param protect: ``protect(path)`` returns True for a file that must not be
         removed now (pinned, or being read); see :attr:`protect`
+    :param include_foreign: whether files dlmanager did not download count
+        and may be removed (see above)
     :raises ValueError: for a negative or non-integer *size_limit* or
         *file_limit*, or a *max_files* that is neither None nor an integer >= 1
+    :raises TypeError: for an *include_foreign* that is not a bool
 
     .. versionchanged:: 1.0
-       *protect* and *max_files* are new keyword-only parameters.
+       *protect*, *max_files* and *include_foreign* are new keyword-only parameters.
     """
 
     #: ``protect(path) -> bool``: :meth:`remove_old_files` skips a path for
@@ -96,10 +108,14 @@ class PersistLimit:
         *,
         protect: Callable[[str], bool] | None = None,
         max_files: int | None = None,
+        include_foreign: bool = True,
     ) -> None:
         eviction.check_limits(size_limit, file_limit, max_files)
         if protect is not None and not callable(protect):
             raise TypeError(f"protect must be callable or None, not {protect!r}")
+        if not isinstance(include_foreign, bool):
+            raise TypeError(f"include_foreign must be True or False, not {include_foreign!r}")
+        self._include_foreign = include_foreign
         self.size_limit = size_limit
         self.file_limit = file_limit
         #: The most files kept, or None (the count rule of :class:`PersistLimit`).
@@ -118,9 +134,16 @@ class PersistLimit:
     def __repr__(self) -> str:
         return (
             f"PersistLimit(size_limit={self.size_limit}, file_limit={self.file_limit}, "
-            f"max_files={self.max_files}, files={len(self._index)}, "
+            f"max_files={self.max_files}, include_foreign={self._include_foreign}, "
+            f"files={len(self._index)}, "
             f"total_size={self._index.total})"
         )
+
+    @property
+    def include_foreign(self) -> bool:
+        """Whether files dlmanager did not download count and may be removed
+        (see :class:`PersistLimit`; fixed at creation)."""
+        return self._include_foreign
 
     @property
     def enabled(self) -> bool:
@@ -157,7 +180,8 @@ class PersistLimit:
         """Register a single file (again: its size and last use are refreshed).
 
         Paths that are not regular files, do not exist, or are dlmanager's own
-        temporary files are ignored.
+        temporary files are ignored; so are the files dlmanager did not
+        download, unless :attr:`include_foreign`.
         """
         if is_temporary(os.path.basename(path)):
             return
@@ -165,28 +189,37 @@ class PersistLimit:
         with self._lock:
             fstat = regular_stat(path)  # None: removed meanwhile, or a cancelled download
             if fstat is not None:
-                self._index.put(path, fstat)
+                self._put(path, fstat)
 
     def register_dir_content(self, directory: str, pattern: str = "*") -> None:
         """Register every file in *directory* whose name matches *pattern*.
 
         Hidden names are skipped, as :func:`glob.glob` does. The default
         pattern takes one :func:`os.scandir` pass (100,000 files in well
-        under a second); another pattern globs.
+        under a second, plus one ``getxattr`` per file without
+        :attr:`include_foreign`); another pattern globs.
         """
         if pattern != "*":
             for path in glob.glob(os.path.join(glob.escape(directory), pattern)):
                 self.register_file(path)
             return
         with self._lock, gc_paused():  # see register_file
-            self._index.put_many(scan(directory))
+            self._index.put_many(scan(directory, include_foreign=self._include_foreign))
 
     def touch(self, path: str) -> None:
         """Record a use of *path* now, on disk (its access time) and in the index."""
         with self._lock:  # see register_file
             fstat = mark_used(path)
             if fstat is not None and not is_temporary(os.path.basename(path)):
-                self._index.put(path, fstat)
+                self._put(path, fstat)
+
+    def _put(self, path: str, fstat: os.stat_result) -> None:
+        """Register *path* (under the lock), or forget it if it does not count."""
+        if self._include_foreign or downloaded(path):
+            self._index.put(path, fstat)
+        else:
+            self._index.drop(path)  # replaced by a file of the user's, perhaps
+            self._index.release(path)  # its download, if any, is over
 
     # -- reservations ----------------------------------------------------------------------
 
@@ -290,12 +323,9 @@ class PersistLimit:
                     if log.isEnabledFor(logging.INFO):
                         reason = index.why(rule, in_flight, self.size_limit, self.max_files)
                     index.drop(path)
-                    try:
-                        os.remove(path)
-                    except FileNotFoundError:
-                        pass
-                    except OSError as exc:
-                        log.warning("Cannot evict %s: %s", path, exc)
+                    if not self._include_foreign and not downloaded(path):
+                        continue  # replaced by a file of the user's since it was registered
+                    if not remove(path):
                         continue
                 removed.append(path)
                 log.info("Evicted %s (%d bytes): %s", path, entry.file.stat.st_size, reason)
@@ -392,7 +422,8 @@ class PersistLimit:
     def _rescan(self, directory: str) -> None:
         """Replace the entries of *directory* by what a fresh scan finds."""
         with self._lock, gc_paused():
-            self._index.replace_directory(directory, scan(directory))
+            found = scan(directory, include_foreign=self._include_foreign)
+            self._index.replace_directory(directory, found)
 
     def _on_change(self, name: str, present: bool) -> None:
         """Apply one change in the watched directory (in the observer's thread)."""
@@ -403,7 +434,7 @@ class PersistLimit:
         with self._lock:
             fstat = regular_stat(path) if present else None
             if fstat is not None:
-                self._index.put(path, fstat)
+                self._put(path, fstat)
             else:
                 self._index.drop(path)
 

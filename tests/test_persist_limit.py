@@ -43,10 +43,12 @@ def test_defaults() -> None:
     assert limit.max_files is None
     assert limit.enabled
     assert repr(limit) == (
-        "PersistLimit(size_limit=1000, file_limit=5, max_files=None, files=0, total_size=0)"
+        "PersistLimit(size_limit=1000, file_limit=5, max_files=None, include_foreign=True, "
+        "files=0, total_size=0)"
     )
     assert repr(PersistLimit(0, max_files=3)) == (
-        "PersistLimit(size_limit=0, file_limit=5, max_files=3, files=0, total_size=0)"
+        "PersistLimit(size_limit=0, file_limit=5, max_files=3, include_foreign=True, files=0, "
+        "total_size=0)"
     )
 
 

@@ -1,7 +1,9 @@
 """A destination directory's files on disk, as the index sees them: scanned, stat-ed, used.
 
 The I/O under :class:`~dlmanager.PersistLimit`'s index: only regular files count, and
-a file's last use is its access time, which :func:`mark_used` sets explicitly.
+a file's last use is its access time, which :func:`mark_used` sets explicitly. With
+``include_foreign=False`` only the files dlmanager downloaded count
+(:func:`downloaded`; a scan tells them apart with one ``getxattr`` per file).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import stat
 import time
 from collections.abc import Iterator
 
+from dlmanager.disk.metadata import INFO_ATTR, decode, is_sidecar, read_info, remove_sidecar
 from dlmanager.redact import get_logger
 
-__all__ = ["gc_paused", "mark_used", "regular_stat", "scan"]
+__all__ = ["downloaded", "gc_paused", "mark_used", "regular_stat", "remove", "scan"]
 
 log = get_logger(__name__)
 
@@ -50,16 +53,46 @@ def regular_stat(path: str) -> os.stat_result | None:
     return fstat if stat.S_ISREG(fstat.st_mode) else None
 
 
-def scan(directory: str) -> list[tuple[str, os.stat_result]]:
+def remove(path: str) -> bool:
+    """Remove the file at *path* (an eviction) and its sidecar, if it has one.
+
+    :return: whether the file is gone; a failure to remove it is logged
+    """
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("Cannot evict %s: %s", path, exc)
+        return False
+    remove_sidecar(path)
+    return True
+
+
+def downloaded(path: str) -> bool:
+    """Whether dlmanager downloaded the file at *path*: it has a
+    :class:`~dlmanager.FileInfo` (:func:`~dlmanager.disk.metadata.read_info`)."""
+    return read_info(path) is not None
+
+
+def scan(directory: str, *, include_foreign: bool = True) -> list[tuple[str, os.stat_result]]:
     """The regular files of *directory* (symlinks followed), hidden names skipped.
 
     dlmanager's temporary files are hidden names, so they are skipped too.
+
+    :param include_foreign: False: only the files dlmanager downloaded (see
+        :func:`downloaded`), told apart with one ``getxattr`` per file; a
+        file with a sidecar (seen by the same scan) has it read
     """
     found: list[tuple[str, os.stat_result]] = []
+    sidecars: set[str] = set()  # the names of the files that have one
     try:
         with os.scandir(directory) as entries:
             for entry in entries:
                 if entry.name.startswith("."):
+                    owner = None if include_foreign else is_sidecar(entry.name)
+                    if owner is not None:
+                        sidecars.add(owner)
                     continue
                 try:
                     fstat = entry.stat()
@@ -69,7 +102,31 @@ def scan(directory: str) -> list[tuple[str, os.stat_result]]:
                     found.append((entry.path, fstat))
     except OSError as exc:
         log.debug("Cannot scan %s: %s", directory, exc)
-    return found
+    if include_foreign:
+        return found
+    return [
+        (path, fstat)
+        for path, fstat in found
+        if _stamped(path, fstat, os.path.basename(path) in sidecars)
+    ]
+
+
+def _stamped(path: str, fstat: os.stat_result, sidecar: bool) -> bool:
+    """:func:`downloaded` for a file a scan found, in one ``getxattr`` unless
+    it has a *sidecar* (then read): its recorded metadata must describe a file
+    of its size, and a symlink is never one, as for
+    :func:`~dlmanager.disk.metadata.read_info`."""
+    if sidecar:
+        return downloaded(path)
+    getxattr = getattr(os, "getxattr", None)
+    if getxattr is None:
+        return False
+    try:
+        data = getxattr(path, INFO_ATTR, follow_symlinks=False)
+    except OSError:
+        return False  # none (a user's file, a symlink), or no extended attributes here
+    decoded = decode(data)
+    return decoded is not None and decoded[0].size == fstat.st_size
 
 
 @contextlib.contextmanager
