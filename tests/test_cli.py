@@ -7,13 +7,24 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
 import dlmanager
 from dlmanager.cli import main
-from tests.conftest import listing, read, run_python, start_cli, temporaries, write
+from tests.conftest import (
+    ROOT,
+    SUBPROCESS_TIMEOUT,
+    child_env,
+    listing,
+    read,
+    run_python,
+    start_cli,
+    temporaries,
+    write,
+)
 from tests.server import FaultServer, Resource, make_data
 
 TIMEOUT_30 = ["--timeout", "30"]
@@ -30,6 +41,23 @@ def file_lines(text: str) -> list[str]:
 
 def run_cli(args: list[str], stdin: str = "") -> subprocess.CompletedProcess[str]:
     return run_python(["-m", "dlmanager", *args], stdin)
+
+
+def run_in_ci(
+    args: list[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m dlmanager ARGS`` to its end as CI does: ``CI=true``, no
+    terminal, standard input closed; *env* adds to the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "dlmanager", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        env={**child_env(), "CI": "true", **(env or {})},
+        cwd=ROOT,
+        check=False,
+    )
 
 
 # --- in process ----------------------------------------------------------------------------

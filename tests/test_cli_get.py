@@ -1,4 +1,4 @@
-"""``dlmanager get``: names, manifests, size limits, JSON, logging, bars and Ctrl-C."""
+"""``dlmanager get``: names, manifests, size limits, revalidation, JSON, logging, bars, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from tests.conftest import (
     temporaries,
     write,
 )
-from tests.server import FaultServer, Resource, make_data
-from tests.test_cli import file_lines, lines
+from tests.server import CHANGED_LAST_MODIFIED, FaultServer, Resource, make_data, strong_etag
+from tests.test_cli import file_lines, lines, run_in_ci
 
 
 def sha256(data: bytes) -> str:
@@ -170,6 +170,152 @@ def test_max_files_keeps_that_many(server: FaultServer, destdir: str) -> None:
 
     assert status == 0
     assert sorted(listing(destdir)) == names[-2:]
+
+
+def own_file(directory: str, name: str, size: int, used: float) -> str:
+    """A user's own file of *size* bytes, last used *used* seconds ago."""
+    path = write(os.path.join(directory, name), "u" * size)
+    os.utime(path, (time.time() - used, time.time() - used))
+    return path
+
+
+def test_max_size_never_evicts_a_users_own_file(server: FaultServer, destdir: str) -> None:
+    mine = own_file(destdir, "mine.iso", 150_000, used=3600)  # the oldest, and the biggest
+    names = [f"f{i}.bin" for i in range(4)]
+    for i, name in enumerate(names):
+        server.add(f"/{name}", make_data(40_000, seed=i))
+    urls = [server.url(f"/{name}") for name in names]
+
+    result = run_in_ci([*urls, "-d", destdir, "-j", "1", "--max-size", "100K"])
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(listing(destdir)) == ["f2.bin", "f3.bin", "mine.iso"], result.stderr
+    assert read(mine) == b"u" * 150_000
+    evicted = [line.split()[1] for line in lines(result.stderr) if line.startswith("evicted ")]
+    assert evicted == ["f0.bin", "f1.bin"], result.stderr
+
+
+def test_max_size_include_foreign_evicts_a_users_own_file(
+    server: FaultServer, destdir: str
+) -> None:
+    own_file(destdir, "mine.iso", 150_000, used=3600)
+    names = [f"f{i}.bin" for i in range(4)]
+    for i, name in enumerate(names):
+        server.add(f"/{name}", make_data(40_000, seed=i))
+    urls = [server.url(f"/{name}") for name in names]
+
+    result = run_in_ci([*urls, "-d", destdir, "-j", "1", "--max-size", "100K", "--include-foreign"])
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(listing(destdir)) == ["f2.bin", "f3.bin"], result.stderr
+    evicted = [line.split()[1] for line in lines(result.stderr) if line.startswith("evicted ")]
+    assert evicted[0] == "mine.iso", result.stderr
+
+
+# --- revalidation ----------------------------------------------------------------------
+
+OLD = make_data(50_000, seed=1)
+NEW = make_data(60_000, seed=2)
+
+
+def change(resource: Resource) -> None:
+    resource.data = NEW
+    resource.etag = strong_etag(NEW)
+    resource.last_modified = CHANGED_LAST_MODIFIED
+
+
+@pytest.fixture
+def there(server: FaultServer, destdir: str) -> Resource:
+    """``/f.bin``, downloaded once into *destdir* by the command."""
+    resource = server.add("/f.bin", Resource(OLD))
+    result = run_in_ci([server.url("/f.bin"), "-d", destdir])
+    assert result.returncode == 0, result.stderr
+    assert len(server.requests_for("/f.bin")) == 1
+    return resource
+
+
+def test_revalidate_gets_the_new_version_in_one_request(
+    server: FaultServer, destdir: str, there: Resource
+) -> None:
+    change(there)
+
+    result = run_in_ci([server.url("/f.bin"), "-d", destdir, "--revalidate"])
+
+    assert result.returncode == 0, result.stderr
+    assert read(os.path.join(destdir, "f.bin")) == NEW
+    requests = server.requests_for("/f.bin")
+    assert len(requests) == 2
+    assert requests[1].headers.get("if-none-match") == strong_etag(OLD)
+    (line,) = file_lines(result.stdout)
+    assert line.startswith(f"downloaded {server.url('/f.bin')} -> ")
+    assert lines(result.stdout)[-1].startswith("dlmanager: 1 downloaded (58.6 KiB), 0 skipped,")
+
+
+def test_revalidate_reports_an_unchanged_file_up_to_date(
+    server: FaultServer, destdir: str, there: Resource
+) -> None:
+    sent = server.bytes_sent
+
+    result = run_in_ci([server.url("/f.bin"), "-d", destdir, "--revalidate"])
+
+    assert result.returncode == 0, result.stderr
+    assert len(server.requests_for("/f.bin")) == 2  # one conditional request
+    assert server.bytes_sent == sent  # a 304: no body
+    assert read(os.path.join(destdir, "f.bin")) == OLD
+    assert file_lines(result.stdout) == [
+        f"up to date {server.url('/f.bin')} (not modified on the server)"
+    ]
+    assert lines(result.stdout)[-1].startswith(
+        "dlmanager: 0 downloaded (0 B), 0 skipped, 1 up to date, 0 failed in "
+    )
+
+    result = run_in_ci([server.url("/f.bin"), "-d", destdir, "--revalidate", "--json"])
+
+    assert result.returncode == 0, result.stderr
+    (outcome,) = map(json.loads, lines(result.stdout))
+    assert outcome["status"] == "not_modified"
+    assert outcome["size"] == len(OLD)
+    assert outcome["reason"] == "not modified on the server"
+    assert "1 up to date" in result.stderr
+
+
+def test_max_age_uses_a_fresh_file_without_a_request(
+    server: FaultServer, destdir: str, there: Resource
+) -> None:
+    change(there)
+
+    result = run_in_ci([server.url("/f.bin"), "-d", destdir, "--max-age", "3600"])
+
+    assert result.returncode == 0, result.stderr
+    assert len(server.requests_for("/f.bin")) == 1  # none more
+    assert read(os.path.join(destdir, "f.bin")) == OLD
+    (line,) = file_lines(result.stdout)
+    assert re.fullmatch(
+        rf"skipped {re.escape(server.url('/f.bin'))} \(already in .*, validated \d+s ago\)", line
+    )
+
+    result = run_in_ci([server.url("/f.bin"), "-d", destdir, "--max-age", "0"])
+
+    assert result.returncode == 0, result.stderr
+    assert len(server.requests_for("/f.bin")) == 2  # too old: revalidated
+    assert read(os.path.join(destdir, "f.bin")) == NEW
+
+
+def test_up_to_date_on_a_terminal(server: FaultServer, destdir: str, there: Resource) -> None:
+    status, output = run_in_terminal([server.url("/f.bin"), "-d", destdir, "--revalidate"])
+
+    assert status == 0, output
+    assert "up to date f.bin  (not modified on the server)" in output
+    assert "1 up to date" in output
+
+
+@pytest.mark.parametrize("bad", ["-1", "soon", "inf"])
+def test_a_bad_max_age_is_bad_usage(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(["http://127.0.0.1:9/f.bin", f"--max-age={bad}"])
+
+    assert excinfo.value.code == 2
+    assert "--max-age" in capsys.readouterr().err
 
 
 # --- JSON and logging ------------------------------------------------------------------

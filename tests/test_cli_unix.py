@@ -242,7 +242,7 @@ def test_every_eviction_is_named(server: FaultServer, destdir: str, option: list
             handle.write(b"mine " * 2000)
         os.utime(os.path.join(destdir, name), (1, 1))  # used long ago
     server.add("/new.bin", make_data(15_000))
-    result = run_cli(["-d", destdir, server.url("/new.bin"), *option])
+    result = run_cli(["-d", destdir, server.url("/new.bin"), *option, "--include-foreign"])
     assert result.returncode == 0
     shown = " ".join(option).replace("20K", "20.0 KiB")
     evicted = sorted(line for line in lines(result.stderr) if line.startswith("evicted "))

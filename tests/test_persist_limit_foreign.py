@@ -16,7 +16,7 @@ import pytest
 
 from dlmanager import DownloadManager
 from dlmanager.disk import mounts
-from dlmanager.disk.metadata import read_info, sidecar_path
+from dlmanager.disk.metadata import read_info
 from dlmanager.persist_limit import PersistLimit
 from tests.conftest import listing
 from tests.server import FaultServer, make_data

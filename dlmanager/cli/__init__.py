@@ -3,10 +3,12 @@
 ::
 
     dlmanager [get] URL... [-d DIR] [-i FILE] [-o NAME] [-j JOBS] [-x CONNECTIONS]
-                           [--max-size SIZE] [--max-files N] [--max-file-size SIZE]
+                           [--revalidate] [--max-age S] [--max-size SIZE] [--max-files N]
+                           [--include-foreign] [--max-file-size SIZE]
                            [--checksum ALGO:HEX] [--ca-bundle FILE] [--retries N]
                            [--timeout S] [--quiet | --json] [-v]
-    dlmanager cache ls DIR | prune DIR --max-size SIZE [--max-files N] | clean DIR
+    dlmanager cache ls [DIR] | prune [DIR] --max-size SIZE [--max-files N]
+                               [--include-foreign] | clean [DIR]
     dlmanager demo
 
 Exit status: 0 when every file is in place, 1 when any download failed (with

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         try:
             manager = ReportingManager(
                 dest,
-                persist_limit=PersistLimit(CAP, file_limit=1),
+                persist_limit=PersistLimit(CAP, file_limit=1, include_foreign=False),
                 max_workers=JOBS,
                 connections=CONNECTIONS,
                 timeout=TIMEOUT,

@@ -4,9 +4,10 @@ A :class:`Reporter` receives every download's events (from the download
 threads), the files skipped, the evictions and the end of the run; it keeps
 one :class:`Outcome` per file and prints as its subclass decides:
 
-* :class:`BarsReporter`: ``rich`` bars, one per active file under a total bar,
-  with retries, resumes and evictions printed above them as they happen;
-* :class:`LinesReporter`: one plain line per finished, skipped or failed file;
+* :class:`~dlmanager.cli.bars.BarsReporter` (in :mod:`dlmanager.cli.bars`): ``rich``
+  bars, one per active file under a total bar, with retries, resumes and
+  evictions printed above them as they happen;
+* :class:`LinesReporter`: one plain line per finished, skipped, up-to-date or failed file;
 * :class:`JsonReporter`: one JSON object per file on standard output.
 
 Each prints a summary at the end on standard error.
@@ -28,10 +29,21 @@ from dlmanager.errors import DownloadInterrupt, HTTPStatusError, TooLargeError
 from dlmanager.events import DownloadEvent, DownloadState, EventCallback, EventKind
 from dlmanager.redact import redact
 
-__all__ = ["BarsReporter", "JsonReporter", "LinesReporter", "Outcome", "Reporter", "reason"]
+__all__ = [
+    "NOT_MODIFIED",
+    "JsonReporter",
+    "LinesReporter",
+    "Outcome",
+    "Reporter",
+    "Track",
+    "reason",
+    "speed",
+]
 
 DOWNLOADED = "downloaded"
 SKIPPED = "skipped"
+#: A file already there that the server confirmed (``--revalidate``, ``--max-age``).
+NOT_MODIFIED = "not_modified"
 FAILED = "failed"
 CANCELLED = "cancelled"
 
@@ -54,13 +66,13 @@ class Outcome:
 
     url: str
     path: str
-    status: str  #: downloaded, skipped, failed or cancelled
+    status: str  #: downloaded, skipped, not_modified, failed or cancelled
     size: int | None = None
     seconds: float = 0.0
     retries: int = 0
     resumes: int = 0
     error: BaseException | None = None
-    note: str = ""  #: why a file was skipped
+    note: str = ""  #: why a file was skipped, or how it was found up to date
 
     def as_json(self) -> dict[str, Any]:
         error = self.error
@@ -79,8 +91,8 @@ class Outcome:
 
 
 @dataclasses.dataclass
-class _Track:
-    """A download in flight, as the reporter sees it."""
+class Track:
+    """A download in flight, as a reporter sees it."""
 
     created: float
     started: float | None = None
@@ -110,7 +122,7 @@ class Reporter:
         self.resumes = 0
         self.interrupted = False
         self._lock = threading.RLock()
-        self._tracks: dict[Download, _Track] = {}
+        self._tracks: dict[Download, Track] = {}
         self._begun = time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -132,7 +144,7 @@ class Reporter:
 
         def on_event(event: DownloadEvent) -> None:
             with self._lock:
-                track = self._tracks.setdefault(event.download, _Track(created))
+                track = self._tracks.setdefault(event.download, Track(created))
                 self._event(event, track)
 
         return on_event
@@ -153,7 +165,7 @@ class Reporter:
 
     # -- events ---------------------------------------------------------------------------
 
-    def _event(self, event: DownloadEvent, track: _Track) -> None:
+    def _event(self, event: DownloadEvent, track: Track) -> None:
         kind = event.kind
         name = os.path.basename(event.download.get_dest())
         if kind is EventKind.STARTED:
@@ -176,10 +188,10 @@ class Reporter:
             del self._tracks[event.download]
             self._finish(_outcome(event, track))
 
-    def _started(self, event: DownloadEvent, track: _Track) -> None:
+    def _started(self, event: DownloadEvent, track: Track) -> None:
         """A download's first response arrived."""
 
-    def _progress(self, event: DownloadEvent, track: _Track) -> None:
+    def _progress(self, event: DownloadEvent, track: Track) -> None:
         """Bytes were written."""
 
     def _note(self, text: str) -> None:
@@ -242,6 +254,9 @@ class Reporter:
             f"{len(self.count(SKIPPED))} skipped",
             f"{len(self.count(FAILED))} failed",
         ]
+        current = self.count(NOT_MODIFIED)
+        if current:
+            parts.insert(2, f"{len(current)} up to date")
         if self.retries:
             parts.append(plural(self.retries, "retry"))
         if self.resumes:
@@ -258,7 +273,7 @@ def _size(path: str) -> int | None:
         return None
 
 
-def _outcome(event: DownloadEvent, track: _Track) -> Outcome:
+def _outcome(event: DownloadEvent, track: Track) -> Outcome:
     download = event.download
     state = download.state
     seconds = time.monotonic() - (track.started if track.started is not None else track.created)
@@ -270,7 +285,12 @@ def _outcome(event: DownloadEvent, track: _Track) -> Outcome:
         retries=track.retries,
         resumes=track.resumes,
     )
-    if state is DownloadState.DONE and download.done_by is not None:
+    if state is DownloadState.DONE and download.not_modified:
+        outcome.status = NOT_MODIFIED
+        by = download.done_by
+        outcome.note = f"validated by {by}" if by else "not modified on the server"
+        outcome.size = _size(outcome.path)
+    elif state is DownloadState.DONE and download.done_by is not None:
         outcome.status = SKIPPED
         outcome.note = f"done by {download.done_by}"
         outcome.size = _size(outcome.path)
@@ -283,7 +303,8 @@ def _outcome(event: DownloadEvent, track: _Track) -> Outcome:
     return outcome
 
 
-def _speed(outcome: Outcome) -> str:
+def speed(outcome: Outcome) -> str:
+    """``, 12.0 MiB/s`` for a file that took some time, else nothing."""
     if outcome.size is None or outcome.seconds <= 0:
         return ""
     return f", {format_size(outcome.size / outcome.seconds)}/s"
@@ -291,7 +312,8 @@ def _speed(outcome: Outcome) -> str:
 
 class LinesReporter(Reporter):
     """One plain line per file: ``downloaded URL -> PATH (...)`` on standard output,
-    ``skipped URL (...)`` too, ``failed URL: reason`` on standard error; with
+    ``skipped URL (...)`` and ``up to date URL (...)`` too, ``failed URL: reason``
+    on standard error; with
     :attr:`notes` (unless ``--quiet``), one line per retry, resume and restart
     on standard error too, as they happen."""
 
@@ -306,10 +328,12 @@ class LinesReporter(Reporter):
     def _show(self, outcome: Outcome) -> None:
         if outcome.status == DOWNLOADED:
             size = format_size(outcome.size or 0)
-            detail = f"{size} in {outcome.seconds:.1f} s{_speed(outcome)}"
+            detail = f"{size} in {outcome.seconds:.1f} s{speed(outcome)}"
             print(f"downloaded {outcome.url} -> {outcome.path} ({detail})", file=self.out)
         elif outcome.status == SKIPPED:
             print(f"skipped {outcome.url} ({outcome.note})", file=self.out)
+        elif outcome.status == NOT_MODIFIED:
+            print(f"up to date {outcome.url} ({outcome.note})", file=self.out)
         elif outcome.status == FAILED:
             assert outcome.error is not None
             print(f"failed {outcome.url}: {reason(outcome.url, outcome.error)}", file=self.err)
@@ -327,116 +351,3 @@ class JsonReporter(Reporter):
     def _show(self, outcome: Outcome) -> None:
         print(json.dumps(outcome.as_json(), sort_keys=True), file=self.out)
         self.out.flush()
-
-
-class BarsReporter(Reporter):
-    """``rich`` bars on a terminal: a total bar and one bar per active file."""
-
-    def __init__(
-        self,
-        out: TextIO,
-        err: TextIO,
-        *,
-        quiet: bool = False,
-        files: int = 0,
-        limit: str = "the size limit",
-    ) -> None:
-        super().__init__(out, err, quiet=quiet, limit=limit)
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-        from rich.table import Column
-
-        self.console = Console(file=out, highlight=False)
-        self.progress = Progress(
-            TextColumn(
-                "{task.description}",
-                table_column=Column(width=28, no_wrap=True, overflow="ellipsis"),
-            ),
-            BarColumn(bar_width=None),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            expand=True,
-        )
-        self._files = files
-        self._sizes: dict[Download, int] = {}
-        self._done_bytes = 0
-        self._total_task = self.progress.add_task(self._total_label(), total=None)
-        self.progress.start()
-
-    def files_expected(self, files: int) -> None:
-        with self._lock:
-            self._files = files
-            self._update_total()
-
-    def close(self) -> None:
-        self.progress.stop()
-
-    def _total_label(self) -> str:
-        ended = len(self.outcomes)
-        return f"[bold]total[/] {ended}/{plural(self._files, 'file')}"
-
-    def _update_total(self) -> None:
-        active = sum(self._sizes.values())
-        known = [t.total for t in self.progress.tasks if t.id != self._total_task and t.total]
-        self.progress.update(
-            self._total_task,
-            description=self._total_label(),
-            completed=self._done_bytes + active,
-            total=(self._done_bytes + sum(known)) or None,
-        )
-
-    def _started(self, event: DownloadEvent, track: _Track) -> None:
-        name = os.path.basename(event.download.get_dest())
-        track.task = self.progress.add_task(name, total=event.total, completed=event.received)
-        self._sizes[event.download] = event.received
-        self._update_total()
-
-    def _progress(self, event: DownloadEvent, track: _Track) -> None:
-        if track.task is None:
-            return
-        self.progress.update(track.task, completed=event.received, total=event.total)
-        self._sizes[event.download] = event.received
-        done = self._done_bytes + sum(self._sizes.values())
-        self.progress.update(self._total_task, completed=done)
-
-    def _event(self, event: DownloadEvent, track: _Track) -> None:
-        if event.kind is EventKind.FINISHED:
-            if track.task is not None:
-                self.progress.remove_task(track.task)
-            self._sizes.pop(event.download, None)
-        super()._event(event, track)
-
-    def _note(self, text: str) -> None:
-        self.console.print(f"  [yellow]{_escape(text)}[/]")
-
-    def _evicted(self, text: str) -> None:
-        self._note(text)
-
-    def _show(self, outcome: Outcome) -> None:
-        name = _escape(os.path.basename(outcome.path))
-        if outcome.status == DOWNLOADED:
-            self._done_bytes += outcome.size or 0
-            detail = f"{format_size(outcome.size or 0)} in {outcome.seconds:.1f} s"
-            self.console.print(f"[green]done[/]     {name}  {detail}{_speed(outcome)}")
-        elif outcome.status == SKIPPED:
-            self.console.print(f"[cyan]skipped[/]  {name}  ({_escape(outcome.note)})")
-        elif outcome.status == FAILED:
-            assert outcome.error is not None
-            why = _escape(reason(outcome.url, outcome.error))
-            self.console.print(f"[red]failed[/]   {name}  {why}")
-        self._update_total()
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)

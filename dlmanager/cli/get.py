@@ -12,9 +12,9 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
-from dlmanager.cli.display import BarsReporter, JsonReporter, LinesReporter, Reporter
+from dlmanager.cli.display import JsonReporter, LinesReporter, Reporter
 from dlmanager.cli.output import pipe_closed
-from dlmanager.cli.parsing import Item, format_size
+from dlmanager.cli.parsing import Item, format_age, format_size
 from dlmanager.download import Download
 from dlmanager.manager import DownloadManager
 from dlmanager.persist_limit import PersistLimit
@@ -45,6 +45,8 @@ def make_reporter(args: argparse.Namespace, out: TextIO, err: TextIO, files: int
         return JsonReporter(out, err, limit=limit)
     if args.quiet or not out.isatty():
         return LinesReporter(out, err, quiet=args.quiet, limit=limit)
+    from dlmanager.cli.bars import BarsReporter
+
     return BarsReporter(out, err, files=files, limit=limit)
 
 
@@ -54,7 +56,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     err = err or sys.stderr
     limit = None
     if args.max_size is not None or args.max_files is not None:
-        limit = PersistLimit(args.max_size or 0, file_limit=1, max_files=args.max_files)
+        limit = PersistLimit(
+            args.max_size or 0,
+            file_limit=1,
+            max_files=args.max_files,
+            include_foreign=args.include_foreign,
+        )
     # dlmanager's own transport: the rules of a DownloadSession, without requests.
     with Direct(args.jobs * args.connections, verify=args.ca_bundle or True) as session:
         try:
@@ -74,11 +81,23 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         reporter = make_reporter(args, out, err, len(args.items))
         manager.reporter = reporter
         with logging_to(args.verbose, reporter):
-            return download_items(manager, args.items, reporter)
+            return download_items(
+                manager, args.items, reporter, revalidate=args.revalidate, max_age=args.max_age
+            )
 
 
-def download_items(manager: DownloadManager, items: Iterable[Item], reporter: Reporter) -> int:
+def download_items(
+    manager: DownloadManager,
+    items: Iterable[Item],
+    reporter: Reporter,
+    *,
+    revalidate: bool = False,
+    max_age: float | None = None,
+) -> int:
     """Download *items* with *manager*, report, close both; return the exit status.
+
+    *revalidate* and *max_age* are those of :meth:`DownloadManager.download`:
+    a file already there that the server confirms is reported up to date.
 
     Ctrl-C cancels every download but keeps what each received, hidden, for
     the same command to resume (status 130). A closed standard output (the
@@ -91,7 +110,7 @@ def download_items(manager: DownloadManager, items: Iterable[Item], reporter: Re
             for item in items:
                 if pipe_closed.is_set():
                     break
-                _start(manager, item, reporter, started)
+                _start(manager, item, reporter, started, revalidate, max_age)
             # Not Download.wait(): a Ctrl-C there would cancel that download
             # before the partial bytes can be kept. join() returns the moment
             # a download is over; the slice only bounds how late a closed
@@ -122,21 +141,35 @@ _POLL = 0.1
 
 
 def _start(
-    manager: DownloadManager, item: Item, reporter: Reporter, started: dict[Download, None]
+    manager: DownloadManager,
+    item: Item,
+    reporter: Reporter,
+    started: dict[Download, None],
+    revalidate: bool,
+    max_age: float | None,
 ) -> None:
     assert item.fname is not None  # named by check_arguments
     path = manager.get_dest(item.fname)
     try:
         download = manager.download(
-            item.url, item.fname, checksum=item.checksum, on_event=reporter.hook()
+            item.url,
+            item.fname,
+            checksum=item.checksum,
+            on_event=reporter.hook(),
+            revalidate=revalidate,
+            max_age=max_age,
         )
     except ValueError as exc:
         reporter.failed(item.url, path, exc)
         return
-    if download is None:
-        reporter.skipped(item.url, path, f"already in {manager.destdir}")
-    else:
+    if download is not None:
         started[download] = None
+        return
+    note = f"already in {manager.destdir}"
+    info = manager.info(item.fname) if max_age is not None else None
+    if info is not None:  # used without a request: validated within --max-age
+        note += f", validated {format_age(info.age())} ago"
+    reporter.skipped(item.url, path, note)
 
 
 @contextlib.contextmanager
@@ -145,10 +178,11 @@ def logging_to(verbosity: int, reporter: Reporter) -> Iterator[None]:
     logger = logging.getLogger("dlmanager")
     level = (logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG
     handler: logging.Handler
-    if isinstance(reporter, BarsReporter):
+    console = getattr(reporter, "console", None)  # a BarsReporter's
+    if console is not None:
         from rich.logging import RichHandler
 
-        handler = RichHandler(console=reporter.console, show_path=False, show_time=False)
+        handler = RichHandler(console=console, show_path=False, show_time=False)
     else:
         handler = logging.StreamHandler(reporter.err)
         handler.setFormatter(logging.Formatter("dlmanager: %(levelname)s: %(message)s"))

@@ -60,6 +60,17 @@ def seconds(value: str) -> float:
     return number
 
 
+def age(value: str) -> float:
+    """An argparse type: a number of seconds, 0 or more."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value!r}")
+    return number
+
+
 def size(value: str) -> int:
     """An argparse type: a size such as ``500M`` or ``2G``."""
     try:
@@ -76,20 +87,28 @@ def ca_bundle(value: str) -> str:
 
 
 def add_limit_arguments(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
-    """``--max-size`` and ``--max-files``, shared with ``cache prune``."""
+    """``--max-size``, ``--max-files`` and ``--include-foreign``, shared with ``cache prune``."""
     parser.add_argument(
         "--max-size",
         type=size,
         required=required,
         metavar="SIZE",
-        help="keep the directory under SIZE (500M, 2G, 1.5GiB, 100MB...), removing the "
-        "least recently used files; the most recent one is always kept",
+        help="keep dlmanager's files in the directory under SIZE (500M, 2G, 1.5GiB, "
+        "100MB...), removing the least recently used; the most recent one is always kept",
     )
     parser.add_argument(
         "--max-files",
         type=int_at_least(1),
         metavar="N",
-        help="keep at most N files in the directory, removing the least recently used",
+        help="keep at most N of dlmanager's files in the directory, removing the least "
+        "recently used",
+    )
+    parser.add_argument(
+        "--include-foreign",
+        action="store_true",
+        help="let --max-size and --max-files count and remove every file of the directory, "
+        "your own included; without it only the files dlmanager downloaded count, and no "
+        "other file is ever removed",
     )
 
 
@@ -140,6 +159,19 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         type=int_at_least(1),
         default=DEFAULT_CONNECTIONS,
         help="connections per file, when the server allows ranges (default %(default)s)",
+    )
+    parser.add_argument(
+        "--revalidate",
+        action="store_true",
+        help="ask the server whether each file already in DIR is current (one conditional "
+        "request): keep it if so, else download the new version",
+    )
+    parser.add_argument(
+        "--max-age",
+        type=age,
+        metavar="SECONDS",
+        help="use a file already in DIR without a request if it was downloaded or "
+        "validated less than SECONDS ago; revalidate an older one",
     )
     add_limit_arguments(parser)
     parser.add_argument(
@@ -263,21 +295,22 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
     ls = commands.add_parser(
         "ls",
-        help="list the files with their size and last use, least recently used first",
-        description="List the files of DIR with their size and last use, least recently "
-        "used first (the next to be evicted), their total, and the temporary files of "
-        "unfinished downloads.",
+        help="list the files with their URL, size, age and last use, least recently used first",
+        description="List the files of DIR, least recently used first (the next to be "
+        "evicted): each with its size, the URL dlmanager downloaded it from and its age "
+        "(time since it was downloaded or validated; '-' for a file dlmanager did not "
+        "download), and its last use; their total, and the temporary files of unfinished "
+        "downloads.",
     )
-    ls.add_argument("dir", metavar="DIR")
     ls.add_argument("--json", action="store_true", help="print one JSON object")
     prune = commands.add_parser(
         "prune",
         help="remove the least recently used files down to a size or file count",
-        description="Remove the least recently used files of DIR until it is under "
-        "--max-size (the most recently used file is always kept) and holds at most "
-        "--max-files files. Files pinned by a running process are kept.",
+        description="Remove the least recently used of the files dlmanager downloaded in "
+        "DIR until they are under --max-size (the most recently used file is always kept) "
+        "and at most --max-files. Your own files are neither counted nor removed unless "
+        "--include-foreign is given. Files pinned by a running process are kept.",
     )
-    prune.add_argument("dir", metavar="DIR")
     add_limit_arguments(prune)
     clean = commands.add_parser(
         "clean",
@@ -286,14 +319,19 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
         "writing (their downloads will start over instead of resuming) and the lock "
         "files no process holds. Finished files are not touched.",
     )
-    clean.add_argument("dir", metavar="DIR")
     for command in (ls, prune, clean):
+        command.add_argument(
+            "dir",
+            nargs="?",
+            metavar="DIR",
+            help="the directory (default: the user's cache directory, DLMANAGER_CACHE_DIR if set)",
+        )
         command.set_defaults(check=functools.partial(check_cache_arguments, command))
 
 
 def check_cache_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """``cache``: a directory to look after, and a limit to prune it to."""
-    if not os.path.isdir(args.dir):
+    """``cache``: a directory to look after (None: the default one), and a limit to prune it to."""
+    if args.dir is not None and not os.path.isdir(args.dir):
         parser.error(f"not a directory: {args.dir}")
     if args.cache_command == "prune" and args.max_size is None and args.max_files is None:
         parser.error("prune needs --max-size or --max-files")

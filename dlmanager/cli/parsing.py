@@ -1,7 +1,8 @@
 """Pure parsers of the command line: manifest lines (and the human sizes of :mod:`dlmanager.sizes`).
 
 Both raise :class:`ValueError` with a message naming the problem, and nothing
-else, whatever the input.
+else, whatever the input. The formatters the command prints with are here
+too: :func:`plural`, :func:`format_age` and :func:`~dlmanager.sizes.format_size`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dlmanager.sizes import format_size, parse_size
 
 __all__ = [
     "Item",
+    "format_age",
     "format_size",
     "parse_manifest",
     "parse_manifest_line",
@@ -34,6 +36,15 @@ def plural(count: int, singular: str, several: str | None = None) -> str:
     if several is None:
         several = singular[:-1] + "ies" if singular.endswith("y") else singular + "s"
     return f"{count} {several}"
+
+
+def format_age(seconds: float) -> str:
+    """A duration in its largest whole unit: ``45s``, ``12m``, ``3h``, ``2d``."""
+    seconds = max(0.0, seconds)
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= length:
+            return f"{int(seconds // length)}{unit}"
+    return f"{int(seconds)}s"
 
 
 @dataclasses.dataclass(frozen=True)
