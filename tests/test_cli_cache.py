@@ -207,6 +207,23 @@ def test_prune_removes_the_least_recently_used(
     assert out[-1] == "removed 1 file (97.7 KiB); kept 2 files, 195.3 KiB"
 
 
+def test_prune_of_a_relative_dir_tells_what_it_removed(
+    cache: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put(cache, "mine.iso", 200_000, used=9_000)
+    monkeypatch.chdir(os.path.dirname(cache))
+
+    assert main(["cache", "prune", os.path.basename(cache), "--max-files", "1"]) == 0
+
+    assert sorted(listing(cache)) == ["mine.iso", "new.bin"]
+    assert lines(capsys.readouterr().out) == [
+        "removed old.bin (97.7 KiB)",
+        "removed mid.bin (97.7 KiB)",
+        "removed 2 files (195.3 KiB); kept 1 file, 97.7 KiB; left alone 1 file dlmanager did "
+        "not download, 195.3 KiB (--include-foreign counts them)",
+    ]
+
+
 def test_prune_keeps_a_file_pinned_by_another_user(cache: str) -> None:
     with DownloadManager(cache) as other, other.pin("old.bin"):
         assert main(["cache", "prune", cache, "--max-size", "250K"]) == 0

@@ -154,6 +154,7 @@ def _prune(args: argparse.Namespace, directory: str, out: TextIO) -> int:
         max_files=args.max_files,
         include_foreign=args.include_foreign,
     )
+    directory = os.path.abspath(directory)  # as the manager names the files it removes
     before = {e.path: e.stat(follow_symlinks=False).st_size for e in _entries(directory)[0]}
     with DownloadManager(directory, persist_limit=limit) as manager:
         removed = manager.evict()
