@@ -7,14 +7,24 @@ import datetime
 import errno
 import hashlib
 import os
+import pathlib
+import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from dlmanager import Download, DownloadManager, FileInfo, HTTPStatusError, RetryPolicy
+from dlmanager import (
+    Download,
+    DownloadManager,
+    FileInfo,
+    HTTPStatusError,
+    PersistLimit,
+    RetryPolicy,
+)
 from dlmanager.disk import metadata
 from dlmanager.disk.metadata import ORIGIN_ATTR, read_info, sidecar_path
-from tests.conftest import listing, read
+from tests.conftest import SUBPROCESS_TIMEOUT, listing, read, start_python
 from tests.server import (
     CHANGED_LAST_MODIFIED,
     DEFAULT_LAST_MODIFIED,
@@ -42,6 +52,16 @@ def xattrs_work(directory: str) -> bool:
         os.unlink(probe)
 
 
+def refuse_xattrs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this process see a filesystem that refuses extended attributes."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", refuse)
+    monkeypatch.setattr(os, "getxattr", refuse)
+
+
 @pytest.fixture(params=["xattrs", "sidecar"])
 def storage(request: pytest.FixtureRequest, destdir: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways of storing metadata: extended attributes (where the test
@@ -49,14 +69,9 @@ def storage(request: pytest.FixtureRequest, destdir: str, monkeypatch: pytest.Mo
     if request.param == "xattrs":
         if not xattrs_work(destdir):
             pytest.skip("no user extended attributes on this filesystem")
-        return "xattrs"
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.ENOTSUP, "Operation not supported")
-
-    monkeypatch.setattr(os, "setxattr", refuse)
-    monkeypatch.setattr(os, "getxattr", refuse)
-    return "sidecar"
+    else:
+        refuse_xattrs(monkeypatch)
+    return str(request.param)
 
 
 def changing(server: FaultServer, path: str = "/f.bin", **faults: object) -> Resource:
@@ -322,3 +337,124 @@ def test_file_info_age_and_json() -> None:
     info = FileInfo("u", "f", '"e"', None, 3, None, then, then)
     assert info.age(then + datetime.timedelta(seconds=90)) == 90
     assert info.as_json()["validated_at"] == "2026-01-01T00:00:00+00:00"
+
+
+REVALIDATE = """
+import sys
+from dlmanager import DownloadManager
+with DownloadManager(sys.argv[1]) as manager:
+    download = manager.download(sys.argv[2], revalidate=True)
+    print("started", flush=True)
+    download.wait()
+    print("not modified" if download.not_modified else "downloaded", download.done_by)
+"""
+
+
+def test_processes_revalidating_at_once_make_one_request(server: FaultServer, destdir: str) -> None:
+    resource = changing(server)
+    with DownloadManager(destdir) as manager:
+        manager.download(server.url("/f.bin"))
+        manager.wait()
+    change(resource)
+    resource.trickle = (4096, 0.05)  # the new version takes about a second
+    children = [start_python(["-c", REVALIDATE, destdir, server.url("/f.bin")]) for _ in range(2)]
+    outputs = [child.communicate(timeout=SUBPROCESS_TIMEOUT) for child in children]
+    assert [child.returncode for child in children] == [0, 0], outputs
+    gets = [request for request in server.requests_for("/f.bin") if request.method == "GET"]
+    assert len(gets) == 2  # the first download, then one revalidation for both
+    results = sorted(out.splitlines()[-1] for out, _ in outputs)
+    assert results == ["downloaded None", "not modified another process"], outputs
+    assert read(os.path.join(destdir, "f.bin")) == NEW
+
+
+@pytest.fixture
+def no_xattr_dir(tmp_path: pathlib.Path) -> Iterator[str]:
+    """A directory on a real filesystem without extended attributes (a ramfs
+    mounted for the test, where the test may mount one)."""
+    mount = tmp_path / "ramfs"
+    mount.mkdir()
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "ramfs", "ramfs", str(mount)], capture_output=True, check=False
+        )
+    except OSError:
+        pytest.skip("no mount command")
+    if done.returncode:
+        pytest.skip(f"cannot mount a ramfs here: {done.stderr.decode().strip()}")
+    try:
+        if xattrs_work(str(mount)):
+            pytest.skip("this ramfs takes extended attributes")
+        yield str(mount)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_on_a_filesystem_without_xattrs_sidecars_keep_every_guarantee(
+    server: FaultServer, no_xattr_dir: str
+) -> None:
+    resource = changing(server)
+    limit = PersistLimit(len(OLD) + len(NEW), file_limit=1)
+    with DownloadManager(no_xattr_dir, persist_limit=limit) as manager:
+        manager.download(server.url("/f.bin"))
+        manager.wait()
+        assert sorted(listing(no_xattr_dir)) == [".f.bin.dlmanager.json", "f.bin"]
+        info = manager.info("f.bin")
+        assert info is not None and info.etag == strong_etag(OLD)
+        download = manager.download(server.url("/f.bin"), revalidate=True)
+        assert download is not None
+        download.wait()
+        assert download.not_modified
+        change(resource)
+        download = manager.download(server.url("/f.bin"), revalidate=True)
+        assert download is not None
+        download.wait()
+        info = manager.info("f.bin")
+        assert info is not None and info.etag == strong_etag(NEW)
+        assert limit.total_size == len(NEW)  # the sidecar is not counted
+    assert read(os.path.join(no_xattr_dir, "f.bin")) == NEW
+    assert sorted(listing(no_xattr_dir)) == [".f.bin.dlmanager.json", "f.bin"]
+
+
+def test_a_new_manager_removes_sidecars_that_describe_no_file(
+    server: FaultServer, destdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refuse_xattrs(monkeypatch)
+    changing(server)
+    server.add("/g.bin", NEW)
+    with DownloadManager(destdir) as manager:
+        manager.download(server.url("/f.bin"))
+        manager.download(server.url("/g.bin"))
+        manager.wait()
+    os.unlink(os.path.join(destdir, "f.bin"))  # the user removed it
+    path = os.path.join(destdir, "g.bin")
+    os.replace(path, path + ".tmp")  # replaced by another file of the same size
+    with open(path + ".tmp", "rb") as old, open(path, "wb") as new:
+        new.write(old.read())
+    os.unlink(path + ".tmp")
+    young = os.path.join(destdir, ".h.bin.dlmanager.json")
+    with open(young, "wb") as handle:
+        handle.write(b"{}")  # a publish in progress: too young to go
+    old_time = time.time() - 60
+    for name in (".f.bin.dlmanager.json", ".g.bin.dlmanager.json"):
+        os.utime(os.path.join(destdir, name), (old_time, old_time))
+    with DownloadManager(destdir) as manager:
+        assert manager.info("g.bin") is None
+    assert sorted(listing(destdir)) == [".h.bin.dlmanager.json", "g.bin"]
+
+
+def test_a_url_too_long_for_an_attribute_goes_to_a_sidecar(
+    server: FaultServer, destdir: str
+) -> None:
+    if not xattrs_work(destdir):
+        pytest.skip("no user extended attributes on this filesystem")
+    path = "/f.bin?token=" + "t" * 6000  # beyond one filesystem block of attributes
+    server.add(path, OLD)
+    server.add("/g.bin", NEW)
+    with DownloadManager(destdir) as manager:
+        manager.download(server.url(path), "f.bin")
+        manager.download(server.url("/g.bin"))
+        manager.wait()
+        info = manager.info("f.bin")
+        assert info is not None and info.url == server.url(path)
+        assert manager.info("g.bin") is not None
+    assert sorted(listing(destdir)) == [".f.bin.dlmanager.json", "f.bin", "g.bin"]

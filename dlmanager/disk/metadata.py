@@ -47,6 +47,7 @@ __all__ = [
     "read_info",
     "remove_sidecar",
     "sidecar_fname",
+    "sidecar_matches",
     "sidecar_path",
     "strip_credentials",
     "utcnow",
@@ -259,6 +260,16 @@ def read_info(path: str) -> FileInfo | None:
     if isinstance(found, FileInfo):
         return found if found.size == fstat.st_size else None
     return _read_sidecar(path, fstat)
+
+
+def sidecar_matches(path: str) -> bool:
+    """Whether the sidecar of *path* describes the file there now (same inode
+    and size); False when either is gone."""
+    try:
+        fstat = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(fstat.st_mode) and _read_sidecar(path, fstat) is not None
 
 
 def remove_sidecar(path: str) -> None:
