@@ -317,8 +317,7 @@ class MetadataStore:
         :raises OSError: when neither can be written
         """
         if self.xattrs is not False and self._set(fd, info):
-            remove_sidecar(dest)  # an earlier version's, if any
-            return
+            return  # (an earlier version's sidecar is ignored, then removed: see the module)
         _write_atomically(sidecar_path(dest), encode(info, inode=os.fstat(fd).st_ino))
 
     def validated(self, path: str, when: datetime.datetime) -> FileInfo | None:
