@@ -512,6 +512,10 @@ class Download:
             part.publish(self._events.total, self._describe(transfer, part))
         except NotModified as answer:
             part.discard()
+            if not regular_file(self._path):  # removed meanwhile: fetched after all
+                log.info("%s was removed while it was revalidated", self._path)
+                self._transfer(leftovers=False)
+                return
             self._not_modified = True
             self._destination.metadata.validated(self._path, utcnow())
             log.info("%s is current (HTTP %s)", self._path, answer.status)

@@ -25,6 +25,7 @@ from dlmanager import (
 from dlmanager.disk import metadata
 from dlmanager.disk.metadata import ORIGIN_ATTR, read_info, sidecar_path
 from tests.conftest import SUBPROCESS_TIMEOUT, listing, read, start_python
+from tests.loopback import BackgroundServer, LoopbackHandler
 from tests.server import (
     CHANGED_LAST_MODIFIED,
     DEFAULT_LAST_MODIFIED,
@@ -458,3 +459,57 @@ def test_a_url_too_long_for_an_attribute_goes_to_a_sidecar(
         assert info is not None and info.url == server.url(path)
         assert manager.info("g.bin") is not None
     assert sorted(listing(destdir)) == [".f.bin.dlmanager.json", "f.bin", "g.bin"]
+
+
+def test_a_304_counts_as_a_use_for_the_persist_limit(server: FaultServer, destdir: str) -> None:
+    changing(server, "/a.bin")
+    changing(server, "/b.bin")
+    server.add("/c.bin", NEW)
+    limit = PersistLimit(2 * len(OLD) + len(NEW) - 1, file_limit=1)
+    with DownloadManager(destdir, persist_limit=limit, max_workers=1) as manager:
+        for name in ("a.bin", "b.bin"):
+            manager.download(server.url("/" + name))
+            manager.wait()
+        download = manager.download(server.url("/a.bin"), revalidate=True)
+        assert download is not None
+        download.wait()
+        assert download.not_modified
+        manager.download(server.url("/c.bin"))  # over the limit: the least recently used goes
+        manager.wait()
+    assert sorted(listing(destdir)) == ["a.bin", "c.bin"]
+
+
+class _RemovingHandler(LoopbackHandler["RemovingServer"]):
+    """Serves OLD; a conditional request removes the file it revalidates, then answers 304."""
+
+    def serve(self) -> None:
+        if self.headers.get("If-None-Match"):
+            os.unlink(self.owner.path)
+            self.send_page(304, {"ETag": strong_etag(OLD)})
+            return
+        self.send_response(200)
+        self.send_header("ETag", strong_etag(OLD))
+        self.send_header("Content-Length", str(len(OLD)))
+        self.end_headers()
+        self.send_body([OLD])
+
+
+class RemovingServer(BackgroundServer):
+    handler = _RemovingHandler
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+
+def test_a_file_removed_while_it_is_revalidated_is_downloaded(destdir: str) -> None:
+    path = os.path.join(destdir, "f.bin")
+    with RemovingServer(path) as server, DownloadManager(destdir) as manager:
+        manager.download(server.url("/f.bin"))
+        manager.wait()
+        download = manager.download(server.url("/f.bin"), revalidate=True)
+        assert download is not None
+        download.wait()
+        assert not download.not_modified
+        assert [r.method for r in server.requests_for("/f.bin")] == ["GET"] * 3
+    assert read(path) == OLD
