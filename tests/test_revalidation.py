@@ -11,6 +11,7 @@ import pathlib
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -85,6 +86,20 @@ def change(resource: Resource) -> None:
     resource.last_modified = CHANGED_LAST_MODIFIED
 
 
+def fetch(manager: DownloadManager, url: str, fname: str | None = None) -> None:
+    """Download *url* with *manager*, to the end (a plain download)."""
+    manager.download(url, fname)
+    manager.wait()
+
+
+def revalidate(manager: DownloadManager, url: str, **options: Any) -> Download:
+    """Revalidate the file of *url* with *manager*, to the end; its download."""
+    download = manager.download(url, revalidate=True, **options)
+    assert download is not None
+    download.wait()
+    return download
+
+
 def methods(server: FaultServer, path: str = "/f.bin") -> list[tuple[str, dict[str, str]]]:
     return [(r.method, r.headers) for r in server.requests_for(path)]
 
@@ -131,8 +146,7 @@ def test_a_changed_file_gets_no_stale_metadata(
 ) -> None:
     changing(server)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         with open(os.path.join(destdir, "f.bin"), "ab") as handle:
             handle.write(b"edited by hand")
         assert manager.info("f.bin") is None
@@ -143,15 +157,12 @@ def test_revalidating_an_unchanged_file_costs_one_304_and_no_body(
 ) -> None:
     changing(server)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         first = manager.info("f.bin")
         sent = server.bytes_sent
         inode = os.stat(os.path.join(destdir, "f.bin")).st_ino
         time.sleep(0.01)
-        download = manager.download(server.url("/f.bin"), revalidate=True)
-        assert download is not None
-        download.wait()
+        download = revalidate(manager, server.url("/f.bin"))
         assert download.not_modified
         second = manager.info("f.bin")
     requests = methods(server)
@@ -169,12 +180,9 @@ def test_revalidating_a_changed_file_gets_the_new_version_in_one_request(
 ) -> None:
     resource = changing(server)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         change(resource)
-        download = manager.download(server.url("/f.bin"), revalidate=True)
-        assert download is not None
-        download.wait()
+        download = revalidate(manager, server.url("/f.bin"))
         assert not download.not_modified
         info = manager.info("f.bin")
     assert read(os.path.join(destdir, "f.bin")) == NEW
@@ -186,8 +194,7 @@ def test_revalidating_a_changed_file_gets_the_new_version_in_one_request(
 def test_without_revalidate_a_changed_file_is_skipped(server: FaultServer, destdir: str) -> None:
     resource = changing(server)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         change(resource)
         assert manager.download(server.url("/f.bin")) is None  # 0.1.1: already there
     assert read(os.path.join(destdir, "f.bin")) == OLD
@@ -199,8 +206,7 @@ def test_max_age_makes_no_request_for_a_fresh_file(
 ) -> None:
     resource = changing(server)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         change(resource)
         assert manager.download(server.url("/f.bin"), max_age=3600) is None
         assert manager.download(server.url("/f.bin"), revalidate=True, max_age=3600) is None
@@ -218,8 +224,7 @@ def test_a_failed_revalidation_leaves_the_old_file_as_it_was(
 ) -> None:
     resource = changing(server)
     with DownloadManager(destdir, retry=dataclasses.replace(fast_retry, total=1)) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         before = manager.info("f.bin")
         change(resource)
         resource.statuses = [503, 503, 503]
@@ -240,11 +245,8 @@ def test_a_server_that_ignores_conditions_but_sends_the_same_etag_costs_no_body(
 ) -> None:
     changing(server, ignore_conditions=True)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
-        download = manager.download(server.url("/f.bin"), revalidate=True)
-        assert download is not None
-        download.wait()
+        fetch(manager, server.url("/f.bin"))
+        download = revalidate(manager, server.url("/f.bin"))
         assert download.not_modified
     assert read(os.path.join(destdir, "f.bin")) == OLD
 
@@ -255,21 +257,16 @@ def test_without_validators_size_and_last_modified_decide(
     resource = changing(server, etag=None)
     resource.last_modified = None
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         info = manager.info("f.bin")
         assert info is not None and info.etag is None and info.last_modified is None
         # A Last-Modified older than the file's validation, same size: current.
         resource.last_modified = DEFAULT_LAST_MODIFIED
-        download = manager.download(server.url("/f.bin"), revalidate=True)
-        assert download is not None
-        download.wait()
+        download = revalidate(manager, server.url("/f.bin"))
         assert download.not_modified
         # Another size: downloaded again.
         resource.data = NEW
-        download = manager.download(server.url("/f.bin"), revalidate=True)
-        assert download is not None
-        download.wait()
+        download = revalidate(manager, server.url("/f.bin"))
         assert not download.not_modified
     assert read(os.path.join(destdir, "f.bin")) == NEW
 
@@ -296,8 +293,7 @@ def test_a_bare_download_revalidates_too(server: FaultServer, destdir: str, stor
 def test_a_checksum_wins_over_a_304(server: FaultServer, destdir: str) -> None:
     changing(server)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         with open(os.path.join(destdir, "f.bin"), "r+b") as handle:
             handle.write(b"X")  # damaged in place: same size
         download = manager.download(
@@ -354,8 +350,7 @@ with DownloadManager(sys.argv[1]) as manager:
 def test_processes_revalidating_at_once_make_one_request(server: FaultServer, destdir: str) -> None:
     resource = changing(server)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
     change(resource)
     resource.trickle = (4096, 0.05)  # the new version takes about a second
     children = [start_python(["-c", REVALIDATE, destdir, server.url("/f.bin")]) for _ in range(2)]
@@ -396,19 +391,14 @@ def test_on_a_filesystem_without_xattrs_sidecars_keep_every_guarantee(
     resource = changing(server)
     limit = PersistLimit(len(OLD) + len(NEW), file_limit=1)
     with DownloadManager(no_xattr_dir, persist_limit=limit) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         assert sorted(listing(no_xattr_dir)) == [".f.bin.dlmanager.json", "f.bin"]
         info = manager.info("f.bin")
         assert info is not None and info.etag == strong_etag(OLD)
-        download = manager.download(server.url("/f.bin"), revalidate=True)
-        assert download is not None
-        download.wait()
+        download = revalidate(manager, server.url("/f.bin"))
         assert download.not_modified
         change(resource)
-        download = manager.download(server.url("/f.bin"), revalidate=True)
-        assert download is not None
-        download.wait()
+        download = revalidate(manager, server.url("/f.bin"))
         info = manager.info("f.bin")
         assert info is not None and info.etag == strong_etag(NEW)
         assert limit.total_size == len(NEW)  # the sidecar is not counted
@@ -424,8 +414,7 @@ def test_a_new_manager_removes_sidecars_that_describe_no_file(
     server.add("/g.bin", NEW)
     with DownloadManager(destdir) as manager:
         manager.download(server.url("/f.bin"))
-        manager.download(server.url("/g.bin"))
-        manager.wait()
+        fetch(manager, server.url("/g.bin"))
     os.unlink(os.path.join(destdir, "f.bin"))  # the user removed it
     path = os.path.join(destdir, "g.bin")
     os.replace(path, path + ".tmp")  # replaced by another file of the same size
@@ -453,8 +442,7 @@ def test_a_url_too_long_for_an_attribute_goes_to_a_sidecar(
     server.add("/g.bin", NEW)
     with DownloadManager(destdir) as manager:
         manager.download(server.url(path), "f.bin")
-        manager.download(server.url("/g.bin"))
-        manager.wait()
+        fetch(manager, server.url("/g.bin"))
         info = manager.info("f.bin")
         assert info is not None and info.url == server.url(path)
         assert manager.info("g.bin") is not None
@@ -505,11 +493,8 @@ class RemovingServer(BackgroundServer):
 def test_a_file_removed_while_it_is_revalidated_is_downloaded(destdir: str) -> None:
     path = os.path.join(destdir, "f.bin")
     with RemovingServer(path) as server, DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
-        download = manager.download(server.url("/f.bin"), revalidate=True)
-        assert download is not None
-        download.wait()
+        fetch(manager, server.url("/f.bin"))
+        download = revalidate(manager, server.url("/f.bin"))
         assert not download.not_modified
         assert [r.method for r in server.requests_for("/f.bin")] == ["GET"] * 3
     assert read(path) == OLD
