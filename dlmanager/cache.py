@@ -101,9 +101,12 @@ class OfflineWarning(UserWarning):
     """
 
     def __init__(self, url: str, path: pathlib.Path, error: DownloadError) -> None:
-        super().__init__(
-            f"cannot revalidate {redact_url(url)} ({error}): using the copy in the cache, {path}"
-        )
+        message = f"using the copy in the cache, not revalidated: {error}"
+        if str(path) not in message:
+            message += f" (the copy: {path})"
+        if redact_url(url) not in message:
+            message += f" (the URL: {redact_url(url)})"
+        super().__init__(message)
         self.url = url
         self.path = path
         self.error = error
