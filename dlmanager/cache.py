@@ -251,6 +251,8 @@ def retrieve(
         land outside the cache directory, an invalid *checksum*, *max_age*
         or option, or an invalid ``DLMANAGER_CACHE_MAX_SIZE``
     :raises TypeError: for a keyword it does not take
+    :raises FileNotFoundError: when another process removed the file right
+        after each of three downloads (a cache far too small for it)
 
     .. versionadded:: 1.0
     """
@@ -295,9 +297,10 @@ def retrieve(
                     continue  # another process evicted it meanwhile: once more
         finally:
             manager.close()
+    why = f" (is {CACHE_MAX_SIZE_VARIABLE}={size_limit} too small for it?)" if size_limit else ""
     raise FileNotFoundError(
-        f"{path} was evicted by another process each time it was downloaded: "
-        f"the cache is too small for it ({CACHE_MAX_SIZE_VARIABLE}={size_limit})"
+        f"{path} was removed {_ATTEMPTS} times right after it was downloaded, "
+        f"by another process{why}"
     )
 
 

@@ -234,6 +234,36 @@ def test_a_file_being_returned_is_not_evicted_by_another_threads_download(
     assert read(str(second)) == make_data(100_000, seed=6)
 
 
+def test_a_file_removed_before_it_is_returned_is_downloaded_again(
+    url: str, server: FaultServer
+) -> None:
+    # As another process evicting it would, between its download and the return.
+    removals = 0
+
+    def remove_once(event: DownloadEvent) -> None:
+        nonlocal removals
+        if event.kind is EventKind.FINISHED and event.error is None and not removals:
+            os.remove(event.download.get_dest())
+            removals += 1
+
+    path = retrieve(url, on_event=remove_once)
+
+    assert read(str(path)) == DATA
+    assert gets(server) == 2
+
+
+def test_a_file_removed_each_time_it_is_downloaded_is_an_error(
+    url: str, server: FaultServer
+) -> None:
+    def remove(event: DownloadEvent) -> None:
+        if event.kind is EventKind.FINISHED and event.error is None:
+            os.remove(event.download.get_dest())
+
+    with pytest.raises(FileNotFoundError, match="removed 3 times right after it was downloaded"):
+        retrieve(url, on_event=remove)
+    assert gets(server) == 3
+
+
 def test_an_invalid_size_limit_is_a_clear_error(
     url: str, server: FaultServer, monkeypatch: pytest.MonkeyPatch, cache: pathlib.Path
 ) -> None:
