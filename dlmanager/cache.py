@@ -161,14 +161,6 @@ def _keeping(path: str) -> Iterator[None]:
                 del _returning[path]
 
 
-# Managers of retrieve() are made one at a time in a process: a manager made on
-# a directory removes the coordination files nobody holds while another one
-# probes whether file locks work there, and the probe must not see that
-# removal's lock (it would conclude that locks do not work, and a file could
-# be transferred twice).
-_making = threading.Lock()
-
-
 def _kept(path: str) -> bool:
     """The ``protect`` of the size limit of :func:`retrieve`'s managers: the
     files being returned, and the files dlmanager did not download (the
@@ -281,8 +273,7 @@ def retrieve(
         options["min_split_size"] = min_split_size
     path = os.path.join(directory, name)
     with _keeping(path):
-        with _making:
-            manager = DownloadManager(directory, session, limit, **options)
+        manager = DownloadManager(directory, session, limit, **options)
         try:
             for _ in range(_ATTEMPTS):
                 download = manager.download(url, name, progress, on_event=on_event,
