@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from dlmanager.cache import OfflineWarning, retrieve
     from dlmanager.config import Timeouts
     from dlmanager.disk.metadata import FileInfo
     from dlmanager.download import Download
@@ -50,6 +51,7 @@ __all__ = [
     "HTTPStatusError",
     "IncompleteBodyError",
     "InsufficientSpaceError",
+    "OfflineWarning",
     "PersistLimit",
     "ResumeError",
     "RetryPolicy",
@@ -59,6 +61,7 @@ __all__ = [
     "TooLargeError",
     "TransferError",
     "__version__",
+    "retrieve",
 ]
 
 #: The module each public name is imported from, on first use.
@@ -76,6 +79,7 @@ _SOURCES: dict[str, str] = {
     "HTTPStatusError": "dlmanager.errors",
     "IncompleteBodyError": "dlmanager.errors",
     "InsufficientSpaceError": "dlmanager.errors",
+    "OfflineWarning": "dlmanager.cache",
     "PersistLimit": "dlmanager.persist_limit",
     "ResumeError": "dlmanager.errors",
     "RetryPolicy": "dlmanager.retry",
@@ -84,6 +88,7 @@ _SOURCES: dict[str, str] = {
     "Timeouts": "dlmanager.config",
     "TooLargeError": "dlmanager.errors",
     "TransferError": "dlmanager.errors",
+    "retrieve": "dlmanager.cache",
 }
 
 

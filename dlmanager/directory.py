@@ -17,7 +17,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 from dlmanager.checksum import Checksum, file_digests
 from dlmanager.destination import Destination
-from dlmanager.disk.cleanup import leftover_fnames, remove_stale_temporaries
+from dlmanager.disk.cleanup import (
+    leftover_fnames,
+    remove_stale_sidecars,
+    remove_stale_temporaries,
+)
 from dlmanager.disk.locks import StateDir
 from dlmanager.disk.metadata import MetadataStore
 from dlmanager.disk.pins import Pins
@@ -92,6 +96,8 @@ class Directory:
         self.name_max = name_max(root)
         for path in remove_stale_temporaries(root):
             log.info("Removed a temporary file left by a stopped process: %s", path)
+        for path in remove_stale_sidecars(root):
+            log.info("Removed the metadata of a file no longer there: %s", path)
         # Names with a leftover to resume; other downloads skip the scan.
         self._leftovers = leftover_fnames(root)
         self._state = StateDir(root)

@@ -191,7 +191,8 @@ class Download:
         self._done_by: str | None = None  # who downloaded the file, when this one found it
         self._revalidate = bool(revalidate) or max_age is not None
         self._max_age = max_age
-        self._asked_at = utcnow()  # a validation since then by whom it waits for will do
+        # A validation since then by whom it waits for will do.
+        self._asked_at = utcnow() if self._revalidate else None
         self._not_modified = False
         self.thread = threading.Thread(
             target=self._run, name=f"dlmanager {redact_url(url)}", daemon=True
@@ -459,8 +460,12 @@ class Download:
         if not stat.S_ISREG(fstat.st_mode):
             return None
         info = read_info(self._path)
+        asked = self._asked_at
         just_validated = (
-            waited is not None and info is not None and info.validated_at >= self._asked_at
+            waited is not None
+            and info is not None
+            and asked is not None
+            and info.validated_at >= asked
         )
         if just_validated or fresh(info, self._max_age, utcnow()):
             return CURRENT
@@ -507,6 +512,10 @@ class Download:
             part.publish(self._events.total, self._describe(transfer, part))
         except NotModified as answer:
             part.discard()
+            if not regular_file(self._path):  # removed meanwhile: fetched after all
+                log.info("%s was removed while it was revalidated", self._path)
+                self._transfer(leftovers=False)
+                return
             self._not_modified = True
             self._destination.metadata.validated(self._path, utcnow())
             log.info("%s is current (HTTP %s)", self._path, answer.status)

@@ -443,7 +443,8 @@ class DownloadManager:
         when the file is in place, it records its use and applies the persist
         limit (:meth:`evict`)."""
         if dl.state is DownloadState.DONE:
-            self._directory.downloaded(dl.get_dest(), published=dl.done_by is None)
+            published = dl.done_by is None and not dl.not_modified  # a 304 is a use too
+            self._directory.downloaded(dl.get_dest(), published=published)
             self.evict()
 
     def _files_evicted(self, paths: list[str]) -> None:

@@ -214,3 +214,62 @@ def test_cap_cache_stays_under_the_cap_and_keeps_the_pinned_reference(
     assert sum(os.path.getsize(os.path.join(destdir, n)) for n in listing(destdir)) < cap
     assert gets(server, "/reference.zip") == 1
     assert temporaries(destdir) == []
+
+
+# --- retrieve_dataset.py ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def dataset(server: FaultServer, monkeypatch: pytest.MonkeyPatch) -> tuple[str, bytes]:
+    monkeypatch.delenv("DLMANAGER_CACHE_MAX_SIZE", raising=False)
+    data = make_data(150_000, seed=7)
+    server.add("/data/train.csv.gz", data)
+    return server.url("/data/train.csv.gz"), data
+
+
+def test_retrieve_dataset_downloads_once_then_uses_the_cache(
+    server: FaultServer, destdir: str, dataset: tuple[str, bytes]
+) -> None:
+    url, data = dataset
+    checksum = f"sha256:{sha256(data)}"
+
+    first = run_example("retrieve_dataset.py", url, "--checksum", checksum, "--cache-dir", destdir)
+    again = run_example("retrieve_dataset.py", url, "--checksum", checksum, "--cache-dir", destdir)
+
+    assert first.returncode == 0, first.stderr
+    assert again.returncode == 0, again.stderr
+    path = first.stdout.strip()
+    assert again.stdout.strip() == path
+    assert os.path.dirname(path) == destdir
+    assert path.endswith("-train.csv.gz")
+    assert read(path) == data
+    assert gets(server, "/data/train.csv.gz") == 1
+    assert listing(destdir) == [os.path.basename(path)]
+
+    stale = run_example("retrieve_dataset.py", url, "--cache-dir", destdir, "--max-age", "0")
+
+    assert stale.returncode == 0, stale.stderr
+    assert stale.stdout.strip() == path
+    # One conditional request, answered 304: the copy was kept.
+    [request] = server.requests_for("/data/train.csv.gz")[1:]
+    assert "if-none-match" in request.headers
+    assert read(path) == data
+
+
+def test_retrieve_dataset_with_a_wrong_checksum_fails_and_keeps_the_copy(
+    destdir: str, dataset: tuple[str, bytes]
+) -> None:
+    url, data = dataset
+    path = run_example("retrieve_dataset.py", url, "--cache-dir", destdir).stdout.strip()
+
+    result = run_example(
+        "retrieve_dataset.py", url, "--checksum", "sha256:" + "0" * 64, "--cache-dir", destdir
+    )
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("failed: ")
+    assert "left as it was" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert read(path) == data
+    assert temporaries(destdir) == []

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
+import pathlib
 import signal
 import subprocess
 import textwrap
+import threading
 
 import pytest
 
@@ -121,3 +123,26 @@ def test_the_spares_of_a_killed_process_are_removed(destdir: str) -> None:
     removed = StateDir(destdir).remove_stale()
     assert sorted(os.path.basename(p) for p in removed) == sorted(["b.bin.lock", *left])
     assert listing(destdir) == []
+
+
+def test_managers_made_at_once_all_find_that_locks_work(tmp_path: pathlib.Path) -> None:
+    """A manager made on a directory tries to lock every unheld coordination
+    file (to remove those of killed processes) while another one probes
+    whether locks work with a file of its own: the probe, finding its file
+    locked, must not conclude that locks do not work."""
+    directory = str(tmp_path)
+    verdicts: list[bool] = []
+
+    def make_many() -> None:
+        for _ in range(300):
+            state = StateDir(directory)
+            verdicts.append(state.locks_work)
+            state.remove_stale()
+
+    threads = [threading.Thread(target=make_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(verdicts) == 1200
+    assert all(verdicts), verdicts.count(False)

@@ -7,14 +7,26 @@ import datetime
 import errno
 import hashlib
 import os
+import pathlib
+import subprocess
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from dlmanager import Download, DownloadManager, FileInfo, HTTPStatusError, RetryPolicy
+from dlmanager import (
+    Download,
+    DownloadManager,
+    FileInfo,
+    HTTPStatusError,
+    PersistLimit,
+    RetryPolicy,
+)
 from dlmanager.disk import metadata
 from dlmanager.disk.metadata import ORIGIN_ATTR, read_info, sidecar_path
-from tests.conftest import listing, read
+from tests.conftest import SUBPROCESS_TIMEOUT, listing, read, start_python
+from tests.loopback import BackgroundServer, LoopbackHandler
 from tests.server import (
     CHANGED_LAST_MODIFIED,
     DEFAULT_LAST_MODIFIED,
@@ -42,6 +54,16 @@ def xattrs_work(directory: str) -> bool:
         os.unlink(probe)
 
 
+def refuse_xattrs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this process see a filesystem that refuses extended attributes."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", refuse)
+    monkeypatch.setattr(os, "getxattr", refuse)
+
+
 @pytest.fixture(params=["xattrs", "sidecar"])
 def storage(request: pytest.FixtureRequest, destdir: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways of storing metadata: extended attributes (where the test
@@ -49,14 +71,9 @@ def storage(request: pytest.FixtureRequest, destdir: str, monkeypatch: pytest.Mo
     if request.param == "xattrs":
         if not xattrs_work(destdir):
             pytest.skip("no user extended attributes on this filesystem")
-        return "xattrs"
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.ENOTSUP, "Operation not supported")
-
-    monkeypatch.setattr(os, "setxattr", refuse)
-    monkeypatch.setattr(os, "getxattr", refuse)
-    return "sidecar"
+    else:
+        refuse_xattrs(monkeypatch)
+    return str(request.param)
 
 
 def changing(server: FaultServer, path: str = "/f.bin", **faults: object) -> Resource:
@@ -67,6 +84,20 @@ def change(resource: Resource) -> None:
     resource.data = NEW
     resource.etag = strong_etag(NEW)
     resource.last_modified = CHANGED_LAST_MODIFIED
+
+
+def fetch(manager: DownloadManager, url: str, fname: str | None = None) -> None:
+    """Download *url* with *manager*, to the end (a plain download)."""
+    manager.download(url, fname)
+    manager.wait()
+
+
+def revalidate(manager: DownloadManager, url: str, **options: Any) -> Download:
+    """Revalidate the file of *url* with *manager*, to the end; its download."""
+    download = manager.download(url, revalidate=True, **options)
+    assert download is not None
+    download.wait()
+    return download
 
 
 def methods(server: FaultServer, path: str = "/f.bin") -> list[tuple[str, dict[str, str]]]:
@@ -115,8 +146,7 @@ def test_a_changed_file_gets_no_stale_metadata(
 ) -> None:
     changing(server)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         with open(os.path.join(destdir, "f.bin"), "ab") as handle:
             handle.write(b"edited by hand")
         assert manager.info("f.bin") is None
@@ -127,15 +157,12 @@ def test_revalidating_an_unchanged_file_costs_one_304_and_no_body(
 ) -> None:
     changing(server)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         first = manager.info("f.bin")
         sent = server.bytes_sent
         inode = os.stat(os.path.join(destdir, "f.bin")).st_ino
         time.sleep(0.01)
-        download = manager.download(server.url("/f.bin"), revalidate=True)
-        assert download is not None
-        download.wait()
+        download = revalidate(manager, server.url("/f.bin"))
         assert download.not_modified
         second = manager.info("f.bin")
     requests = methods(server)
@@ -153,12 +180,9 @@ def test_revalidating_a_changed_file_gets_the_new_version_in_one_request(
 ) -> None:
     resource = changing(server)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         change(resource)
-        download = manager.download(server.url("/f.bin"), revalidate=True)
-        assert download is not None
-        download.wait()
+        download = revalidate(manager, server.url("/f.bin"))
         assert not download.not_modified
         info = manager.info("f.bin")
     assert read(os.path.join(destdir, "f.bin")) == NEW
@@ -170,8 +194,7 @@ def test_revalidating_a_changed_file_gets_the_new_version_in_one_request(
 def test_without_revalidate_a_changed_file_is_skipped(server: FaultServer, destdir: str) -> None:
     resource = changing(server)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         change(resource)
         assert manager.download(server.url("/f.bin")) is None  # 0.1.1: already there
     assert read(os.path.join(destdir, "f.bin")) == OLD
@@ -183,8 +206,7 @@ def test_max_age_makes_no_request_for_a_fresh_file(
 ) -> None:
     resource = changing(server)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         change(resource)
         assert manager.download(server.url("/f.bin"), max_age=3600) is None
         assert manager.download(server.url("/f.bin"), revalidate=True, max_age=3600) is None
@@ -202,8 +224,7 @@ def test_a_failed_revalidation_leaves_the_old_file_as_it_was(
 ) -> None:
     resource = changing(server)
     with DownloadManager(destdir, retry=dataclasses.replace(fast_retry, total=1)) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         before = manager.info("f.bin")
         change(resource)
         resource.statuses = [503, 503, 503]
@@ -224,11 +245,8 @@ def test_a_server_that_ignores_conditions_but_sends_the_same_etag_costs_no_body(
 ) -> None:
     changing(server, ignore_conditions=True)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
-        download = manager.download(server.url("/f.bin"), revalidate=True)
-        assert download is not None
-        download.wait()
+        fetch(manager, server.url("/f.bin"))
+        download = revalidate(manager, server.url("/f.bin"))
         assert download.not_modified
     assert read(os.path.join(destdir, "f.bin")) == OLD
 
@@ -239,21 +257,16 @@ def test_without_validators_size_and_last_modified_decide(
     resource = changing(server, etag=None)
     resource.last_modified = None
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         info = manager.info("f.bin")
         assert info is not None and info.etag is None and info.last_modified is None
         # A Last-Modified older than the file's validation, same size: current.
         resource.last_modified = DEFAULT_LAST_MODIFIED
-        download = manager.download(server.url("/f.bin"), revalidate=True)
-        assert download is not None
-        download.wait()
+        download = revalidate(manager, server.url("/f.bin"))
         assert download.not_modified
         # Another size: downloaded again.
         resource.data = NEW
-        download = manager.download(server.url("/f.bin"), revalidate=True)
-        assert download is not None
-        download.wait()
+        download = revalidate(manager, server.url("/f.bin"))
         assert not download.not_modified
     assert read(os.path.join(destdir, "f.bin")) == NEW
 
@@ -280,8 +293,7 @@ def test_a_bare_download_revalidates_too(server: FaultServer, destdir: str, stor
 def test_a_checksum_wins_over_a_304(server: FaultServer, destdir: str) -> None:
     changing(server)
     with DownloadManager(destdir) as manager:
-        manager.download(server.url("/f.bin"))
-        manager.wait()
+        fetch(manager, server.url("/f.bin"))
         with open(os.path.join(destdir, "f.bin"), "r+b") as handle:
             handle.write(b"X")  # damaged in place: same size
         download = manager.download(
@@ -322,3 +334,167 @@ def test_file_info_age_and_json() -> None:
     info = FileInfo("u", "f", '"e"', None, 3, None, then, then)
     assert info.age(then + datetime.timedelta(seconds=90)) == 90
     assert info.as_json()["validated_at"] == "2026-01-01T00:00:00+00:00"
+
+
+REVALIDATE = """
+import sys
+from dlmanager import DownloadManager
+with DownloadManager(sys.argv[1]) as manager:
+    download = manager.download(sys.argv[2], revalidate=True)
+    print("started", flush=True)
+    download.wait()
+    print("not modified" if download.not_modified else "downloaded", download.done_by)
+"""
+
+
+def test_processes_revalidating_at_once_make_one_request(server: FaultServer, destdir: str) -> None:
+    resource = changing(server)
+    with DownloadManager(destdir) as manager:
+        fetch(manager, server.url("/f.bin"))
+    change(resource)
+    resource.trickle = (4096, 0.05)  # the new version takes about a second
+    children = [start_python(["-c", REVALIDATE, destdir, server.url("/f.bin")]) for _ in range(2)]
+    outputs = [child.communicate(timeout=SUBPROCESS_TIMEOUT) for child in children]
+    assert [child.returncode for child in children] == [0, 0], outputs
+    gets = [request for request in server.requests_for("/f.bin") if request.method == "GET"]
+    assert len(gets) == 2  # the first download, then one revalidation for both
+    results = sorted(out.splitlines()[-1] for out, _ in outputs)
+    assert results == ["downloaded None", "not modified another process"], outputs
+    assert read(os.path.join(destdir, "f.bin")) == NEW
+
+
+@pytest.fixture
+def no_xattr_dir(tmp_path: pathlib.Path) -> Iterator[str]:
+    """A directory on a real filesystem without extended attributes (a ramfs
+    mounted for the test, where the test may mount one)."""
+    mount = tmp_path / "ramfs"
+    mount.mkdir()
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "ramfs", "ramfs", str(mount)], capture_output=True, check=False
+        )
+    except OSError:
+        pytest.skip("no mount command")
+    if done.returncode:
+        pytest.skip(f"cannot mount a ramfs here: {done.stderr.decode().strip()}")
+    try:
+        if xattrs_work(str(mount)):
+            pytest.skip("this ramfs takes extended attributes")
+        yield str(mount)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_on_a_filesystem_without_xattrs_sidecars_keep_every_guarantee(
+    server: FaultServer, no_xattr_dir: str
+) -> None:
+    resource = changing(server)
+    limit = PersistLimit(len(OLD) + len(NEW), file_limit=1)
+    with DownloadManager(no_xattr_dir, persist_limit=limit) as manager:
+        fetch(manager, server.url("/f.bin"))
+        assert sorted(listing(no_xattr_dir)) == [".f.bin.dlmanager.json", "f.bin"]
+        info = manager.info("f.bin")
+        assert info is not None and info.etag == strong_etag(OLD)
+        download = revalidate(manager, server.url("/f.bin"))
+        assert download.not_modified
+        change(resource)
+        download = revalidate(manager, server.url("/f.bin"))
+        info = manager.info("f.bin")
+        assert info is not None and info.etag == strong_etag(NEW)
+        assert limit.total_size == len(NEW)  # the sidecar is not counted
+    assert read(os.path.join(no_xattr_dir, "f.bin")) == NEW
+    assert sorted(listing(no_xattr_dir)) == [".f.bin.dlmanager.json", "f.bin"]
+
+
+def test_a_new_manager_removes_sidecars_that_describe_no_file(
+    server: FaultServer, destdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refuse_xattrs(monkeypatch)
+    changing(server)
+    server.add("/g.bin", NEW)
+    with DownloadManager(destdir) as manager:
+        manager.download(server.url("/f.bin"))
+        fetch(manager, server.url("/g.bin"))
+    os.unlink(os.path.join(destdir, "f.bin"))  # the user removed it
+    path = os.path.join(destdir, "g.bin")
+    os.replace(path, path + ".tmp")  # replaced by another file of the same size
+    with open(path + ".tmp", "rb") as old, open(path, "wb") as new:
+        new.write(old.read())
+    os.unlink(path + ".tmp")
+    young = os.path.join(destdir, ".h.bin.dlmanager.json")
+    with open(young, "wb") as handle:
+        handle.write(b"{}")  # a publish in progress: too young to go
+    old_time = time.time() - 60
+    for name in (".f.bin.dlmanager.json", ".g.bin.dlmanager.json"):
+        os.utime(os.path.join(destdir, name), (old_time, old_time))
+    with DownloadManager(destdir) as manager:
+        assert manager.info("g.bin") is None
+    assert sorted(listing(destdir)) == [".h.bin.dlmanager.json", "g.bin"]
+
+
+def test_a_url_too_long_for_an_attribute_goes_to_a_sidecar(
+    server: FaultServer, destdir: str
+) -> None:
+    if not xattrs_work(destdir):
+        pytest.skip("no user extended attributes on this filesystem")
+    path = "/f.bin?token=" + "t" * 6000  # beyond one filesystem block of attributes
+    server.add(path, OLD)
+    server.add("/g.bin", NEW)
+    with DownloadManager(destdir) as manager:
+        manager.download(server.url(path), "f.bin")
+        fetch(manager, server.url("/g.bin"))
+        info = manager.info("f.bin")
+        assert info is not None and info.url == server.url(path)
+        assert manager.info("g.bin") is not None
+    assert sorted(listing(destdir)) == [".f.bin.dlmanager.json", "f.bin", "g.bin"]
+
+
+def test_a_304_counts_as_a_use_for_the_persist_limit(server: FaultServer, destdir: str) -> None:
+    changing(server, "/a.bin")
+    changing(server, "/b.bin")
+    server.add("/c.bin", NEW)
+    limit = PersistLimit(2 * len(OLD) + len(NEW) - 1, file_limit=1)
+    with DownloadManager(destdir, persist_limit=limit, max_workers=1) as manager:
+        for name in ("a.bin", "b.bin"):
+            manager.download(server.url("/" + name))
+            manager.wait()
+        download = manager.download(server.url("/a.bin"), revalidate=True)
+        assert download is not None
+        download.wait()
+        assert download.not_modified
+        manager.download(server.url("/c.bin"))  # over the limit: the least recently used goes
+        manager.wait()
+    assert sorted(listing(destdir)) == ["a.bin", "c.bin"]
+
+
+class _RemovingHandler(LoopbackHandler["RemovingServer"]):
+    """Serves OLD; a conditional request removes the file it revalidates, then answers 304."""
+
+    def serve(self) -> None:
+        if self.headers.get("If-None-Match"):
+            os.unlink(self.owner.path)
+            self.send_page(304, {"ETag": strong_etag(OLD)})
+            return
+        self.send_response(200)
+        self.send_header("ETag", strong_etag(OLD))
+        self.send_header("Content-Length", str(len(OLD)))
+        self.end_headers()
+        self.send_body([OLD])
+
+
+class RemovingServer(BackgroundServer):
+    handler = _RemovingHandler
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+
+def test_a_file_removed_while_it_is_revalidated_is_downloaded(destdir: str) -> None:
+    path = os.path.join(destdir, "f.bin")
+    with RemovingServer(path) as server, DownloadManager(destdir) as manager:
+        fetch(manager, server.url("/f.bin"))
+        download = revalidate(manager, server.url("/f.bin"))
+        assert not download.not_modified
+        assert [r.method for r in server.requests_for("/f.bin")] == ["GET"] * 3
+    assert read(path) == OLD

@@ -1,5 +1,8 @@
 """Temporary files left by stopped downloads: which to keep for resuming, which to remove.
 
+Also the metadata sidecars that no longer describe a file
+(:func:`remove_stale_sidecars`).
+
 A ``.part`` file is stale when no process holds its lock and it is older than
 a moment (its writer locks it right after creating it). A stale one that has a
 valid checkpoint is kept for a later download of the same file to resume,
@@ -10,11 +13,13 @@ age. :func:`stale_action` decides, :func:`remove_stale_temporaries` acts.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 
 from dlmanager.disk import checkpoint, layout
 from dlmanager.disk.locks import try_exclusive
+from dlmanager.disk.metadata import SIDECAR_SUFFIX, is_sidecar, sidecar_matches
 from dlmanager.redact import get_logger
 
 try:
@@ -26,6 +31,7 @@ __all__ = [
     "RESUMABLE_MAX_AGE",
     "STALE_MIN_AGE",
     "leftover_fnames",
+    "remove_stale_sidecars",
     "remove_stale_temporaries",
     "stale_action",
 ]
@@ -38,6 +44,11 @@ STALE_MIN_AGE = 2.0
 #: A resumable temporary file (one with a checkpoint) is kept this long, in
 #: seconds, for a later download of the same file to resume.
 RESUMABLE_MAX_AGE = 7 * 24 * 3600.0
+
+#: The temporary name a sidecar is written under before its rename.
+_SIDECAR_TEMPORARY = re.compile(
+    r"\..+" + re.escape(SIDECAR_SUFFIX) + r"\.[0-9a-f]{8}\.new", re.DOTALL
+)
 
 KEEP = "keep"
 REMOVE = "remove"  # when nobody holds it
@@ -111,6 +122,37 @@ def remove_stale_temporaries(
                 if locked:
                     _unlink(temporary.path, removed)
                     checkpoint.remove(layout.checkpoint_path(temporary.path))
+    return removed
+
+
+def remove_stale_sidecars(directory: str, min_age: float = STALE_MIN_AGE) -> list[str]:
+    """Remove the metadata sidecars in *directory* that describe no file there
+    (its file is gone, or is another file now: see :mod:`dlmanager.disk.metadata`),
+    and the temporary files of sidecars whose writer stopped; return their paths.
+
+    Nothing younger than *min_age* seconds is removed: a sidecar is renamed
+    into place a moment before its file is.
+    """
+    removed: list[str] = []
+    now = time.time()
+    try:
+        names = [name for name in os.listdir(directory or ".") if name.startswith(".")]
+    except OSError:
+        return removed
+    for name in names:
+        fname = is_sidecar(name)
+        writing = fname is None and _SIDECAR_TEMPORARY.fullmatch(name) is not None
+        if fname is None and not writing:
+            continue
+        path = os.path.join(directory, name)
+        try:
+            status = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISREG(status.st_mode) or now - status.st_mtime < min_age:
+            continue
+        if writing or not sidecar_matches(os.path.join(directory, fname or "")):
+            _unlink(path, removed)
     return removed
 
 

@@ -8,7 +8,10 @@ While processes coordinate, the hidden folder ``.dlmanager/`` holds
 or a hash of it when ``NAME`` is too long, and the spare lock files a process
 keeps locked for its next destination lock while it holds others,
 ``.OWNER.XXXXXXXX.part.lock`` (a temporary file's name, which no
-destination may take, then ``.lock``). This module makes those names,
+destination may take, then ``.lock``). On a filesystem without extended
+attributes, a finished file's metadata is in ``.NAME.dlmanager.json``
+(written through ``.NAME.dlmanager.json.XXXXXXXX.new``; see
+:mod:`dlmanager.disk.metadata`, which names them). This module makes those names,
 parses them back, and scans a directory for them, once; nothing here opens,
 locks or removes a file.
 """

@@ -327,6 +327,11 @@ class StateDir:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
+        except BlockingIOError:
+            # Held by another process already: a manager created at the same
+            # moment tries every unheld file of the folder (remove_stale). So
+            # locks work.
+            return True
         except OSError as exc:
             log.warning(
                 "File locks do not work in %s (%s): processes sharing it may download a file "

@@ -47,6 +47,7 @@ __all__ = [
     "read_info",
     "remove_sidecar",
     "sidecar_fname",
+    "sidecar_matches",
     "sidecar_path",
     "strip_credentials",
     "utcnow",
@@ -261,6 +262,16 @@ def read_info(path: str) -> FileInfo | None:
     return _read_sidecar(path, fstat)
 
 
+def sidecar_matches(path: str) -> bool:
+    """Whether the sidecar of *path* describes the file there now (same inode
+    and size); False when either is gone."""
+    try:
+        fstat = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(fstat.st_mode) and _read_sidecar(path, fstat) is not None
+
+
 def remove_sidecar(path: str) -> None:
     """Remove the sidecar of the file at *path*, if it has one; never raises."""
     with contextlib.suppress(OSError):
@@ -306,8 +317,7 @@ class MetadataStore:
         :raises OSError: when neither can be written
         """
         if self.xattrs is not False and self._set(fd, info):
-            remove_sidecar(dest)  # an earlier version's, if any
-            return
+            return  # (an earlier version's sidecar is ignored, then removed: see the module)
         _write_atomically(sidecar_path(dest), encode(info, inode=os.fstat(fd).st_ino))
 
     def validated(self, path: str, when: datetime.datetime) -> FileInfo | None:
