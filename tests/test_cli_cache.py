@@ -323,8 +323,37 @@ def test_clean_removes_leftovers_and_stale_locks_only(
     assert not os.path.exists(stale_lock)
     assert not os.path.exists(os.path.join(cache, STATE_DIR))  # removed once empty
     summary = lines(capsys.readouterr().out)[-1]
-    assert summary.startswith("removed 2 temporary files (48.9 KiB) and ")
-    assert summary.endswith("; 1 in use by running downloads kept")
+    assert summary.startswith("removed 2 temporary files (48.9 KiB), ")
+    assert summary.endswith(" and 0 orphaned sidecars; 1 in use by running downloads kept")
+
+
+def test_clean_removes_orphaned_sidecars(
+    server: FaultServer, destdir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", refuse)  # a filesystem without extended attributes
+    monkeypatch.setattr(os, "getxattr", refuse)
+    gone = fetch(server, destdir, "gone.bin", 1_000, used=60)
+    replaced = fetch(server, destdir, "replaced.bin", 1_000, used=60)
+    fetch(server, destdir, "kept.bin", 1_000, used=60)
+    os.remove(gone)  # by hand: its sidecar stays
+    os.remove(replaced)
+    put(destdir, "replaced.bin", 1_001, used=60)  # another file under that name
+    old = time.time() - 60
+    for name in (".gone.bin.dlmanager.json", ".replaced.bin.dlmanager.json"):
+        os.utime(os.path.join(destdir, name), (old, old))  # past the grace period
+
+    result = run_in_ci(["cache", "clean", destdir])
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(listing(destdir)) == [".kept.bin.dlmanager.json", "kept.bin", "replaced.bin"]
+    assert lines(result.stdout) == [
+        "removed .gone.bin.dlmanager.json",
+        "removed .replaced.bin.dlmanager.json",
+        "removed 0 temporary files (0 B), 0 stale lock files and 2 orphaned sidecars",
+    ]
 
 
 def test_cache_through_the_entry_point(cache: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from dlmanager.cache import CACHE_DIR_VARIABLE, default_cache_dir
 from dlmanager.cli.parsing import format_age, format_size, plural
-from dlmanager.disk.cleanup import remove_stale_temporaries
+from dlmanager.disk.cleanup import remove_stale_sidecars, remove_stale_temporaries
 from dlmanager.disk.layout import STATE_DIR, is_temporary
 from dlmanager.disk.locks import StateDir
 from dlmanager.disk.metadata import FileInfo, read_info, utcnow
@@ -184,14 +184,16 @@ def _clean(args: argparse.Namespace, directory: str, out: TextIO) -> int:
     stale_locks: list[str] = []
     if os.path.isdir(os.path.join(directory, STATE_DIR)):
         stale_locks = StateDir(directory).remove_stale()
+    sidecars = remove_stale_sidecars(directory, min_age=2.0)  # their files are gone or replaced
     kept = {e.path for e in _entries(directory)[1]}
     removed = sorted(path for path in before if path not in kept)
-    for path in removed:
+    for path in removed + sorted(sidecars):
         print(f"removed {os.path.basename(path)}", file=out)
     freed = format_size(sum(before[path] for path in removed))
     print(
-        f"removed {plural(len(removed), 'temporary file')} ({freed}) and "
-        f"{plural(len(stale_locks), 'stale lock file')}"
+        f"removed {plural(len(removed), 'temporary file')} ({freed}), "
+        f"{plural(len(stale_locks), 'stale lock file')} and "
+        f"{plural(len(sidecars), 'orphaned sidecar')}"
         + (f"; {len(kept)} in use by running downloads kept" if kept else ""),
         file=out,
     )

@@ -314,10 +314,11 @@ def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
     add_limit_arguments(prune)
     clean = commands.add_parser(
         "clean",
-        help="remove temporary files of unfinished downloads and stale locks",
+        help="remove temporary files of unfinished downloads, stale locks and orphaned sidecars",
         description="Remove the temporary files of downloads no running process is "
-        "writing (their downloads will start over instead of resuming) and the lock "
-        "files no process holds. Finished files are not touched.",
+        "writing (their downloads will start over instead of resuming), the lock "
+        "files no process holds, and the metadata sidecars (.NAME.dlmanager.json) whose "
+        "file is gone or was replaced. Finished files are not touched.",
     )
     for command in (ls, prune, clean):
         command.add_argument(
