@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from dlmanager.disk.metadata import read_info, strip_credentials
+from dlmanager.disk.metadata import strip_credentials
 from dlmanager.names import as_path, check_url, name_from_url, validate_fname
 from dlmanager.redact import redact_url
 from dlmanager.sizes import parse_size
@@ -163,12 +163,10 @@ def _keeping(path: str) -> Iterator[None]:
 
 def _kept(path: str) -> bool:
     """The ``protect`` of the size limit of :func:`retrieve`'s managers: the
-    files being returned, and the files dlmanager did not download (the
-    user's own, never removed)."""
+    files being returned (the user's own are not even counted: see
+    ``include_foreign``)."""
     with _returning_lock:
-        if path in _returning:
-            return True
-    return read_info(path) is None
+        return path in _returning
 
 
 def retrieve(
@@ -212,8 +210,8 @@ def retrieve(
     :param cache_dir: the cache directory, created if missing; default
         :func:`default_cache_dir`. Its size limit, when
         ``DLMANAGER_CACHE_MAX_SIZE`` is set, is applied after the download
-        (least recently used files first; never the file returned, nor
-        files dlmanager did not download)
+        (least recently used files first; never the file returned; files
+        dlmanager did not download are neither counted nor removed)
     :param revalidate: ask the server whether a copy in the cache is still
         current (one conditional request), and download the new version if
         not
@@ -264,7 +262,7 @@ def retrieve(
         directory = os.path.abspath(os.path.expanduser(as_path(cache_dir, "cache_dir")))
     limit = None
     if size_limit:  # the most recently used file is always kept (file_limit=1)
-        limit = PersistLimit(size_limit, file_limit=1, protect=_kept)
+        limit = PersistLimit(size_limit, file_limit=1, protect=_kept, include_foreign=False)
     options: dict[str, Any] = {"retry": retry, "timeout": timeout, "chunk_size": chunk_size}
     options.update(max_size=max_size, max_workers=1)
     if connections is not None:

@@ -475,3 +475,19 @@ def test_retrieve_leaves_no_thread_running(
     retrieve(url)
 
     assert set(threading.enumerate()) - before == set()
+
+
+def test_the_users_own_files_do_not_count_toward_the_size_limit(
+    server: FaultServer, cache: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache.mkdir()
+    (cache / "mine.bin").write_bytes(b"m" * 100_000)
+    server.add("/a.bin", make_data(30_000, seed=1))
+    server.add("/b.bin", make_data(30_000, seed=2))
+    monkeypatch.setenv(CACHE_MAX_SIZE_VARIABLE, "70000")
+
+    first = retrieve(server.url("/a.bin"))
+    second = retrieve(server.url("/b.bin"))
+
+    # 60,000 bytes of dlmanager's own: under the cap, whatever the user keeps there.
+    assert sorted(listing(str(cache))) == sorted([first.name, second.name, "mine.bin"])

@@ -221,12 +221,15 @@ def _read_xattrs(target: int | str) -> FileInfo | bool | None:
         return False
     try:
         data = os.getxattr(target, INFO_ATTR, follow_symlinks=False)
-        origin = os.getxattr(target, ORIGIN_ATTR, follow_symlinks=False)
     except OSError as exc:
         if exc.errno in _NO_XATTRS:
             return False
         return None  # ENODATA: no such attribute (or the file is gone)
-    decoded = decode(data, os.fsdecode(origin))
+    try:  # the URL shown to other tools; the record has it too, should it be removed
+        origin: str | None = os.fsdecode(os.getxattr(target, ORIGIN_ATTR, follow_symlinks=False))
+    except OSError:
+        origin = None
+    decoded = decode(data, origin)
     return decoded[0] if decoded else None
 
 
