@@ -11,6 +11,7 @@ the file the download then finds is its result.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import stat
 import threading
@@ -19,11 +20,12 @@ from typing import TYPE_CHECKING
 
 from dlmanager.checksum import Checksum, file_digests
 from dlmanager.disk.locks import DestinationLock
-from dlmanager.disk.metadata import MetadataStore
+from dlmanager.disk.metadata import MetadataStore, read_info, utcnow
 from dlmanager.disk.partfile import leftover_progress
 from dlmanager.errors import DownloadInterrupt, StorageError
 from dlmanager.events import Events
 from dlmanager.redact import get_logger
+from dlmanager.revalidation import CURRENT, Conditions, conditions_for, fresh
 
 if TYPE_CHECKING:
     from dlmanager.download import Download
@@ -34,6 +36,7 @@ __all__ = [
     "START",
     "Destination",
     "found_done",
+    "mismatching",
     "regular_file",
     "request_action",
 ]
@@ -42,6 +45,19 @@ log = get_logger(__name__)
 
 #: How often a waiting download looks again, in seconds.
 POLL = 0.1
+
+
+def mismatching(path: str, expected: Checksum) -> bool:
+    """Whether the file at *path* does not match *expected* (False once it is gone)."""
+    try:
+        actual = file_digests(path, [expected.algorithm]).get(expected.algorithm)
+    except FileNotFoundError:
+        return False
+    if actual == expected.hexdigest:
+        return False
+    log.warning("%s does not match %s (it has %s): downloading it again; it stays as it is "
+                "until the new one is verified", path, expected, actual)  # fmt: skip
+    return True
 
 
 def found_done(present: bool, checksum: Checksum | None, digest: str | None) -> bool:
@@ -123,6 +139,38 @@ class Destination:
             except FileNotFoundError:
                 return False  # evicted meanwhile: downloaded again
         return found_done(True, checksum, digest)
+
+    def revalidation(
+        self,
+        *,
+        waited: str | None,
+        asked_at: datetime.datetime | None,
+        max_age: float | None,
+        checksum: Checksum | None,
+    ) -> Conditions | object | None:
+        """What revalidating the file there takes, once the lock is held: the
+        conditions of the request; :data:`~dlmanager.revalidation.CURRENT` when
+        none is needed (validated within *max_age*, or since *asked_at* by whom
+        the download *waited* for); None when there is no file to revalidate,
+        or it does not match *checksum* (then it is downloaded again)."""
+        try:
+            fstat = os.lstat(self.path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(fstat.st_mode):
+            return None
+        info = read_info(self.path)
+        just_validated = (
+            waited is not None
+            and info is not None
+            and asked_at is not None
+            and info.validated_at >= asked_at
+        )
+        if just_validated or fresh(info, max_age, utcnow()):
+            return CURRENT
+        if checksum is not None and mismatching(self.path, checksum):
+            return None  # the caller's checksum wins: downloaded again
+        return conditions_for(info, fstat.st_size, fstat.st_mtime)
 
     def release(self) -> None:
         """Release the lock, if held."""

@@ -15,8 +15,7 @@ import stat
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
-from dlmanager.checksum import Checksum, file_digests
-from dlmanager.destination import Destination
+from dlmanager.destination import Destination, mismatching
 from dlmanager.disk.cleanup import (
     leftover_fnames,
     remove_stale_sidecars,
@@ -56,19 +55,6 @@ def status(path: str) -> tuple[bool, bool]:
         return False, False
     link = stat.S_ISLNK(mode)
     return not link, link
-
-
-def mismatching(path: str, expected: Checksum) -> bool:
-    """Whether the file at *path* does not match *expected* (False once it is gone)."""
-    try:
-        actual = file_digests(path, [expected.algorithm]).get(expected.algorithm)
-    except FileNotFoundError:
-        return False
-    if actual == expected.hexdigest:
-        return False
-    log.warning("%s does not match %s (it has %s): downloading it again; it stays as it is "
-                "until the new one is verified", path, expected, actual)  # fmt: skip
-    return True
 
 
 def _prepare(root: str) -> None:

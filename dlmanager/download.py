@@ -12,7 +12,6 @@ temporary file according to the outcome.
 from __future__ import annotations
 
 import os
-import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -27,8 +26,7 @@ from dlmanager.config import (
     TransferOptions,
 )
 from dlmanager.destination import Destination, regular_file
-from dlmanager.directory import mismatching
-from dlmanager.disk.metadata import FileInfo, read_info, strip_credentials, utcnow
+from dlmanager.disk.metadata import FileInfo, utcnow
 from dlmanager.disk.partfile import PartFile
 from dlmanager.errors import DownloadError, DownloadInterrupt
 from dlmanager.events import (
@@ -42,7 +40,7 @@ from dlmanager.events import (
 from dlmanager.names import as_path, check_name_length, check_url
 from dlmanager.redact import get_logger, redact_url
 from dlmanager.retry import RetryLike
-from dlmanager.revalidation import CURRENT, Conditions, check_max_age, conditions_for, fresh
+from dlmanager.revalidation import CURRENT, Conditions, check_max_age
 from dlmanager.runtime import Runtime, default_runtime
 from dlmanager.slots import Holder, Slots
 from dlmanager.transfer.loop import Transfer
@@ -387,7 +385,11 @@ class Download:
                     raise DownloadInterrupt()  # nothing held: the finally releases nothing
                 waited = destination.claim(self._url, self._cancel, self._events,
                                            give_way=self._holder.release)  # fmt: skip
-                conditions = self._revalidation(waited) if self._revalidate else None
+                conditions = None
+                if self._revalidate:
+                    conditions = destination.revalidation(waited=waited, asked_at=self._asked_at,
+                                                          max_age=self._max_age,
+                                                          checksum=self.checksum)  # fmt: skip
                 if conditions is CURRENT:
                     self._not_modified = True
                     self._done_by = waited
@@ -447,49 +449,15 @@ class Download:
         if self._cancel.is_set():
             raise DownloadInterrupt()
 
-    def _revalidation(self, waited: str | None) -> Conditions | object | None:
-        """What revalidating the file at the destination takes, once its lock is
-        held: the conditions of the request; :data:`CURRENT` when none is
-        needed (validated within ``max_age``, or since this download was asked
-        for by whom it waited for); None when there is no file to revalidate,
-        or it does not match the checksum (then it is downloaded again)."""
-        try:
-            fstat = os.lstat(self._path)
-        except OSError:
-            return None
-        if not stat.S_ISREG(fstat.st_mode):
-            return None
-        info = read_info(self._path)
-        asked = self._asked_at
-        just_validated = (
-            waited is not None
-            and info is not None
-            and asked is not None
-            and info.validated_at >= asked
-        )
-        if just_validated or fresh(info, self._max_age, utcnow()):
-            return CURRENT
-        checksum = self.checksum
-        if checksum is not None and mismatching(self._path, checksum):
-            return None  # the caller's checksum wins: downloaded again
-        return conditions_for(info, fstat.st_size, fstat.st_mtime)
-
     def _describe(self, transfer: Transfer, part: PartFile) -> Callable[[int], None]:
         """What records the metadata of the file *transfer* filled, before its publish."""
 
         def describe(fd: int) -> None:
-            now = utcnow()
             total = self._events.total
-            info = FileInfo(
-                url=strip_credentials(self._url),
-                final_url=strip_credentials(transfer.final_url),
-                etag=transfer.etag,
-                last_modified=transfer.last_modified,
-                size=part.size if total is None else total,
-                checksum=str(transfer.verified) if transfer.verified else None,
-                downloaded_at=now,
-                validated_at=now,
-            )
+            verified = str(transfer.verified) if transfer.verified else None
+            info = FileInfo.published(self._url, transfer.final_url, transfer.etag,
+                                      transfer.last_modified,
+                                      part.size if total is None else total, verified)  # fmt: skip
             self._destination.metadata.stamp(fd, self._path, info)
 
         return describe

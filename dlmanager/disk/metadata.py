@@ -100,6 +100,21 @@ class FileInfo:
     downloaded_at: datetime.datetime
     validated_at: datetime.datetime
 
+    @classmethod
+    def published(
+        cls,
+        url: str,
+        final_url: str,
+        etag: str | None,
+        last_modified: str | None,
+        size: int,
+        checksum: str | None,
+    ) -> FileInfo:
+        """The info of a file published now from *url* (credentials stripped)."""
+        now = utcnow()
+        return cls(strip_credentials(url), strip_credentials(final_url), etag, last_modified,
+                   size, checksum, now, now)  # fmt: skip
+
     def age(self, now: datetime.datetime | None = None) -> float:
         """Seconds since the file was last validated (never negative)."""
         now = now or utcnow()
