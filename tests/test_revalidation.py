@@ -361,6 +361,8 @@ def test_processes_revalidating_at_once_make_one_request(server: FaultServer, de
     results = sorted(out.splitlines()[-1] for out, _ in outputs)
     assert results == ["downloaded None", "not modified another process"], outputs
     assert read(os.path.join(destdir, "f.bin")) == NEW
+    info = read_info(os.path.join(destdir, "f.bin"))  # written by a child, read here
+    assert info is not None and info.etag == strong_etag(NEW) and info.size == len(NEW)
 
 
 @pytest.fixture
