@@ -523,6 +523,27 @@ def test_a_redirected_post_follows_requests_rules(
     assert read(os.path.join(destdir, "out.bin")) == DATA
 
 
+@pytest.mark.parametrize(
+    "credentials",
+    [{"auth": ("user", "secret")}, {"headers": {"authorization": "Bearer secret"}}],
+    ids=["auth", "header"],
+)
+def test_the_downloads_authorization_stays_with_its_origin(
+    server: FaultServer, destdir: str, make_session: Make, credentials: dict[str, Any]
+) -> None:
+    with FaultServer() as other:  # another origin: another port
+        other.add("/file.bin", DATA)
+        server.redirect("/start", other.url("/file.bin"))
+
+        fetch(destdir, make_session(), server.url("/start"), "file.bin", **credentials)
+
+        (last,) = other.requests
+    (first,) = server.requests
+    assert "authorization" in first.headers
+    assert [name for name, _ in last.lines if name.lower() == "authorization"] == []
+    assert read(os.path.join(destdir, "file.bin")) == DATA
+
+
 # --- in flight: the same request joins, another waits ----------------------------------------
 
 

@@ -254,7 +254,7 @@ class Direct:
         request = _merged(dict(session.headers) if session is not None else self._headers, headers)
         given = credentials or route.auth or (route.netrc(url) if route.netrc is not None else None)
         if given is not None:
-            request["Authorization"] = given
+            request = _merged(request, {"Authorization": given})
         history: list[str] = []
         current, domain_cookies_only = url, False
         while True:
@@ -285,7 +285,7 @@ class Direct:
                 request = _merged(request, {}, drop=("Content-Type",))
                 headers = _merged(headers, {}, drop=("Content-Type",))
             if strips_auth(current, target):
-                request.pop("Authorization", None)
+                request = _merged(request, {}, drop=("Authorization",))  # in any case
                 domain_cookies_only = True
             current = target
             route = self._route(current, session)
@@ -293,7 +293,7 @@ class Direct:
                 return self._session_for_fallback().request(
                     method, current, stream=True, headers=headers, data=body, timeout=timeout
                 )
-            if route.netrc is not None and "Authorization" not in request:
+            if route.netrc is not None and "authorization" not in map(str.lower, request):
                 netrc = route.netrc(current)
                 if netrc is not None:
                     request["Authorization"] = netrc
