@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from dlmanager.download import Download
     from dlmanager.errors import DownloadError
     from dlmanager.events import EventCallback, ProgressCallback
+    from dlmanager.request import RequestOptions
     from dlmanager.retry import RetryLike
 
 __all__ = [
@@ -115,7 +116,7 @@ class OfflineWarning(UserWarning):
         return type(self), (self.url, self.path, self.error)
 
 
-def cache_fname(url: str) -> str:
+def cache_fname(url: str, request: RequestOptions | None = None) -> str:
     """The name :func:`retrieve` gives the file of *url* when given none.
 
     ``HASH-NAME``: the first 16 hex digits of the SHA-256 of the URL, then
@@ -127,10 +128,20 @@ def cache_fname(url: str) -> str:
     server never sees. So two URLs whose paths end with the same name never
     share a file.
 
+    With *request* (:class:`~dlmanager.request.RequestOptions`), the hash
+    covers its query (appended to the URL's) and, for a request other than
+    a GET without a body, its method and body: two requests that ask for
+    different files get different names. Headers and auth are left out (a
+    header that selects another file needs a *fname* of its own).
+
     :raises ValueError: for a URL that is not http(s)
     """
     check_url(url)
     key = urllib.parse.urldefrag(strip_credentials(url))[0]
+    if request is not None:
+        key = request.target(key)
+        if request.identity():
+            key += "\n" + request.identity()
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_DIGITS]
     try:
         readable = name_from_url(url)
@@ -186,6 +197,12 @@ def retrieve(
     chunk_size: int | None = None,
     min_split_size: int | None = None,
     max_size: int | None = None,
+    headers: Any = None,
+    params: Any = None,
+    method: str | None = None,
+    data: Any = None,
+    json: Any = None,
+    auth: Any = None,
 ) -> pathlib.Path:
     """Download *url* into the cache unless it is there, and return the file's path.
 
@@ -230,6 +247,11 @@ def retrieve(
     :param min_split_size: the smallest part of a file worth a connection
     :param max_size: the largest file accepted, in bytes (not the cache's
         size limit, which ``DLMANAGER_CACHE_MAX_SIZE`` sets)
+    :param headers: request options, as for :meth:`DownloadManager.download
+        <dlmanager.DownloadManager.download>` (see :ref:`request-options`),
+        as are *params*, *method*, *data*, *json* and *auth*; the default
+        name's hash covers the query, the method and the body
+        (:func:`cache_fname`)
     :return: the absolute path of the file in the cache
     :raises DownloadError: when the download fails (see
         :mod:`dlmanager.errors`); but when only the revalidation of a copy
@@ -238,8 +260,8 @@ def retrieve(
         ``5xx`` status after the retries), that copy is returned with an
         :class:`OfflineWarning`
     :raises ValueError: for a URL that is not http(s), a *fname* that would
-        land outside the cache directory, an invalid *checksum*, *max_age*
-        or option, or an invalid ``DLMANAGER_CACHE_MAX_SIZE``
+        land outside the cache directory, an invalid *checksum*, *max_age*,
+        option or request option, or an invalid ``DLMANAGER_CACHE_MAX_SIZE``
     :raises TypeError: for a keyword it does not take
     :raises FileNotFoundError: when another process removed the file right
         after each of three downloads (a cache far too small for it)
@@ -249,10 +271,14 @@ def retrieve(
     from dlmanager.checksum import parse_checksum
     from dlmanager.manager import DownloadManager
     from dlmanager.persist_limit import PersistLimit
+    from dlmanager.request import RequestOptions
     from dlmanager.revalidation import check_max_age
 
     # Every argument is checked before the directory is created.
-    name = cache_fname(url) if fname is None else validate_fname(fname)
+    request = RequestOptions.build(headers=headers, params=params, method=method, data=data,
+                                   json=json, auth=auth)  # fmt: skip
+    request.check_revalidation(revalidate, max_age)
+    name = cache_fname(url, request) if fname is None else validate_fname(fname)
     expected = parse_checksum(checksum)
     check_max_age(max_age)
     size_limit = default_cache_max_size()
@@ -276,7 +302,8 @@ def retrieve(
             for _ in range(_ATTEMPTS):
                 download = manager.download(url, name, progress, on_event=on_event,
                                             checksum=expected, revalidate=revalidate,
-                                            max_age=max_age)  # fmt: skip
+                                            max_age=max_age,
+                                            **request.keywords())  # fmt: skip
                 if download is not None:
                     _wait(download, url, path, expected)
                 try:

@@ -190,12 +190,13 @@ def request_action(
     expected: Checksum | None,
     present: bool,
     mismatching: bool,
+    same_request: bool = True,
 ) -> str:
     """What a request for a destination gets (pure): :data:`JOIN` the download
-    in flight (unless it expects another checksum), a :data:`HIT` on the file
-    there (unless it does not match the checksum asked for), or a
-    :data:`START`."""
-    if running and (expected is None or running_checksum == expected):
+    in flight (unless it expects another checksum, or sends other request
+    options: *same_request* is false), a :data:`HIT` on the file there
+    (unless it does not match the checksum asked for), or a :data:`START`."""
+    if running and same_request and (expected is None or running_checksum == expected):
         return JOIN
     if not running and present and not mismatching:
         return HIT

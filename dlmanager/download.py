@@ -39,6 +39,7 @@ from dlmanager.events import (
 )
 from dlmanager.names import as_path, check_name_length, check_url
 from dlmanager.redact import get_logger, redact_url
+from dlmanager.request import RequestOptions, request_options
 from dlmanager.retry import RetryLike
 from dlmanager.revalidation import CURRENT, Conditions, check_max_age
 from dlmanager.runtime import Runtime, default_runtime
@@ -47,6 +48,7 @@ from dlmanager.transfer.loop import Transfer
 from dlmanager.transfer.opener import AttemptOpener
 from dlmanager.transfer.steps import Job
 from dlmanager.transport.attempt import NotModified
+from dlmanager.transport.send import check_session
 
 __all__ = ["Destination", "Download", "DownloadEvent", "DownloadState", "EventKind"]
 
@@ -123,12 +125,23 @@ class Download:
     :param max_age: a file at *dest* validated less than this many seconds
         ago is current without a request; an older one (or one dlmanager did
         not download) is revalidated, even without *revalidate*
-    :raises ValueError: for a URL that is not http(s), or an invalid option
+    :param headers: headers sent over the session's (see :ref:`request-options`)
+    :param params: a query appended to the URL's own
+    :param method: the method (``"GET"``; required with a body)
+    :param data: the body: bytes, a string, or a mapping sent as a form
+    :param json: the body as JSON, instead of *data*
+    :param auth: ``(user, password)``, or an auth object of ``requests``
+    :param request: all of *headers*, *params*, *method*, *data*, *json* and
+        *auth* at once, as a :class:`~dlmanager.request.RequestOptions`
+        (then leave those out)
+    :raises ValueError: for a URL that is not http(s), an invalid option, or
+        request options the session cannot send
 
     .. versionchanged:: 1.0
        ``chunk_size`` defaults to 256 KiB instead of 16 KiB; retry, timeout,
        on_event, limiter, connections, min_split_size, checksum, max_size,
-       options, runtime, revalidate and max_age are new keyword-only parameters.
+       options, runtime, revalidate, max_age, headers, params, method, data,
+       json, auth and request are new keyword-only parameters.
     """
 
     def __init__(
@@ -152,9 +165,19 @@ class Download:
         runtime: Runtime | None = None,
         revalidate: bool = False,
         max_age: float | None = None,
+        headers: Any = None,
+        params: Any = None,
+        method: str | None = None,
+        data: Any = None,
+        json: Any = None,
+        auth: Any = None,
+        request: RequestOptions | None = None,
     ) -> None:
         check_url(url)
         check_max_age(max_age)
+        request = request_options(request, headers=headers, params=params, method=method,
+                                  data=data, json=json, auth=auth)  # fmt: skip
+        request.check_revalidation(revalidate, max_age)
         if not isinstance(dest, Destination):
             shown = as_path(dest, "dest")
             check_name_length(os.path.basename(shown))
@@ -168,19 +191,22 @@ class Download:
                 raise ValueError("pass options or the keywords it holds, not both")
             options = built if options is None else options
         self._url = url
+        self._request = request
+        self._target = request.target(url)  # what is requested: the URL and the query
         self._destination = dest
         self._path = dest.path
         self._options = options
         self._runtime = runtime or default_runtime()
         self._session = self._runtime.transport() if session is None else session
+        check_session(self._session, request)
         self._finished_callback = finished_callback
         self._events = Events(self, progress, on_event)
         self._lock = threading.Lock()  # guards the state shared with cancel()
         self._cancel = threading.Event()
         self._done = threading.Event()  # set when the thread's work is over
         self._holder = Holder(limiter, self._cancel, _POLL)
-        self._opener = AttemptOpener(self._session, url, self._path, self._options,
-                                     self._runtime.senders, self._cancel)  # fmt: skip
+        self._opener = AttemptOpener(self._session, self._target, self._path, self._options,
+                                     self._runtime.senders, self._cancel, request)  # fmt: skip
         self._error: ExcInfo | None = None
         self._error_received = False  # by wait() or error(): DownloadManager.wait() skips it
         self._state = DownloadState.PENDING
@@ -349,6 +375,11 @@ class Download:
         return self._events.received
 
     @property
+    def request(self) -> RequestOptions:
+        """What the download sends: its method, headers, query, body and auth."""
+        return self._request
+
+    @property
     def checksum(self) -> Checksum | None:
         """The checksum the file must match, or None."""
         return self._options.checksum
@@ -455,7 +486,7 @@ class Download:
         def describe(fd: int) -> None:
             total = self._events.total
             verified = str(transfer.verified) if transfer.verified else None
-            info = FileInfo.published(self._url, transfer.final_url, transfer.etag,
+            info = FileInfo.published(self._target, transfer.final_url, transfer.etag,
                                       transfer.last_modified,
                                       part.size if total is None else total, verified)  # fmt: skip
             self._destination.metadata.stamp(fd, self._path, info)
@@ -465,12 +496,16 @@ class Download:
     def _transfer(self, leftovers: bool, conditions: Conditions | None = None) -> None:
         self._check_cancel()
         writeback = self._runtime.writeback
-        adopted = PartFile.adopt(self._path, self._url, writeback) if leftovers else None
-        part, resume = adopted or (PartFile.create(self._path, self._url, writeback), None)
+        url = self._target
+        adopted = PartFile.adopt(self._path, url, writeback) if leftovers else None
+        if adopted is not None and not self._request.ranged:
+            adopted[0].discard()  # a GET's leftover: this request is never resumed
+            adopted = None
+        part, resume = adopted or (PartFile.create(self._path, url, writeback), None)
         if resume is not None:
             self._events.resume_from(resume.received, resume.total)
-        job = Job(self._url, self._options, self._opener, self._events, self._cancel,
-                  self._runtime)  # fmt: skip
+        job = Job(url, self._options, self._opener, self._events, self._cancel, self._runtime,
+                  self._request)  # fmt: skip
         transfer = Transfer(job, part, resume, conditions)
         if conditions is not None:
             self._replacing = True  # a failure leaves the file there as it was

@@ -153,6 +153,10 @@ class TransferError(DownloadError):
 
     :ivar retryable: whether another attempt may succeed (False for TLS
         errors, redirect loops and the like)
+    :ivar sent: whether the request may have reached the server: False when
+        no connection could be made (refused, timed out connecting, a host
+        name that does not resolve), so that a request that is not
+        idempotent (a POST) may be sent again
     """
 
     def __init__(
@@ -163,12 +167,17 @@ class TransferError(DownloadError):
         url: str = "",
         dest: str | None = None,
         received: int = 0,
+        sent: bool = True,
     ) -> None:
         super().__init__(message, url=url, dest=dest, received=received)
         self.retryable = retryable
+        self.sent = sent
 
     def _context(self) -> dict[str, Any]:
-        return {**super()._context(), "retryable": self.retryable}
+        context = {**super()._context(), "retryable": self.retryable}
+        if not self.sent:
+            context["sent"] = False
+        return context
 
 
 class IncompleteBodyError(TransferError):

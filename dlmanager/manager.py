@@ -30,11 +30,13 @@ from dlmanager.events import DownloadState, EventCallback, ProgressCallback
 from dlmanager.names import as_path, check_url, name_from_url
 from dlmanager.persist_limit import PersistLimit
 from dlmanager.redact import get_logger
+from dlmanager.request import RequestOptions
 from dlmanager.retry import RetryLike
 from dlmanager.revalidation import check_max_age, fresh
 from dlmanager.runtime import Runtime
 from dlmanager.slots import Slots
 from dlmanager.transport.direct import Direct, is_download_session
+from dlmanager.transport.send import check_session
 
 __all__ = ["Download", "DownloadInterrupt", "DownloadManager"]
 
@@ -314,6 +316,12 @@ class DownloadManager:
         checksum: Checksum | str | None = None,
         revalidate: bool = False,
         max_age: float | None = None,
+        headers: Any = None,
+        params: Any = None,
+        method: str | None = None,
+        data: Any = None,
+        json: Any = None,
+        auth: Any = None,
     ) -> Download | None:
         """Start downloading *url* into the destination directory.
 
@@ -337,22 +345,34 @@ class DownloadManager:
             is used without a request (None is returned, as for any file
             there); an older one, or one dlmanager did not download, is
             revalidated, even without *revalidate*
+        :param headers: headers sent over the session's, for this download
+            only (see :ref:`request-options`, and :class:`Download` for
+            *params*, *method*, *data*, *json* and *auth*); the file's name
+            still comes from the URL's path, never from the query
         :return: the started :class:`Download`; the running one when that
-            destination is already downloading and *checksum* is None or the
-            same as the running one's (*progress* is then attached to it); or
-            None when the file is already present (which counts as a use for
-            the persist limit). A request with another *checksum* than the
-            running download gets a new :class:`Download`, which starts when
-            the running one ends and takes its file only if it matches
+            destination is already downloading with the same request options
+            and *checksum* is None or the same as the running one's
+            (*progress* is then attached to it); or None when the file is
+            already present (which counts as a use for the persist limit),
+            whatever the request options. A request with another *checksum*
+            or other request options than the running download gets a new
+            :class:`Download`, which starts when the running one ends and
+            takes its file if it matches (then its
+            :attr:`~dlmanager.Download.done_by` is ``"another download"``)
         :raises ValueError: for a URL that is not http(s), a file name that
             would land outside the destination directory, an invalid
-            checksum or *max_age*
+            checksum, *max_age* or request option
 
         .. versionchanged:: 1.0
-           *on_event*, *checksum*, *revalidate* and *max_age*.
+           *on_event*, *checksum*, *revalidate*, *max_age*, *headers*,
+           *params*, *method*, *data*, *json* and *auth*.
         """
         check_url(url)
         check_max_age(max_age)
+        request = RequestOptions.build(headers=headers, params=params, method=method, data=data,
+                                       json=json, auth=auth)  # fmt: skip
+        request.check_revalidation(revalidate, max_age)
+        check_session(self._transport or self._session, request)
         expected = parse_checksum(checksum)
         dest = self.get_dest(fname if fname is not None else name_from_url(url))
         path = self._directory.path(os.path.basename(dest))
@@ -368,9 +388,11 @@ class DownloadManager:
             current = there  # to use as it is, without a request
             if there and (revalidate or max_age is not None):
                 current = fresh(read_info(path), max_age, utcnow())
+            same = running is None or running.request == request  # same request options
             action = request_action(running=running is not None, expected=expected,
                                     running_checksum=running.checksum if running else None,
-                                    present=there, mismatching=stale or not current)  # fmt: skip
+                                    present=there, mismatching=stale or not current,
+                                    same_request=same)  # fmt: skip
             if action == JOIN:
                 assert running is not None
                 if progress is not None:
@@ -399,6 +421,7 @@ class DownloadManager:
                 runtime=self._runtime,
                 revalidate=(revalidate or max_age is not None) and not stale,
                 max_age=max_age,
+                request=request,
             )
             self._downloads[dest] = download
             self._unfinished[download] = None

@@ -15,8 +15,10 @@ a :class:`LoopbackHandler` subclass that implements :meth:`~LoopbackHandler.serv
   requests answered at once, and :meth:`~BackgroundServer.stop` ends the
   handlers' waits and cuts every connection at once; ``with`` starts it
   (unless started) and stops it.
-- :class:`LoopbackHandler` answers GET and HEAD over HTTP/1.1 keep-alive,
-  silently, with the pieces every server shares: the one page sender
+- :class:`LoopbackHandler` answers GET, HEAD and the methods that may carry
+  a body (POST, PUT, PATCH, DELETE, OPTIONS: the body is read and recorded,
+  :attr:`RecordedRequest.body`) over HTTP/1.1 keep-alive, silently, with the
+  pieces every server shares: the one page sender
   (:meth:`~LoopbackHandler.send_page`), the one body sender
   (:meth:`~LoopbackHandler.send_body`: counted, paced, chunked on demand,
   stopped by :meth:`~BackgroundServer.stop`) and the faults that cut a
@@ -127,6 +129,10 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     """Header values by lower-cased name."""
+    body: bytes | None = None
+    """The request's body (sent with a Content-Length or chunked), or None without one."""
+    lines: tuple[tuple[str, str], ...] = ()
+    """Every header as received, in order (a name sent twice is there twice)."""
 
     @property
     def range(self) -> str | None:
@@ -139,9 +145,9 @@ _Self = TypeVar("_Self", bound="BackgroundServer")
 
 
 class LoopbackHandler(BaseHTTPRequestHandler, Generic[_Owner]):
-    """A silent HTTP/1.1 keep-alive handler whose GET and HEAD are recorded by
-    the owning server, then answered by :meth:`serve` (a client hanging up is
-    not an error)."""
+    """A silent HTTP/1.1 keep-alive handler whose requests are recorded by
+    the owning server (with their body, read first), then answered by
+    :meth:`serve` (a client hanging up is not an error)."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
@@ -159,10 +165,34 @@ class LoopbackHandler(BaseHTTPRequestHandler, Generic[_Owner]):
     def do_HEAD(self) -> None:
         self._answer()
 
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
+    def read_request_body(self) -> bytes | None:
+        """The request's body: Content-Length bytes, or the chunks of a chunked
+        one; None when the request announces neither."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if not size:
+                    while self.rfile.readline().strip():  # trailers, then the blank line
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = self.headers.get("Content-Length")
+        return None if length is None else self.rfile.read(int(length))
+
     def _answer(self) -> None:
         owner = self.owner
         headers = {name.lower(): value for name, value in self.headers.items()}
-        owner._record(RecordedRequest(self.command, self.path, headers))
+        try:
+            body = self.read_request_body()
+        except (OSError, ValueError):
+            self.close_connection = True
+            return
+        lines = tuple(self.headers.items())
+        owner._record(RecordedRequest(self.command, self.path, headers, body, lines))
         owner._busy(+1)
         try:
             self.serve()

@@ -61,7 +61,8 @@ def strong_etag(data: bytes) -> str:
 class Resource:
     """A file served by :class:`FaultServer`, with the faults to inject when serving it.
 
-    List-valued faults are consumed one item per GET of the path; HEAD consumes nothing.
+    List-valued faults are consumed one item per GET of the path (or POST, PUT...: any
+    request but HEAD, which consumes nothing).
     A GET answered from ``statuses`` consumes only that list, so ``statuses=[503]`` with
     ``drop_after=[10]`` gives a 503, then a truncated body, then the full file. When a GET
     takes both a ``drop_after`` and a ``stall_after`` item, the smaller cut wins.
@@ -157,7 +158,7 @@ class _Handler(LoopbackHandler["FaultServer"]):
         if redirect is not None:
             self.send_page(redirect[0], {"Location": redirect[1]})
             return
-        plan = owner._take_plan(self.path, self.command == "GET")
+        plan = owner._take_plan(self.path, self.command != "HEAD")
         if plan is None:
             self.send_page(HTTPStatus.NOT_FOUND)
         elif plan.status is not None:
@@ -294,7 +295,8 @@ class FaultServer(BackgroundServer):
             self._redirects[path] = (status, location)
 
     def _take_plan(self, path: str, is_get: bool) -> _Plan | None:
-        """Plan the answer to a request of ``path``; None if nothing is served there."""
+        """Plan the answer to a request of ``path`` (the resource added with its
+        query, else without); None if nothing is served there."""
         with self._lock:
-            resource = self._resources.get(path)
+            resource = self._resources.get(path) or self._resources.get(path.split("?")[0])
             return None if resource is None else resource._take_plan(is_get)

@@ -78,6 +78,25 @@ def test_plain_get(server: FaultServer, session: requests.Session) -> None:
     assert response.headers["Content-Type"] == "application/octet-stream"
 
 
+def test_bodies_are_read_and_recorded_and_faults_consumed(
+    server: FaultServer, session: requests.Session
+) -> None:
+    server.add(PATH, Resource(DATA, statuses=[503]))
+
+    first = session.post(server.url(PATH), data=b"form=1", timeout=5)
+    second = session.put(server.url(PATH), data=iter([b"chun", b"ked"]), timeout=5)  # chunked
+    third = session.get(server.url(PATH), timeout=5)
+
+    assert (first.status_code, second.content, third.content) == (503, DATA, DATA)
+    assert [(r.method, r.body) for r in server.requests] == [
+        ("POST", b"form=1"),
+        ("PUT", b"chunked"),
+        ("GET", None),
+    ]
+    assert server.requests[1].headers["transfer-encoding"] == "chunked"
+    assert ("Transfer-Encoding", "chunked") in server.requests[1].lines
+
+
 def test_no_validators_no_accept_ranges(server: FaultServer, session: requests.Session) -> None:
     server.add(PATH, Resource(DATA, etag=None, last_modified=None, accept_ranges=False))
     response = get(session, server)

@@ -6,7 +6,8 @@
                            [--revalidate] [--max-age S] [--max-size SIZE] [--max-files N]
                            [--include-foreign] [--max-file-size SIZE]
                            [--checksum ALGO:HEX] [--ca-bundle FILE] [--retries N]
-                           [--timeout S] [--quiet | --json] [-v]
+                           [--timeout S] [-H 'NAME: VALUE']... [--method METHOD]
+                           [--data DATA | --json-body JSON] [--quiet | --json] [-v]
     dlmanager cache ls [DIR] | prune [DIR] --max-size SIZE [--max-files N]
                                [--include-foreign] | clean [DIR]
     dlmanager demo

@@ -18,6 +18,7 @@ from dlmanager.cli.parsing import Item, format_age, format_size
 from dlmanager.download import Download
 from dlmanager.manager import DownloadManager
 from dlmanager.persist_limit import PersistLimit
+from dlmanager.request import RequestOptions
 from dlmanager.transport.direct import Direct
 
 __all__ = ["ReportingManager", "download_items", "logging_to", "make_reporter", "run"]
@@ -82,7 +83,12 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         manager.reporter = reporter
         with logging_to(args.verbose, reporter):
             return download_items(
-                manager, args.items, reporter, revalidate=args.revalidate, max_age=args.max_age
+                manager,
+                args.items,
+                reporter,
+                revalidate=args.revalidate,
+                max_age=args.max_age,
+                request=getattr(args, "request", None),
             )
 
 
@@ -93,11 +99,13 @@ def download_items(
     *,
     revalidate: bool = False,
     max_age: float | None = None,
+    request: RequestOptions | None = None,
 ) -> int:
     """Download *items* with *manager*, report, close both; return the exit status.
 
     *revalidate* and *max_age* are those of :meth:`DownloadManager.download`:
     a file already there that the server confirms is reported up to date.
+    *request* is sent for every item.
 
     Ctrl-C cancels every download but keeps what each received, hidden, for
     the same command to resume (status 130). A closed standard output (the
@@ -110,7 +118,7 @@ def download_items(
             for item in items:
                 if pipe_closed.is_set():
                     break
-                _start(manager, item, reporter, started, revalidate, max_age)
+                _start(manager, item, reporter, started, revalidate, max_age, request)
             # Not Download.wait(): a Ctrl-C there would cancel that download
             # before the partial bytes can be kept. join() returns the moment
             # a download is over; the slice only bounds how late a closed
@@ -147,6 +155,7 @@ def _start(
     started: dict[Download, None],
     revalidate: bool,
     max_age: float | None,
+    request: RequestOptions | None,
 ) -> None:
     assert item.fname is not None  # named by check_arguments
     path = manager.get_dest(item.fname)
@@ -158,6 +167,7 @@ def _start(
             on_event=reporter.hook(),
             revalidate=revalidate,
             max_age=max_age,
+            **(request.keywords() if request is not None else {}),
         )
     except ValueError as exc:
         reporter.failed(item.url, path, exc)

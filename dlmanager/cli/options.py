@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from dlmanager.checksum import parse_checksum
 from dlmanager.cli.parsing import Item, parse_manifest, parse_size
 from dlmanager.config import DEFAULT_CONNECTIONS
 from dlmanager.names import check_name_length, name_from_url, name_max, validate_fname
+from dlmanager.request import RequestOptions
 
 __all__ = [
     "DEMO_DESCRIPTION",
@@ -28,6 +30,7 @@ __all__ = [
     "add_get_arguments",
     "add_limit_arguments",
     "add_output_arguments",
+    "add_request_arguments",
     "bad_usage",
     "check_cache_arguments",
     "check_get_arguments",
@@ -203,7 +206,38 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="connect, read and stall timeout",
     )
+    add_request_arguments(parser)
     add_output_arguments(parser)
+
+
+def add_request_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-H``, ``--method``, ``--data`` and ``--json-body``: the request sent for every URL."""
+    group = parser.add_argument_group(
+        "request options", "what is sent for every URL of the command (-i files included)"
+    )
+    group.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="send this header (repeatable)",
+    )
+    group.add_argument(
+        "--method", metavar="METHOD", help="the method (default GET, or POST with a body)"
+    )
+    body = group.add_mutually_exclusive_group()
+    body.add_argument(
+        "--data",
+        metavar="DATA",
+        help="send DATA as the body, as is; @FILE sends the bytes of FILE, @- standard input",
+    )
+    body.add_argument(
+        "--json-body",
+        metavar="JSON",
+        help="send JSON (checked first; @FILE reads it from FILE) with Content-Type: "
+        "application/json",
+    )
 
 
 def check_get_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -228,6 +262,7 @@ def check_get_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
     for option in ("--output", "--checksum"):
         if getattr(args, option[2:]) is not None and len({i.url for i in items}) != 1:
             bad_usage(f"{option} needs exactly one URL")
+    args.request = _request(args)
     if args.output is not None or args.checksum is not None:
         item = items[0]
         fname, checksum = item.fname, item.checksum
@@ -268,6 +303,56 @@ def _named(items: list[Item], longest: int) -> list[Item]:
         elif item.checksum is not None:
             by_name[name] = Item(first.url, name, item.checksum)
     return list(by_name.values())
+
+
+def _request(args: argparse.Namespace) -> RequestOptions:
+    """The request options of ``-H``, ``--method``, ``--data`` and ``--json-body``
+    (a body makes the default method POST, as with curl); exits with status 2
+    on bad usage."""
+    headers = [_header(value) for value in args.header]
+    body = None
+    if args.data is not None:
+        body = _body("--data", args.data, args.input_file)
+    elif args.json_body is not None:
+        body = _body("--json-body", args.json_body, args.input_file)
+        try:
+            json.loads(body)
+        except ValueError as exc:  # UnicodeDecodeError included
+            bad_usage(f"--json-body: not JSON: {exc}")
+        if not any(name.lower() == "content-type" for name, _ in headers):
+            headers.append(("Content-Type", "application/json"))
+    method = args.method or ("POST" if body is not None else None)
+    try:
+        request = RequestOptions.build(method=method, headers=headers, data=body)
+        request.check_revalidation(args.revalidate, args.max_age)
+    except ValueError as exc:
+        bad_usage(str(exc).replace("revalidate and max_age", "--revalidate and --max-age"))
+    return request
+
+
+def _header(value: str) -> tuple[str, str]:
+    name, colon, rest = value.partition(":")
+    if not colon or not name:
+        bad_usage(f"-H {value!r}: a header is 'Name: value'")
+    return name, rest.strip(" \t")
+
+
+def _body(option: str, value: str, input_file: str | None) -> bytes:
+    """The bytes of a body option: the value itself, or the file it names after ``@``."""
+    if not value.startswith("@"):
+        return value.encode("utf-8", "surrogateescape")
+    path = value[1:]
+    if path == "-":
+        if input_file == "-":
+            bad_usage(f"{option} @- and -i - both read standard input")
+        if sys.stdin is None:
+            bad_usage(f"{option} @-: there is no standard input")
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        bad_usage(f"{option}: cannot read {path}: {exc.strerror or exc}")
 
 
 #: How to name a file when its URL gives no usable name.

@@ -217,13 +217,12 @@ class Transfer:
         checkpointer.total = info.total
         self.job.events.set_total(info.total)  # may evict files first (a persist limit)
         if not info.start or info.validator is not None:
-            checkpointer.validator = info.validator if info.resumable else None
+            checkpointer.validator = info.validator if self.job.resumable(info) else None
         if info.start == 0:
             full = info.encoding is None or not attempt.decode
             self._digests = checksums.server_digests(info.headers) if full else ()
             if action == RESTART:
-                why = ("the server sent the whole file again" if offset
-                       else "it cannot be resumed safely (no validator)")  # fmt: skip
+                why = "the server sent the whole file again" if offset else self._no_resume()
                 log.info("Restarting %s from byte 0, throwing away %d bytes: %s",
                          self.url, self.part.size, why)  # fmt: skip
                 checkpointer.truncate(keep_version=True)
@@ -238,12 +237,20 @@ class Transfer:
             self.part.check_space(info.total)  # before the first byte of the body
         self.job.events.advance(self.part.size)
 
+    def _no_resume(self) -> str:
+        """Why the bytes held cannot be resumed, when no range was asked for."""
+        request = self.job.request
+        if request.ranged:
+            return "it cannot be resumed safely (no validator)"
+        body = " with a body" if request.body is not None else ""
+        return f"a {request.method}{body} is never resumed"
+
     def _should_split(self, info: ResponseInfo) -> bool:
         options = self.job.options
         return (
             self._split
             and options.connections > 1
-            and info.resumable
+            and self.job.resumable(info)
             and info.total is not None
             and info.total - info.start >= options.min_split_size
             and (info.accept_ranges or info.status_code == 206)

@@ -14,6 +14,7 @@ from typing import Any
 
 from dlmanager.config import TransferOptions
 from dlmanager.errors import DownloadInterrupt
+from dlmanager.request import RequestOptions
 from dlmanager.revalidation import Conditions
 from dlmanager.transport.attempt import CANCEL, Attempt
 from dlmanager.transport.senders import Senders
@@ -27,6 +28,7 @@ class AttemptOpener:
     :param dest: the destination path, for the errors' context (a ``.gz`` or
         ``.tgz`` name keeps a gzip-encoded body as sent)
     :param cancel: set when the download is cancelled: no attempt opens then
+    :param request: the download's request options (*url* holds their query)
     """
 
     def __init__(
@@ -37,8 +39,10 @@ class AttemptOpener:
         options: TransferOptions,
         senders: Senders,
         cancel: threading.Event,
+        request: RequestOptions | None = None,
     ) -> None:
         self.session = session
+        self.request = request or RequestOptions()
         self.url = url
         self.dest = dest
         self.options = options
@@ -75,6 +79,7 @@ class AttemptOpener:
             content_chunk_size=self.options.content_chunk_size,
             senders=self.senders,
             conditions=conditions,
+            request=self.request,
         )
         with self._lock:
             if self.cancel.is_set():

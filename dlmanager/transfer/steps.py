@@ -21,6 +21,7 @@ from dlmanager.disk.partfile import PartFile
 from dlmanager.errors import DownloadError, DownloadInterrupt, StallError, StorageError
 from dlmanager.events import Events
 from dlmanager.redact import get_logger
+from dlmanager.request import RequestOptions, retry_refusal
 from dlmanager.retry import RetryPolicy
 from dlmanager.segments import Range
 from dlmanager.transfer.opener import AttemptOpener
@@ -45,6 +46,7 @@ class Job:
     :ivar events: reports its progress and events
     :ivar cancel: set when the download is cancelled
     :ivar runtime: the stall guard, the checkpoint thread and its interval
+    :ivar request: its request options (the url holds their query)
     """
 
     url: str
@@ -53,6 +55,13 @@ class Job:
     events: Events
     cancel: threading.Event
     runtime: Runtime
+    request: RequestOptions = dataclasses.field(default_factory=RequestOptions)
+
+    def resumable(self, info: ResponseInfo) -> bool:
+        """Whether the body *info* announces may be split, resumed and
+        checkpointed: the response allows it, and the request is a GET
+        without a body (:attr:`~dlmanager.request.RequestOptions.ranged`)."""
+        return info.resumable and self.request.ranged
 
 
 class Retrier:
@@ -79,6 +88,13 @@ class Retrier:
         """
         if self.stopped():
             raise DownloadInterrupt() from error
+        refusal = retry_refusal(self.job.request, error)
+        if refusal is not None:
+            if self.policy.is_retryable(error):
+                log.info("Not retrying %s: %s", what, refusal)
+                error.message += f" (not retried: {refusal})"
+            error.history = self.policy.history
+            raise error
         progressed = gained >= self.policy.progress_bytes and not isinstance(error, StallError)
         self.policy = self.policy.increment(error, progressed=progressed)
         delay = self.policy.sleep_time(error)

@@ -61,7 +61,7 @@ class Stream:
             return True
 
         with contextlib.ExitStack() as stack:
-            if info.resumable:
+            if self.job.resumable(info):
                 stack.enter_context(self.job.runtime.checkpoints.every(checkpoint))
                 stack.callback(self.checkpointer.stop, streaming)
             try:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -31,11 +29,12 @@ from dlmanager.errors import (
     TransferError,
 )
 from dlmanager.redact import get_logger
+from dlmanager.request import RequestOptions
 from dlmanager.revalidation import Conditions, unchanged
-from dlmanager.transport.direct import Direct
 from dlmanager.transport.errors import map_transport_errors, timed_out
 from dlmanager.transport.headers import ResponseInfo, response_info, retry_after
 from dlmanager.transport.pools import connections_seen_by
+from dlmanager.transport.send import send_request
 from dlmanager.transport.senders import Senders
 
 __all__ = ["CANCEL", "STALL", "Attempt", "NotModified"]
@@ -70,40 +69,6 @@ def _raw_reader(response: Any) -> Any:
     return None
 
 
-def _get(session: Any, url: str, **options: Any) -> Any:
-    """``session.get(url, stream=True, **options)``, leaving out the options
-    that a session's ``get`` does not take.
-
-    A session written for dlmanager 0.1.1 may define ``get(url, stream)``
-    only: it is called as 0.1.1 did. Without ``headers`` it gets no ``Range``
-    (a retry starts over) and without ``timeout`` no timeout (the stall guard
-    still ends a transfer that stalls).
-    """
-    if isinstance(session, Direct):
-        return session.get(url, stream=True, **options)
-    requests = sys.modules.get("requests")  # a requests.Session exists only once it is loaded
-    if requests is None or not (isinstance(session, requests.Session) or session is requests):
-        accepted = _keywords(session.get)
-        if accepted is not None:
-            options = {name: value for name, value in options.items() if name in accepted}
-    return session.get(url, stream=True, **options)
-
-
-def _keywords(function: Any) -> frozenset[str] | None:
-    """The keyword arguments *function* takes, or None for any (or unknown)."""
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    return frozenset(
-        p.name
-        for p in parameters
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    )
-
-
 class NotModified(Exception):
     """Raised by :meth:`Attempt.open` when a revalidating request finds the file
     there current (see :func:`~dlmanager.revalidation.unchanged`): not an error."""
@@ -114,9 +79,12 @@ class NotModified(Exception):
 
 
 class Attempt:
-    """One GET of *url*, asking for the bytes from *offset* on.
+    """One request of *url* (a GET unless *request* says otherwise), asking
+    for the bytes from *offset* on.
 
-    :param session: anything with ``get(url, stream=True, **kwargs)``
+    :param session: anything with ``get(url, stream=True, **kwargs)`` (and
+        ``request(method, url, ...)`` for a request other than a GET
+        without a body; see :func:`~dlmanager.transport.send.send_request`)
     :param offset: resume from this byte (0 for the whole file)
     :param end: ask only for the bytes before this offset (None: to the end)
     :param validator: the ETag or Last-Modified the bytes before *offset* came
@@ -131,6 +99,8 @@ class Attempt:
     :param senders: the threads the request is sent from
     :param conditions: the file there, for a request that revalidates it
         (conditional headers, and :class:`NotModified` when it is current)
+    :param request: the method, headers, body and auth of the download
+        (*url* holds its query already)
     """
 
     def __init__(
@@ -149,7 +119,9 @@ class Attempt:
         content_chunk_size: int | None = None,
         senders: Senders,
         conditions: Conditions | None = None,
+        request: RequestOptions | None = None,
     ) -> None:
+        self.request = request or RequestOptions()
         self.senders = senders
         self.conditions = conditions if not offset and end is None else None
         self.url = url
@@ -218,7 +190,8 @@ class Attempt:
     # -- the request ---------------------------------------------------------------
 
     def request_headers(self) -> dict[str, str]:
-        headers = {"Accept-Encoding": "identity"}
+        """The download's own headers, then those dlmanager sets (which they may not hold)."""
+        headers = {**self.request.headers, "Accept-Encoding": "identity"}
         if self.conditions is not None:
             headers.update(self.conditions.headers())
         if self.offset > 0 or self.end is not None:
@@ -250,8 +223,9 @@ class Attempt:
                     map_transport_errors(self.url, self.dest),
                     connections_seen_by(self._connected),
                 ):
-                    response = _get(
+                    response = send_request(
                         self.session,
+                        self.request,
                         self.url,
                         headers=self.request_headers(),
                         timeout=self.timeouts.requests_timeout,

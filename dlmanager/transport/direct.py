@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import urllib3
 
 from dlmanager.errors import TransferError
+from dlmanager.request import basic_authorization, redirected
 from dlmanager.transport.errors import redirects_message
 from dlmanager.transport.pools import POOLS, close_pools
 
@@ -199,7 +200,7 @@ class Direct:
         if fallback is not None:
             fallback.close()
 
-    # -- one GET -----------------------------------------------------------------------
+    # -- one request -------------------------------------------------------------------
 
     def get(
         self,
@@ -209,30 +210,56 @@ class Direct:
         timeout: tuple[float | None, float | None],
         stream: bool = True,
     ) -> Any:
-        """GET *url*, following redirects; the response's body is not read.
+        """GET *url*, following redirects (see :meth:`request`)."""
+        return self.request("GET", url, headers=headers, timeout=timeout)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        timeout: tuple[float | None, float | None],
+        body: bytes | None = None,
+        auth: Any = None,
+    ) -> Any:
+        """Send *method* to *url* with *body*, following redirects; the
+        response's body is not read.
+
+        *headers* go over the session's (case-insensitively). *auth* is
+        ``(user, password)``, which wins over credentials in the URL and
+        ``.netrc``, or an auth object, which only the session can apply. A
+        redirect changes the method and drops the body as ``requests`` does
+        (:func:`~dlmanager.request.redirected`).
 
         :raises TransferError: too many redirects, or one to a non-http(s) URL
         :raises urllib3.exceptions.HTTPError: the request failed (its
             ``failed_url`` attribute names the URL of a redirect)
         """
         session = self.session
-        if session is not None and not _plain(session):
-            return session.get(url, stream=True, headers=headers, timeout=timeout)
+        credentials = _credentials(auth)
+        if session is not None and (not _plain(session) or (auth and credentials is None)):
+            return session.request(method, url, stream=True, headers=headers, data=body,
+                                   auth=auth, timeout=timeout)  # fmt: skip
+        if auth is not None and credentials is None:
+            raise TransferError(f"{url}: an auth object needs a requests session",
+                                retryable=False, url=url)  # fmt: skip
         route = self._route(url, session)
         if route is None:  # what urllib3 cannot do alone (a SOCKS proxy)
-            return self._session_for_fallback().get(
-                url, stream=True, headers=headers, timeout=timeout
+            return self._session_for_fallback().request(
+                method, url, stream=True, headers=headers, data=body, auth=auth, timeout=timeout
             )
         limit = session.max_redirects if session is not None else MAX_REDIRECTS
         jar = session.cookies if session is not None else self._jar
-        request = {**(dict(session.headers) if session is not None else self._headers), **headers}
-        auth = route.auth or (route.netrc(url) if route.netrc is not None else None)
-        if auth is not None:
-            request["Authorization"] = auth
+        request = _merged(dict(session.headers) if session is not None else self._headers, headers)
+        given = credentials or route.auth or (route.netrc(url) if route.netrc is not None else None)
+        if given is not None:
+            request = _merged(request, {"Authorization": given})
         history: list[str] = []
         current, domain_cookies_only = url, False
         while True:
-            raw = self._send(current, route, request, timeout, jar, domain_cookies_only)
+            raw = self._send(method, current, route, request, body, timeout, jar,
+                             domain_cookies_only)  # fmt: skip
             if "Set-Cookie" in raw.headers:
                 jar = self._keep_cookies(current, request, raw, jar)
             location = raw.headers.get("Location")
@@ -252,25 +279,32 @@ class Direct:
                 )
             raw.drain_conn()  # a redirect's page: read, so its connection is reused
             raw.release_conn()
+            method, keep_body = redirected(method, body is not None, raw.status)
+            if not keep_body and body is not None:
+                body = None
+                request = _merged(request, {}, drop=("Content-Type",))
+                headers = _merged(headers, {}, drop=("Content-Type",))
             if strips_auth(current, target):
-                request.pop("Authorization", None)
+                request = _merged(request, {}, drop=("Authorization",))  # in any case
                 domain_cookies_only = True
             current = target
             route = self._route(current, session)
             if route is None:
-                return self._session_for_fallback().get(
-                    current, stream=True, headers=headers, timeout=timeout
+                return self._session_for_fallback().request(
+                    method, current, stream=True, headers=headers, data=body, timeout=timeout
                 )
-            if route.netrc is not None and "Authorization" not in request:
+            if route.netrc is not None and "authorization" not in map(str.lower, request):
                 netrc = route.netrc(current)
                 if netrc is not None:
                     request["Authorization"] = netrc
 
     def _send(
         self,
+        method: str,
         url: str,
         route: _Route,
         headers: dict[str, str],
+        body: bytes | None,
         timeout: tuple[float | None, float | None],
         jar: Any,
         domain_cookies_only: bool,
@@ -284,8 +318,9 @@ class Direct:
         target = url if route.absolute else (parts.request_uri or "/")
         try:
             return pool.urlopen(
-                "GET",
+                method,
                 target,
+                body=body,
                 headers=headers,
                 redirect=False,
                 assert_same_host=False,
@@ -399,6 +434,19 @@ def _default_headers() -> dict[str, str]:
     from dlmanager import __version__  # the package is loaded by the time a Direct is made
 
     return {"User-Agent": f"dlmanager/{__version__}", "Accept": "*/*", "Connection": "keep-alive"}
+
+
+def _merged(
+    base: dict[str, str], extra: dict[str, str], drop: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """*base* with *extra* over it, and without *drop*, names compared case-insensitively."""
+    gone = {name.lower() for name in (*extra, *drop)}
+    return {**{k: v for k, v in base.items() if k.lower() not in gone}, **extra}
+
+
+def _credentials(auth: Any) -> str | None:
+    """The ``Authorization`` value of ``(user, password)`` *auth*, or None (none, or an object)."""
+    return basic_authorization(*auth) if isinstance(auth, tuple) else None
 
 
 def _basic(username: str, password: str) -> str:

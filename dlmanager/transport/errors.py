@@ -23,7 +23,7 @@ import urllib3
 
 from dlmanager.errors import DlManagerError, TransferError
 
-__all__ = ["map_transport_errors", "redirects_message", "timed_out"]
+__all__ = ["map_transport_errors", "never_sent", "redirects_message", "timed_out"]
 
 #: The URL in the message of ``requests``' InvalidSchema for a URL it has no adapter for.
 _NO_ADAPTER_RE = re.compile(r"No connection adapters were found for (['\"])(.*)\1\Z", re.DOTALL)
@@ -53,8 +53,26 @@ def map_transport_errors(
             raise
         message, retryable = mapped
         raise TransferError(
-            message, retryable=retryable, url=url, dest=dest, received=received
+            message,
+            retryable=retryable,
+            url=url,
+            dest=dest,
+            received=received,
+            sent=not never_sent(exc),
         ) from exc
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether *exc* says the request never left: no connection could be made
+    (refused, timed out connecting, a host name that does not resolve).
+    urllib3 retries such an error of any method, for the same reason."""
+    for cause in _causes(exc):
+        # NewConnectionError and NameResolutionError derive from ConnectTimeoutError.
+        if isinstance(cause, (urllib3.exceptions.ConnectTimeoutError, ConnectionRefusedError)):
+            return True
+        if isinstance(cause, socket.gaierror) or _is(cause, "ConnectTimeout"):
+            return True
+    return False
 
 
 def _mapped(exc: Exception, url: str, sockets: bool) -> tuple[str, bool] | None:
