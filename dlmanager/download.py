@@ -11,12 +11,13 @@ temporary file according to the outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 from dlmanager.checksum import Checksum
 from dlmanager.config import (
@@ -28,6 +29,7 @@ from dlmanager.config import (
 from dlmanager.destination import Destination, regular_file
 from dlmanager.disk.metadata import FileInfo, utcnow
 from dlmanager.disk.partfile import PartFile
+from dlmanager.disk.sinks import FileObjectSink, Sink, file_sink
 from dlmanager.errors import DownloadError, DownloadInterrupt
 from dlmanager.events import (
     DownloadEvent,
@@ -67,7 +69,8 @@ class Download:
 
     The body is written into a hidden temporary file beside *dest* and moved
     into place only when complete; on error or cancel the temporary file is
-    removed, so *dest* never holds a partial file.
+    removed, so *dest* never holds a partial file. A file object *dest* is
+    written directly, and cut back on error or cancel (see :ref:`destinations`).
 
     .. code-block:: python
 
@@ -78,7 +81,10 @@ class Download:
     :param url: the http or https URL to download
     :param dest: the destination path (a string or any :class:`os.PathLike`),
         resolved now: a later :func:`os.chdir` changes nothing (a
-        :class:`~dlmanager.DownloadManager` passes a :class:`Destination`)
+        :class:`~dlmanager.DownloadManager` passes a :class:`Destination`);
+        or a writable, seekable binary file object (:class:`io.BytesIO`, a
+        file opened ``"wb"``...), written from its current position over one
+        connection, with no temporary file (see :ref:`destinations`)
     :param finished_callback: called in the download thread with this
         download once the work is over, whatever the outcome
     :param chunk_size: the largest chunk read and handed to ``progress``;
@@ -124,8 +130,11 @@ class Download:
         ago is current without a request; an older one (or one dlmanager did
         not download) is revalidated, even without *revalidate*
     :raises ValueError: for a URL that is not http(s), or an invalid option
+    :raises TypeError: for a *dest* that is neither a path nor a binary file object
 
     .. versionchanged:: 1.0
+       *dest* may be a file object.
+
        ``chunk_size`` defaults to 256 KiB instead of 16 KiB; retry, timeout,
        on_event, limiter, connections, min_split_size, checksum, max_size,
        options, runtime, revalidate and max_age are new keyword-only parameters.
@@ -134,7 +143,7 @@ class Download:
     def __init__(
         self,
         url: str,
-        dest: str | os.PathLike[str] | Destination,
+        dest: str | os.PathLike[str] | Destination | BinaryIO | FileObjectSink,
         finished_callback: Callable[[Download], Any] | None = None,
         chunk_size: int | None = None,
         session: Any = None,
@@ -155,7 +164,10 @@ class Download:
     ) -> None:
         check_url(url)
         check_max_age(max_age)
-        if not isinstance(dest, Destination):
+        self._sink = file_sink(dest, url, revalidate=revalidate or max_age is not None)
+        if self._sink is not None:
+            dest = Destination(self._sink.dest, "", leftovers=False)
+        elif not isinstance(dest, Destination):
             shown = as_path(dest, "dest")
             check_name_length(os.path.basename(shown))
             dest = Destination(shown, os.path.abspath(shown))
@@ -167,6 +179,8 @@ class Download:
             if options is not None and built != TransferOptions():
                 raise ValueError("pass options or the keywords it holds, not both")
             options = built if options is None else options
+        if self._sink is not None and options.connections > 1:  # a file object: one stream
+            options = dataclasses.replace(options, connections=1)
         self._url = url
         self._destination = dest
         self._path = dest.path
@@ -179,8 +193,9 @@ class Download:
         self._cancel = threading.Event()
         self._done = threading.Event()  # set when the thread's work is over
         self._holder = Holder(limiter, self._cancel, _POLL)
-        self._opener = AttemptOpener(self._session, url, self._path, self._options,
-                                     self._runtime.senders, self._cancel)  # fmt: skip
+        self._opener = AttemptOpener(self._session, url, self._path or dest.shown,
+                                     self._options, self._runtime.senders,
+                                     self._cancel)  # fmt: skip
         self._error: ExcInfo | None = None
         self._error_received = False  # by wait() or error(): DownloadManager.wait() skips it
         self._state = DownloadState.PENDING
@@ -329,8 +344,14 @@ class Download:
         self._events.set_progress(progress)
 
     def get_dest(self) -> str:
-        """The destination path (as given)."""
+        """The destination path (as given); for a file object, its ``name``
+        when it has one (an open file's path), else ``<BytesIO>`` or the like."""
         return self._destination.shown
+
+    @property
+    def fileobj(self) -> BinaryIO | None:
+        """The file object the download writes into, or None for a path."""
+        return self._sink.fileobj if self._sink is not None else None
 
     def get_url(self) -> str:
         """The URL (as given: with its credentials, if any)."""
@@ -449,7 +470,7 @@ class Download:
         if self._cancel.is_set():
             raise DownloadInterrupt()
 
-    def _describe(self, transfer: Transfer, part: PartFile) -> Callable[[int], None]:
+    def _describe(self, transfer: Transfer, part: Sink) -> Callable[[int], None]:
         """What records the metadata of the file *transfer* filled, before its publish."""
 
         def describe(fd: int) -> None:
@@ -466,7 +487,9 @@ class Download:
         self._check_cancel()
         writeback = self._runtime.writeback
         adopted = PartFile.adopt(self._path, self._url, writeback) if leftovers else None
-        part, resume = adopted or (PartFile.create(self._path, self._url, writeback), None)
+        part: Sink
+        part, resume = adopted or (self._sink or PartFile.create(self._path, self._url, writeback),
+                                   None)  # fmt: skip
         if resume is not None:
             self._events.resume_from(resume.received, resume.total)
         job = Job(self._url, self._options, self._opener, self._events, self._cancel,
@@ -489,12 +512,14 @@ class Download:
             log.info("%s is current (HTTP %s)", self._path, answer.status)
         except BaseException as exc:
             keep = self._keep_partial and isinstance(exc, DownloadInterrupt)
-            if keep and transfer.keep():
+            if keep and self._sink is None and transfer.keep():
                 part.close()  # a leftover the next download resumes
                 log.info("Kept %d bytes of %s for a later download to resume",
                          part.size, self._path)  # fmt: skip
             else:
                 part.discard()
+                if self._sink is not None:
+                    self._sink.explain(exc)  # what stays in the object, if anything
             raise
 
 
