@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         TransferError,
     )
     from dlmanager.events import DownloadEvent, DownloadState, EventKind
+    from dlmanager.fetch import fetch_bytes
     from dlmanager.manager import DownloadManager
     from dlmanager.persist_limit import PersistLimit
     from dlmanager.retry import RetryPolicy
@@ -61,6 +62,7 @@ __all__ = [
     "TooLargeError",
     "TransferError",
     "__version__",
+    "fetch_bytes",
     "retrieve",
 ]
 
@@ -88,6 +90,7 @@ _SOURCES: dict[str, str] = {
     "Timeouts": "dlmanager.config",
     "TooLargeError": "dlmanager.errors",
     "TransferError": "dlmanager.errors",
+    "fetch_bytes": "dlmanager.fetch",
     "retrieve": "dlmanager.cache",
 }
 

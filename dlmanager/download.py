@@ -11,12 +11,13 @@ temporary file according to the outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 from dlmanager.checksum import Checksum
 from dlmanager.config import (
@@ -28,6 +29,7 @@ from dlmanager.config import (
 from dlmanager.destination import Destination, regular_file
 from dlmanager.disk.metadata import FileInfo, utcnow
 from dlmanager.disk.partfile import PartFile
+from dlmanager.disk.sinks import FileObjectSink, Sink, file_sink
 from dlmanager.errors import DownloadError, DownloadInterrupt
 from dlmanager.events import (
     DownloadEvent,
@@ -69,7 +71,8 @@ class Download:
 
     The body is written into a hidden temporary file beside *dest* and moved
     into place only when complete; on error or cancel the temporary file is
-    removed, so *dest* never holds a partial file.
+    removed, so *dest* never holds a partial file. A file object *dest* is
+    written directly, and cut back on error or cancel (see :ref:`destinations`).
 
     .. code-block:: python
 
@@ -80,7 +83,10 @@ class Download:
     :param url: the http or https URL to download
     :param dest: the destination path (a string or any :class:`os.PathLike`),
         resolved now: a later :func:`os.chdir` changes nothing (a
-        :class:`~dlmanager.DownloadManager` passes a :class:`Destination`)
+        :class:`~dlmanager.DownloadManager` passes a :class:`Destination`);
+        or a writable, seekable binary file object (:class:`io.BytesIO`, a
+        file opened ``"wb"``...), written from its current position over one
+        connection, with no temporary file (see :ref:`destinations`)
     :param finished_callback: called in the download thread with this
         download once the work is over, whatever the outcome
     :param chunk_size: the largest chunk read and handed to ``progress``;
@@ -136,8 +142,11 @@ class Download:
         (then leave those out)
     :raises ValueError: for a URL that is not http(s), an invalid option, or
         request options the session cannot send
+    :raises TypeError: for a *dest* that is neither a path nor a binary file object
 
     .. versionchanged:: 1.0
+       *dest* may be a file object.
+
        ``chunk_size`` defaults to 256 KiB instead of 16 KiB; retry, timeout,
        on_event, limiter, connections, min_split_size, checksum, max_size,
        options, runtime, revalidate, max_age, headers, params, method, data,
@@ -147,7 +156,7 @@ class Download:
     def __init__(
         self,
         url: str,
-        dest: str | os.PathLike[str] | Destination,
+        dest: str | os.PathLike[str] | Destination | BinaryIO | FileObjectSink,
         finished_callback: Callable[[Download], Any] | None = None,
         chunk_size: int | None = None,
         session: Any = None,
@@ -178,7 +187,10 @@ class Download:
         request = request_options(request, headers=headers, params=params, method=method,
                                   data=data, json=json, auth=auth)  # fmt: skip
         request.check_revalidation(revalidate, max_age)
-        if not isinstance(dest, Destination):
+        self._sink = file_sink(dest, url, revalidate=revalidate or max_age is not None)
+        if self._sink is not None:
+            dest = Destination(self._sink.dest, "", leftovers=False)
+        elif not isinstance(dest, Destination):
             shown = as_path(dest, "dest")
             check_name_length(os.path.basename(shown))
             dest = Destination(shown, os.path.abspath(shown))
@@ -190,6 +202,8 @@ class Download:
             if options is not None and built != TransferOptions():
                 raise ValueError("pass options or the keywords it holds, not both")
             options = built if options is None else options
+        if self._sink is not None and options.connections > 1:  # a file object: one stream
+            options = dataclasses.replace(options, connections=1)
         self._url = url
         self._request = request
         self._target = request.target(url)  # what is requested: the URL and the query
@@ -205,8 +219,9 @@ class Download:
         self._cancel = threading.Event()
         self._done = threading.Event()  # set when the thread's work is over
         self._holder = Holder(limiter, self._cancel, _POLL)
-        self._opener = AttemptOpener(self._session, self._target, self._path, self._options,
-                                     self._runtime.senders, self._cancel, request)  # fmt: skip
+        self._opener = AttemptOpener(self._session, self._target, self._path or dest.shown,
+                                     self._options, self._runtime.senders, self._cancel,
+                                     request)  # fmt: skip
         self._error: ExcInfo | None = None
         self._error_received = False  # by wait() or error(): DownloadManager.wait() skips it
         self._state = DownloadState.PENDING
@@ -355,8 +370,14 @@ class Download:
         self._events.set_progress(progress)
 
     def get_dest(self) -> str:
-        """The destination path (as given)."""
+        """The destination path (as given); for a file object, its ``name``
+        when it has one (an open file's path), else ``<BytesIO>`` or the like."""
         return self._destination.shown
+
+    @property
+    def fileobj(self) -> BinaryIO | None:
+        """The file object the download writes into, or None for a path."""
+        return self._sink.fileobj if self._sink is not None else None
 
     def get_url(self) -> str:
         """The URL (as given: with its credentials, if any)."""
@@ -480,7 +501,7 @@ class Download:
         if self._cancel.is_set():
             raise DownloadInterrupt()
 
-    def _describe(self, transfer: Transfer, part: PartFile) -> Callable[[int], None]:
+    def _describe(self, transfer: Transfer, part: Sink) -> Callable[[int], None]:
         """What records the metadata of the file *transfer* filled, before its publish."""
 
         def describe(fd: int) -> None:
@@ -501,7 +522,9 @@ class Download:
         if adopted is not None and not self._request.ranged:
             adopted[0].discard()  # a GET's leftover: this request is never resumed
             adopted = None
-        part, resume = adopted or (PartFile.create(self._path, url, writeback), None)
+        part: Sink
+        part, resume = adopted or (self._sink or PartFile.create(self._path, url, writeback),
+                                   None)  # fmt: skip
         if resume is not None:
             self._events.resume_from(resume.received, resume.total)
         job = Job(url, self._options, self._opener, self._events, self._cancel, self._runtime,
@@ -524,12 +547,14 @@ class Download:
             log.info("%s is current (HTTP %s)", self._path, answer.status)
         except BaseException as exc:
             keep = self._keep_partial and isinstance(exc, DownloadInterrupt)
-            if keep and transfer.keep():
+            if keep and self._sink is None and transfer.keep():
                 part.close()  # a leftover the next download resumes
                 log.info("Kept %d bytes of %s for a later download to resume",
                          part.size, self._path)  # fmt: skip
             else:
                 part.discard()
+                if self._sink is not None:
+                    self._sink.explain(exc)  # what stays in the object, if anything
             raise
 
 

@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from dlmanager.checksum import Checksum, parse_checksum
 from dlmanager.config import (
@@ -322,8 +322,9 @@ class DownloadManager:
         data: Any = None,
         json: Any = None,
         auth: Any = None,
+        dest: Any = None,  # BinaryIO | None (below, dest is the path in the directory)
     ) -> Download | None:
-        """Start downloading *url* into the destination directory.
+        """Start downloading *url* into the destination directory (or into *dest*).
 
         :param url: an http or https URL
         :param fname: the file name; derived from the URL's path when None
@@ -349,6 +350,12 @@ class DownloadManager:
             only (see :ref:`request-options`, and :class:`Download` for
             *params*, *method*, *data*, *json* and *auth*); the file's name
             still comes from the URL's path, never from the query
+        :param dest: a writable, seekable binary file object to write the body
+            into instead of a file of the directory (see :ref:`destinations`):
+            written from its current position over one connection, with the
+            manager's session, options and transfer slots, but no file name,
+            lock, temporary file, metadata or persist limit; every call
+            starts a new download (they are not deduplicated)
         :return: the started :class:`Download`; the running one when that
             destination is already downloading with the same request options
             and *checksum* is None or the same as the running one's
@@ -361,11 +368,12 @@ class DownloadManager:
             :attr:`~dlmanager.Download.done_by` is ``"another download"``)
         :raises ValueError: for a URL that is not http(s), a file name that
             would land outside the destination directory, an invalid
-            checksum, *max_age* or request option
+            checksum, *max_age* or request option; *fname* and *dest* together
+        :raises TypeError: for a *dest* that is no binary file object
 
         .. versionchanged:: 1.0
            *on_event*, *checksum*, *revalidate*, *max_age*, *headers*,
-           *params*, *method*, *data*, *json* and *auth*.
+           *params*, *method*, *data*, *json*, *auth* and *dest*.
         """
         check_url(url)
         check_max_age(max_age)
@@ -374,6 +382,12 @@ class DownloadManager:
         request.check_revalidation(revalidate, max_age)
         check_session(self._transport or self._session, request)
         expected = parse_checksum(checksum)
+        if dest is not None:
+            if fname is not None:
+                raise ValueError("pass fname (a file of the directory) or dest, not both")
+            return self._download_into(
+                dest, url, progress, on_event, expected, revalidate or max_age is not None, request
+            )
         dest = self.get_dest(fname if fname is not None else name_from_url(url))
         path = self._directory.path(os.path.basename(dest))
         stale = False  # a file that does not match: replaced once the new one is verified
@@ -429,6 +443,33 @@ class DownloadManager:
             download.start()  # its place in the queue, in the order downloads start
         return download
 
+    def _download_into(
+        self,
+        dest: BinaryIO,
+        url: str,
+        progress: ProgressCallback | None,
+        on_event: EventCallback | None,
+        checksum: Checksum | None,
+        revalidate: bool,
+        request: RequestOptions,
+    ) -> Download:
+        """Start a download of *url* into the file object *dest* (see :meth:`download`)."""
+        options = self.options
+        if options.checksum != checksum:
+            options = dataclasses.replace(options, checksum=checksum)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"the DownloadManager of {self.destdir} is closed")
+            download = Download(url, dest, finished_callback=self._finished,
+                                session=self._transport or self._session, progress=progress,
+                                on_event=on_event, limiter=self._limiter, options=options,
+                                runtime=self._runtime, revalidate=revalidate,
+                                request=request)  # fmt: skip
+            self._unfinished[download] = None
+            self._download_started(download)
+            download.start()
+        return download
+
     def _live(self, dest: str) -> Download | None:
         """The download of *dest* in flight that was not cancelled, or None."""
         with self._lock:
@@ -465,7 +506,7 @@ class DownloadManager:
         the outcome; :meth:`wait` returns after it. Subclasses call the base:
         when the file is in place, it records its use and applies the persist
         limit (:meth:`evict`)."""
-        if dl.state is DownloadState.DONE:
+        if dl.state is DownloadState.DONE and dl.fileobj is None:
             published = dl.done_by is None and not dl.not_modified  # a 304 is a use too
             self._directory.downloaded(dl.get_dest(), published=published)
             self.evict()

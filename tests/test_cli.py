@@ -338,7 +338,9 @@ def test_timeout_ends_a_stalled_download(
         (["--retries", "-1"], "--retries"),
         (["--timeout", "0"], "--timeout"),
         (["-x", "abc"], "--connections"),
-        (["-o", "../escape.bin"], "--output: invalid file name '../escape.bin'"),
+        (["-o", "../escape.bin"], "--output '../escape.bin' is a path (it has a directory part)"),
+        (["-o", ".."], "--output: invalid file name '..'"),
+        (["-o", "-", "--max-size", "1M"], "-o - writes the body to standard output, and no file"),
         (["-o", "a.bin", "http://127.0.0.1:9/b.bin"], "--output needs exactly one URL"),
         (["--checksum", "sha256:00", "http://127.0.0.1:9/b.bin"], "--checksum needs exactly"),
         (["--max-size", "lots"], "not a size: 'lots'"),
@@ -366,7 +368,7 @@ def test_bad_usage_exits_2(
     assert problem in err
     # argparse's own errors show the usage; the checks of what it cannot
     # check are one line.
-    if problem.startswith(("--output", "--checksum")):
+    if problem.startswith(("--output", "--checksum", "-o -")):
         assert err == f"dlmanager: {lines(err)[0].removeprefix('dlmanager: ')}\n"
     else:
         assert "usage:" in err

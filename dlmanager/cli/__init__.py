@@ -2,7 +2,7 @@
 
 ::
 
-    dlmanager [get] URL... [-d DIR] [-i FILE] [-o NAME] [-j JOBS] [-x CONNECTIONS]
+    dlmanager [get] URL... [-d DIR] [-i FILE] [-o NAME|PATH|-] [-j JOBS] [-x CONNECTIONS]
                            [--revalidate] [--max-age S] [--max-size SIZE] [--max-files N]
                            [--include-foreign] [--max-file-size SIZE]
                            [--checksum ALGO:HEX] [--ca-bundle FILE] [--retries N]

@@ -295,7 +295,8 @@ def _outcome(event: DownloadEvent, track: Track) -> Outcome:
         outcome.note = f"done by {download.done_by}"
         outcome.size = _size(outcome.path)
     elif state is DownloadState.DONE:
-        outcome.size = _size(outcome.path) or event.received
+        there = _size(outcome.path) if download.fileobj is None else None
+        outcome.size = there or event.received
     else:
         outcome.status = CANCELLED if state is DownloadState.CANCELLED else FAILED
         outcome.error = event.error or DownloadInterrupt()

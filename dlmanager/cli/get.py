@@ -65,6 +65,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         )
     # dlmanager's own transport: the rules of a DownloadSession, without requests.
     with Direct(args.jobs * args.connections, verify=args.ca_bundle or True) as session:
+        if args.stdout:  # -o -
+            from dlmanager.cli.stdout import to_stdout
+
+            return to_stdout(args, session, out, err)
         try:
             manager = ReportingManager(
                 args.dest,

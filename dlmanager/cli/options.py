@@ -19,8 +19,9 @@ from typing import NoReturn
 
 from dlmanager.checksum import parse_checksum
 from dlmanager.cli.parsing import Item, parse_manifest, parse_size
+from dlmanager.cli.targets import Target, output_target
 from dlmanager.config import DEFAULT_CONNECTIONS
-from dlmanager.names import check_name_length, name_from_url, name_max, validate_fname
+from dlmanager.names import check_name_length, name_from_url, name_max
 from dlmanager.request import RequestOptions
 
 __all__ = [
@@ -142,7 +143,9 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
 def add_get_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``get``."""
     parser.add_argument("urls", nargs="*", metavar="URL", help="http(s) URLs to download")
-    parser.add_argument("-d", "--dest", default=".", metavar="DIR", help="destination directory")
+    parser.add_argument(
+        "-d", "--dest", metavar="DIR", help="destination directory (default: the current one)"
+    )
     parser.add_argument(
         "-i",
         "--input-file",
@@ -151,7 +154,13 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         "followed by a file name and a checksum, as in 'URL NAME sha256:HEX'",
     )
     parser.add_argument(
-        "-o", "--output", metavar="NAME", help="file name in DIR for the one URL given"
+        "-o",
+        "--output",
+        metavar="NAME|PATH|-",
+        help="for the one URL given: its file name in DIR; or a PATH with a directory part "
+        "(sub/name, ./name), relative to the current directory, whose directory must exist "
+        "(not with -d); or '-' to write the body to standard output (everything else then "
+        "goes to standard error)",
     )
     parser.add_argument(
         "-j", "--jobs", type=int_at_least(1), default=4, help="files downloaded in parallel"
@@ -263,21 +272,25 @@ def check_get_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
         if getattr(args, option[2:]) is not None and len({i.url for i in items}) != 1:
             bad_usage(f"{option} needs exactly one URL")
     args.request = _request(args)
+    target: Target | None = None
     if args.output is not None or args.checksum is not None:
         item = items[0]
         fname, checksum = item.fname, item.checksum
         try:
             if args.output is not None:
-                fname = validate_fname(args.output)
+                target = output_target(args)
+                fname = target.fname
         except ValueError as exc:
-            bad_usage(f"--output: {exc}")
+            bad_usage(str(exc))
         try:
             if args.checksum is not None:
                 checksum = parse_checksum(args.checksum)
         except ValueError as exc:
             bad_usage(f"--checksum: {exc}")
         items = [Item(item.url, fname, checksum)]
-    args.items = _named(items, name_max(args.dest))
+    args.dest = (target.directory if target else None) or args.dest or "."
+    args.stdout = target is not None and target.stdout
+    args.items = items if args.stdout else _named(items, name_max(args.dest))
 
 
 def _named(items: list[Item], longest: int) -> list[Item]:

@@ -19,11 +19,11 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from dlmanager.redact import redact
 
-__all__ = ["Output", "die_of_sigpipe", "pipe_closed", "wrapped"]
+__all__ = ["Output", "die_of_sigpipe", "pipe_closed", "reader_gone", "wrapped"]
 
 #: Set when a write found its pipe closed (by any thread).
 pipe_closed = threading.Event()
@@ -55,19 +55,24 @@ class Output:
 
     def _break(self) -> None:
         self.broken = True
-        pipe_closed.set()
-        # The interpreter flushes the standard streams at exit: nothing is
-        # left in them to fail then.
-        with contextlib.suppress(OSError, ValueError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self.stream.fileno())
-            os.close(devnull)
+        reader_gone(self.stream)
 
     def isatty(self) -> bool:
         return not self.broken and self.stream.isatty()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
+
+
+def reader_gone(stream: IO[Any]) -> None:
+    """The reader of *stream*'s pipe is gone: set :data:`pipe_closed`, and
+    point its file descriptor at ``/dev/null``, so that what is left in it
+    (flushed by the interpreter at exit) fails no more."""
+    pipe_closed.set()
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
 
 
 @contextlib.contextmanager

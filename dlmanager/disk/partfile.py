@@ -15,8 +15,9 @@ import errno
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
+from dlmanager.checksum import Checksum, file_digests
 from dlmanager.disk import checkpoint, layout
 from dlmanager.disk.checkpoint import Checkpoint
 from dlmanager.disk.locks import same_file
@@ -82,7 +83,12 @@ class PartFile:
 
     :ivar size: how many bytes :meth:`write` appended (sequential writing)
     :ivar url: the URL downloaded into it (for the errors' context)
+
+    It is the :class:`~dlmanager.disk.sinks.Sink` of a download into a directory.
     """
+
+    #: Bytes written can be taken back (a restart truncates it).
+    rewindable = True
 
     def __init__(
         self,
@@ -298,6 +304,14 @@ class PartFile:
             os.ftruncate(self._fd, 0)
         self.size = 0
         checkpoint.remove(self.checkpoint_path)
+
+    def digests(self, wanted: Iterable[Checksum]) -> dict[str, str]:
+        """The file's digests in the algorithms of *wanted*, read back from disk.
+
+        :raises StorageError: when it cannot be read
+        """
+        with self._failing("read"):
+            return file_digests(self.path, {c.algorithm for c in wanted})
 
     def save_checkpoint(self, state: Checkpoint) -> None:
         """Flush the data to disk, then record *state* beside it.

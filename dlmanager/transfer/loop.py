@@ -19,7 +19,7 @@ import logging
 
 from dlmanager import checksum as checksums
 from dlmanager.disk.checkpoint import Checkpoint
-from dlmanager.disk.partfile import PartFile
+from dlmanager.disk.sinks import Sink
 from dlmanager.errors import (
     ChecksumError,
     DownloadError,
@@ -82,7 +82,7 @@ class Transfer:
     def __init__(
         self,
         job: Job,
-        part: PartFile,
+        part: Sink,
         resume: Checkpoint | None = None,
         conditions: Conditions | None = None,
     ) -> None:
@@ -128,6 +128,8 @@ class Transfer:
             except StorageError:
                 raise  # the disk, not the network: another attempt cannot help
             except DownloadError as exc:
+                if self.part.size and not self.part.rewindable:
+                    raise  # the bytes are out: no restart, no other attempt
                 if isinstance(exc, ResumeError) and not self.job.cancel.is_set():
                     self._start_over(exc)
                     self._restarts += 1
@@ -230,8 +232,8 @@ class Transfer:
             wanted = (*self._expected(), *self._digests)
             self._hasher = checksums.Hasher(wanted) if wanted else None
         else:
+            # The single stream fed the hasher (if any) every byte held: it goes on.
             log.info("Resuming %s at byte %d after a failed attempt", self.url, info.start)
-            self._hasher = None
             self.job.events.resumed()
         if info.total is not None:
             self.part.check_space(info.total)  # before the first byte of the body
@@ -300,16 +302,7 @@ class Transfer:
         if self._hasher is not None:
             actual = self._hasher.hexdigests()
         else:
-            try:
-                actual = checksums.file_digests(self.part.path, {c.algorithm for c in wanted})
-            except OSError as exc:
-                raise StorageError(
-                    f"cannot read {self.part.path}: {exc.strerror or exc}",
-                    errno=exc.errno,
-                    url=self.url,
-                    dest=self.part.dest,
-                    received=self.part.size,
-                ) from exc
+            actual = self.part.digests(wanted)
         for expected in wanted:
             got = actual.get(expected.algorithm)
             if got is None:

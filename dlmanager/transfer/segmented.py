@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
-from dlmanager.disk.partfile import PartFile
+from dlmanager.disk.sinks import Sink
 from dlmanager.errors import (
     DownloadError,
     DownloadInterrupt,
@@ -51,7 +51,7 @@ class Segmented:
     def __init__(
         self,
         job: Job,
-        part: PartFile,
+        part: Sink,
         plan: Plan,
         validator: str,
         save_checkpoint: Callable[[Plan], None],

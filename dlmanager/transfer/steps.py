@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from dlmanager.config import TransferOptions
 from dlmanager.disk.checkpoint import Checkpoint
-from dlmanager.disk.partfile import PartFile
+from dlmanager.disk.sinks import Sink
 from dlmanager.errors import DownloadError, DownloadInterrupt, StallError, StorageError
 from dlmanager.events import Events
 from dlmanager.redact import get_logger
@@ -142,7 +142,7 @@ class Checkpointer:
     bytes of another version, nor a file already published or removed.
     """
 
-    def __init__(self, url: str, part: PartFile, cancel: threading.Event) -> None:
+    def __init__(self, url: str, part: Sink, cancel: threading.Event) -> None:
         self.url = url
         self.part = part
         self.cancel = cancel
@@ -198,6 +198,6 @@ class Checkpointer:
                 self.part.save_checkpoint(Checkpoint(self.url, self.total, self.validator,
                                                      tuple(ranges)))  # fmt: skip
             except StorageError as exc:
-                log.debug("Cannot keep %s for resuming: %s", self.part.path, exc)
+                log.debug("Cannot keep %s for resuming: %s", self.part.dest, exc)
                 return False
         return True

@@ -12,7 +12,7 @@ import contextlib
 import threading
 
 from dlmanager.checksum import Hasher
-from dlmanager.disk.partfile import PartFile
+from dlmanager.disk.sinks import Sink
 from dlmanager.errors import DownloadInterrupt, StorageError
 from dlmanager.transfer.steps import Checkpointer, Job, pump
 from dlmanager.transport.attempt import STALL, Attempt
@@ -24,7 +24,7 @@ __all__ = ["Stream"]
 class Stream:
     """Append one attempt's body to *part*, checkpointed by *checkpointer*."""
 
-    def __init__(self, job: Job, part: PartFile, checkpointer: Checkpointer) -> None:
+    def __init__(self, job: Job, part: Sink, checkpointer: Checkpointer) -> None:
         self.job = job
         self.part = part
         self.checkpointer = checkpointer
