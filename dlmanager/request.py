@@ -163,6 +163,8 @@ class RequestOptions:
         :param auth: ``(user, password)`` for HTTP Basic, or an auth object of ``requests``
         :raises ValueError: naming what is wrong
         """
+        if method is None and headers is None and params is None and data is json is auth is None:
+            return _PLAIN  # most downloads: one shared, immutable plain GET
         body, content_type = _body(data, json)
         if method is None:
             if body is not None:
@@ -449,3 +451,7 @@ def _check_auth(auth: object) -> None:
         "auth must be (user, password) strings or an auth object of requests, "
         f"not {type(auth).__name__}"
     )
+
+
+#: A GET with no option of its own (what :meth:`RequestOptions.build` gives without keywords).
+_PLAIN = RequestOptions.build(method="GET")

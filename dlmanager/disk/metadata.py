@@ -135,6 +135,8 @@ def utcnow() -> datetime.datetime:
 
 def strip_credentials(url: str) -> str:
     """*url* without its ``user:password@`` part (what a file's metadata records)."""
+    if "@" not in url:
+        return url  # the common case, without parsing
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
