@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import pathlib
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -135,3 +137,42 @@ def start_python(args: list[str], stdin: int = subprocess.DEVNULL) -> subprocess
 def start_cli(args: list[str]) -> subprocess.Popen[str]:
     """Start the command, ``python -m dlmanager ARGS``, as a user would."""
     return start_python(["-m", "dlmanager", *args])
+
+
+def xattrs_work(directory: str) -> bool:
+    """Whether files in *directory* take user extended attributes."""
+    probe = os.path.join(directory, ".xattr-probe")
+    with open(probe, "wb"):
+        pass
+    try:
+        os.setxattr(probe, "user.dlmanager.probe", b"1")
+        return True
+    except OSError:
+        return False
+    finally:
+        os.unlink(probe)
+
+
+def refuse_xattrs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this process see a filesystem that refuses extended attributes
+    (file metadata then goes to sidecar files)."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", refuse)
+    monkeypatch.setattr(os, "getxattr", refuse)
+
+
+@pytest.fixture(params=["xattrs", "sidecar"])
+def storage(
+    request: pytest.FixtureRequest, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Both ways a file carries its metadata: extended attributes (where the
+    test directory takes them) and sidecar files (a filesystem refusing them)."""
+    if request.param == "xattrs":
+        if not xattrs_work(str(tmp_path)):
+            pytest.skip("no user extended attributes on this filesystem")
+    else:
+        refuse_xattrs(monkeypatch)
+    return str(request.param)

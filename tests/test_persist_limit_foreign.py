@@ -7,7 +7,6 @@ where the filesystem refuses them); a user's own file is written by hand.
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 from collections.abc import Iterator
@@ -24,24 +23,6 @@ from tests.test_persist_limit_live import eventually
 
 #: A fixed epoch for explicit access times: a file used at BASE + i.
 BASE = 1_600_000_000
-
-
-def refuse_xattrs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A filesystem that refuses extended attributes: metadata goes to sidecars."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.ENOTSUP, "Operation not supported")
-
-    monkeypatch.setattr(os, "setxattr", refuse)
-    monkeypatch.setattr(os, "getxattr", refuse)
-
-
-@pytest.fixture(params=["xattrs", "sidecar"])
-def storage(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways a file carries its metadata."""
-    if request.param == "sidecar":
-        refuse_xattrs(monkeypatch)
-    return str(request.param)
 
 
 def fetch(server: FaultServer, directory: str, sizes: dict[str, int], first: int = 0) -> None:

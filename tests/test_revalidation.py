@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import errno
 import hashlib
 import os
 import pathlib
@@ -25,7 +24,14 @@ from dlmanager import (
 )
 from dlmanager.disk import metadata
 from dlmanager.disk.metadata import ORIGIN_ATTR, read_info, sidecar_path
-from tests.conftest import SUBPROCESS_TIMEOUT, listing, read, start_python
+from tests.conftest import (
+    SUBPROCESS_TIMEOUT,
+    listing,
+    read,
+    refuse_xattrs,
+    start_python,
+    xattrs_work,
+)
 from tests.loopback import BackgroundServer, LoopbackHandler
 from tests.server import (
     CHANGED_LAST_MODIFIED,
@@ -39,41 +45,6 @@ from tests.server import (
 OLD = make_data(50_000, seed=1)
 NEW = make_data(60_000, seed=2)
 SHA256_OLD = "sha256:" + hashlib.sha256(OLD).hexdigest()
-
-
-def xattrs_work(directory: str) -> bool:
-    probe = os.path.join(directory, "probe")
-    with open(probe, "wb"):
-        pass
-    try:
-        os.setxattr(probe, "user.dlmanager.probe", b"1")
-        return True
-    except OSError:
-        return False
-    finally:
-        os.unlink(probe)
-
-
-def refuse_xattrs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make this process see a filesystem that refuses extended attributes."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.ENOTSUP, "Operation not supported")
-
-    monkeypatch.setattr(os, "setxattr", refuse)
-    monkeypatch.setattr(os, "getxattr", refuse)
-
-
-@pytest.fixture(params=["xattrs", "sidecar"])
-def storage(request: pytest.FixtureRequest, destdir: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways of storing metadata: extended attributes (where the test
-    directory has them) and sidecar files (a filesystem that refuses them)."""
-    if request.param == "xattrs":
-        if not xattrs_work(destdir):
-            pytest.skip("no user extended attributes on this filesystem")
-    else:
-        refuse_xattrs(monkeypatch)
-    return str(request.param)
 
 
 def changing(server: FaultServer, path: str = "/f.bin", **faults: object) -> Resource:
