@@ -5,16 +5,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 
 import pytest
 
 from dlmanager import ChecksumError, Download, DownloadError, DownloadManager, RetryPolicy, Timeouts
+from dlmanager.cli.parsing import parse_manifest
 from dlmanager.disk.metadata import read_info
 from dlmanager.transfer.sources import Version, joinable
-from tests.conftest import listing, read
+from tests.conftest import listing, read, write
 from tests.loopback import free_port
 from tests.server import FaultServer, Resource, make_data
+from tests.test_cli import run_in_ci
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -245,3 +248,82 @@ def test_a_mismatch_on_every_source_fails(
     assert str(error[1]).startswith("every source failed (2): ")
     assert len(gets(server)) == 1 and len(gets(mirror)) == 1
     assert listing(destdir) == []
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+def test_manifest_continuation_lines_list_mirrors() -> None:
+    sha = "sha256:" + "ab" * 32
+    lines = [
+        "http://a.example/x.bin x.bin " + sha + "\n",
+        "  http://b.example/x.bin\thttp://c.example/x.bin  # two mirrors\n",
+        "\thttp://d.example/x.bin\n",
+        "   # an indented comment\n",
+        "http://a.example/y.bin\n",
+        "  http://a.example/y.bin\n",  # its own URL: not a mirror
+    ]
+    items = parse_manifest(lines, "list.txt")
+    assert [(i.url, i.fname, i.mirrors) for i in items] == [
+        ("http://a.example/x.bin", "x.bin",
+         ("http://b.example/x.bin", "http://c.example/x.bin", "http://d.example/x.bin")),
+        ("http://a.example/y.bin", None, ()),
+    ]  # fmt: skip
+    assert items[0].checksum is not None
+
+
+@pytest.mark.parametrize(
+    ("lines", "problem"),
+    [
+        (["  http://b.example/x\n"],
+         "list.txt:1: an indented line lists mirrors of the entry above"),
+        (["http://a.example/x\n", "  http://b.example/x x.bin\n"],
+         "list.txt:2: unsupported URL scheme in 'x.bin'"),
+        (["http://a.example/x\n", "  ftp://b.example/x\n"],
+         "list.txt:2: unsupported URL scheme in 'ftp://b.example/x'"),
+    ],
+)  # fmt: skip
+def test_manifest_continuation_lines_say_what_is_wrong(lines: list[str], problem: str) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(problem)):
+        parse_manifest(lines, "list.txt")
+
+
+def test_command_mirror(server: FaultServer, mirror: FaultServer, destdir: str) -> None:
+    mirror.add("/file.bin", DATA)
+    server.add("/file.bin", Resource(DATA, statuses=[404]))
+    result = run_in_ci([server.url("/file.bin"), "--mirror", mirror.url("/file.bin"),
+                        "-x", "4", "-d", destdir, "--retries", "0"])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert read(os.path.join(destdir, "file.bin")) == DATA
+    assert "failed, trying the next one" not in result.stdout  # the library's log stays quiet
+    assert gets(mirror)
+
+
+def test_command_mirror_needs_one_url_and_an_http_url(destdir: str) -> None:
+    two = run_in_ci(["http://127.0.0.1:9/a", "http://127.0.0.1:9/b", "--mirror",
+                     "http://127.0.0.1:9/c", "-d", destdir])  # fmt: skip
+    assert two.returncode == 2
+    assert two.stderr.strip() == "dlmanager: --mirror needs exactly one URL"
+    bad = run_in_ci(["http://127.0.0.1:9/a", "--mirror", "file:///etc/passwd", "-d", destdir])
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("dlmanager: --mirror: unsupported URL scheme")
+    assert listing(destdir) == []
+
+
+def test_command_manifest_with_mirrors(
+    server: FaultServer, mirror: FaultServer, destdir: str, tmp_path: os.PathLike[str]
+) -> None:
+    mirror.add("/a.bin", DATA)
+    mirror.add("/b.bin", OTHER)
+    refused = f"http://127.0.0.1:{free_port()}"
+    manifest = write(os.path.join(os.fspath(tmp_path), "list.txt"), (
+        f"{refused}/a.bin\n"
+        f"    {mirror.url('/a.bin')}\n"
+        f"{server.url('/b.bin')} b.bin {'sha256:' + hashlib.sha256(OTHER).hexdigest()}\n"
+        f"\t{refused}/b.bin {mirror.url('/b.bin')}\n"
+    ))  # fmt: skip
+    result = run_in_ci(["-i", manifest, "-d", destdir, "--retries", "0"])
+    assert result.returncode == 0, result.stderr
+    assert read(os.path.join(destdir, "a.bin")) == DATA
+    assert read(os.path.join(destdir, "b.bin")) == OTHER
+    assert sorted(listing(destdir)) == ["a.bin", "b.bin"]
