@@ -15,7 +15,7 @@ import dataclasses
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, BinaryIO, Union
 
@@ -48,6 +48,7 @@ from dlmanager.runtime import Runtime, default_runtime
 from dlmanager.slots import Holder, Slots
 from dlmanager.transfer.loop import Transfer
 from dlmanager.transfer.opener import AttemptOpener
+from dlmanager.transfer.sources import Sources, check_mirrors
 from dlmanager.transfer.steps import Job
 from dlmanager.transport.attempt import NotModified
 from dlmanager.transport.send import check_session
@@ -140,6 +141,10 @@ class Download:
     :param request: all of *headers*, *params*, *method*, *data*, *json* and
         *auth* at once, as a :class:`~dlmanager.request.RequestOptions`
         (then leave those out)
+    :param mirrors: other http(s) URLs of the same file, tried in order when
+        the sources before them fail, and sharing the segments of a file
+        fetched over several connections (see :ref:`mirrors`); the name, the
+        metadata's ``url`` and the errors' ``url`` stay those of *url*
     :raises ValueError: for a URL that is not http(s), an invalid option, or
         request options the session cannot send
     :raises TypeError: for a *dest* that is neither a path nor a binary file object
@@ -150,7 +155,7 @@ class Download:
        ``chunk_size`` defaults to 256 KiB instead of 16 KiB; retry, timeout,
        on_event, limiter, connections, min_split_size, checksum, max_size,
        options, runtime, revalidate, max_age, headers, params, method, data,
-       json, auth and request are new keyword-only parameters.
+       json, auth, request and mirrors are new keyword-only parameters.
     """
 
     def __init__(
@@ -181,12 +186,14 @@ class Download:
         json: Any = None,
         auth: Any = None,
         request: RequestOptions | None = None,
+        mirrors: Iterable[str] | None = None,
     ) -> None:
         check_url(url)
         check_max_age(max_age)
         request = request_options(request, headers=headers, params=params, method=method,
                                   data=data, json=json, auth=auth)  # fmt: skip
         request.check_revalidation(revalidate, max_age)
+        self._mirrors = check_mirrors(url, mirrors, request)
         self._sink = file_sink(dest, url, revalidate=revalidate or max_age is not None)
         if self._sink is not None:
             dest = Destination(self._sink.dest, "", leftovers=False)
@@ -527,8 +534,9 @@ class Download:
                                    None)  # fmt: skip
         if resume is not None:
             self._events.resume_from(resume.received, resume.total)
+        sources = Sources.of(url, self._mirrors, self._request, self._options.checksum)
         job = Job(url, self._options, self._opener, self._events, self._cancel, self._runtime,
-                  self._request)  # fmt: skip
+                  self._request, sources)  # fmt: skip
         transfer = Transfer(job, part, resume, conditions)
         if conditions is not None:
             self._replacing = True  # a failure leaves the file there as it was

@@ -75,9 +75,12 @@ class DownloadError(DlManagerError, OSError):
     :ivar dest: the destination path, or None
     :ivar received: bytes of the body received by the failing attempt
     :ivar history: the earlier failed attempts, oldest first (set by the retry loop)
+    :ivar source_errors: for a download with mirrors that failed on every
+        source, ``(url, error)`` for each source, in order; else ``()``
     """
 
     history: tuple[Any, ...] = ()
+    source_errors: tuple[tuple[str, BaseException], ...] = ()
 
     def __init__(
         self, message: str, *, url: str = "", dest: str | None = None, received: int = 0

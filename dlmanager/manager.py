@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import IO, Any, BinaryIO
 
@@ -35,6 +35,7 @@ from dlmanager.retry import RetryLike
 from dlmanager.revalidation import check_max_age, fresh
 from dlmanager.runtime import Runtime
 from dlmanager.slots import Slots
+from dlmanager.transfer.sources import check_mirrors
 from dlmanager.transport.direct import Direct, is_download_session
 from dlmanager.transport.send import check_session
 
@@ -323,6 +324,7 @@ class DownloadManager:
         json: Any = None,
         auth: Any = None,
         dest: Any = None,  # BinaryIO | None (below, dest is the path in the directory)
+        mirrors: Iterable[str] | None = None,
     ) -> Download | None:
         """Start downloading *url* into the destination directory (or into *dest*).
 
@@ -356,6 +358,9 @@ class DownloadManager:
             manager's session, options and transfer slots, but no file name,
             lock, temporary file, metadata or persist limit; every call
             starts a new download (they are not deduplicated)
+        :param mirrors: other http(s) URLs of the same file (see
+            :ref:`mirrors`): the file's name, the key a running download is
+            joined by and the metadata's ``url`` stay those of *url*
         :return: the started :class:`Download`; the running one when that
             destination is already downloading with the same request options
             and *checksum* is None or the same as the running one's
@@ -373,21 +378,22 @@ class DownloadManager:
 
         .. versionchanged:: 1.0
            *on_event*, *checksum*, *revalidate*, *max_age*, *headers*,
-           *params*, *method*, *data*, *json*, *auth* and *dest*.
+           *params*, *method*, *data*, *json*, *auth*, *dest* and *mirrors*.
         """
         check_url(url)
         check_max_age(max_age)
         request = RequestOptions.build(headers=headers, params=params, method=method, data=data,
                                        json=json, auth=auth)  # fmt: skip
         request.check_revalidation(revalidate, max_age)
+        mirrors = check_mirrors(url, mirrors, request)
         check_session(self._transport or self._session, request)
         expected = parse_checksum(checksum)
         if dest is not None:
             if fname is not None:
                 raise ValueError("pass fname (a file of the directory) or dest, not both")
-            return self._download_into(
-                dest, url, progress, on_event, expected, revalidate or max_age is not None, request
-            )
+            revalidating = revalidate or max_age is not None
+            return self._download_into(dest, url, progress, on_event, expected, revalidating,
+                                       request, mirrors)  # fmt: skip
         dest = self.get_dest(fname if fname is not None else name_from_url(url))
         path = self._directory.path(os.path.basename(dest))
         stale = False  # a file that does not match: replaced once the new one is verified
@@ -436,6 +442,7 @@ class DownloadManager:
                 revalidate=(revalidate or max_age is not None) and not stale,
                 max_age=max_age,
                 request=request,
+                mirrors=mirrors,
             )
             self._downloads[dest] = download
             self._unfinished[download] = None
@@ -452,6 +459,7 @@ class DownloadManager:
         checksum: Checksum | None,
         revalidate: bool,
         request: RequestOptions,
+        mirrors: tuple[str, ...] = (),
     ) -> Download:
         """Start a download of *url* into the file object *dest* (see :meth:`download`)."""
         options = self.options
@@ -464,7 +472,7 @@ class DownloadManager:
                                 session=self._transport or self._session, progress=progress,
                                 on_event=on_event, limiter=self._limiter, options=options,
                                 runtime=self._runtime, revalidate=revalidate,
-                                request=request)  # fmt: skip
+                                request=request, mirrors=mirrors)  # fmt: skip
             self._unfinished[download] = None
             self._download_started(download)
             download.start()

@@ -192,7 +192,7 @@ def test_input_file_ignores_blank_lines_and_comments(
         f"{server.url('/x.bin')}\n"
         "\n"
         "   \n"
-        f"  {server.url('/y.bin')}  \n"
+        f"{server.url('/y.bin')}  \n"  # an indented line would list mirrors of x.bin
         f"# {server.url('/commented.bin')}\n"
         f"   #{server.url('/commented.bin')}\n",
     )

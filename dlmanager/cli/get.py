@@ -168,6 +168,7 @@ def _start(
             item.url,
             item.fname,
             checksum=item.checksum,
+            mirrors=item.mirrors,
             on_event=reporter.hook(),
             revalidate=revalidate,
             max_age=max_age,

@@ -10,6 +10,7 @@ machinery, is imported only when the command runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -18,10 +19,10 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from dlmanager.checksum import parse_checksum
-from dlmanager.cli.parsing import Item, parse_manifest, parse_size
+from dlmanager.cli.parsing import Item, parse_manifest, parse_size, with_mirrors
 from dlmanager.cli.targets import Target, output_target
 from dlmanager.config import DEFAULT_CONNECTIONS
-from dlmanager.names import check_name_length, name_from_url, name_max
+from dlmanager.names import check_name_length, check_url, name_from_url, name_max
 from dlmanager.request import RequestOptions
 
 __all__ = [
@@ -151,7 +152,8 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         "--input-file",
         metavar="FILE",
         help="read URLs from FILE ('-' for standard input): one per line, optionally "
-        "followed by a file name and a checksum, as in 'URL NAME sha256:HEX'",
+        "followed by a file name and a checksum, as in 'URL NAME sha256:HEX'; an indented "
+        "line lists mirrors of the line above",
     )
     parser.add_argument(
         "-o",
@@ -197,6 +199,13 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         "--checksum",
         metavar="ALGO:HEX",
         help="checksum the file must match, e.g. sha256:... (one URL only)",
+    )
+    parser.add_argument(
+        "--mirror",
+        action="append",
+        metavar="URL",
+        help="another source of the same file, used when the URL fails and for segments "
+        "(repeatable; one URL only)",
     )
     parser.add_argument(
         "--ca-bundle",
@@ -257,7 +266,7 @@ def check_get_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
     same URL listed twice (under the same name) once.
     """
     try:
-        items = parse_manifest(args.urls, "command line")
+        items = parse_manifest(args.urls, "command line", mirrors=False)
         if args.input_file:
             items += _read_manifest(args.input_file)
     except OSError as exc:
@@ -268,7 +277,7 @@ def check_get_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
         bad_usage(str(exc))
     if not items:
         parser.error("no URL given (pass URLs or -i FILE)")
-    for option in ("--output", "--checksum"):
+    for option in ("--output", "--checksum", "--mirror"):
         if getattr(args, option[2:]) is not None and len({i.url for i in items}) != 1:
             bad_usage(f"{option} needs exactly one URL")
     args.request = _request(args)
@@ -287,7 +296,9 @@ def check_get_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
                 checksum = parse_checksum(args.checksum)
         except ValueError as exc:
             bad_usage(f"--checksum: {exc}")
-        items = [Item(item.url, fname, checksum)]
+        items = [Item(item.url, fname, checksum, item.mirrors)]
+    if args.mirror is not None:
+        items = [with_mirrors(items[0], mirror_urls(args.mirror))]
     args.dest = (target.directory if target else None) or args.dest or "."
     args.stdout = target is not None and target.stdout
     args.items = items if args.stdout else _named(items, name_max(args.dest))
@@ -308,14 +319,26 @@ def _named(items: list[Item], longest: int) -> list[Item]:
             bad_usage(f"{exc}" if item.fname is None else f"{exc} ({_NAME_HINT})")
         first = by_name.get(name)
         if first is None:
-            by_name[name] = Item(item.url, name, item.checksum)
+            by_name[name] = dataclasses.replace(item, fname=name)
         elif first.url != item.url:
             bad_usage(f"two URLs for the file name {name!r}: {first.url} and {item.url}")
         elif item.checksum is not None and first.checksum not in (None, item.checksum):
             bad_usage(f"two checksums for {name}: {first.checksum} and {item.checksum}")
-        elif item.checksum is not None:
-            by_name[name] = Item(first.url, name, item.checksum)
+        else:
+            by_name[name] = with_mirrors(
+                dataclasses.replace(first, checksum=item.checksum or first.checksum), item.mirrors
+            )
     return list(by_name.values())
+
+
+def mirror_urls(values: list[str]) -> list[str]:
+    """The URLs of ``--mirror``; exits with status 2 for one that is not http(s)."""
+    for value in values:
+        try:
+            check_url(value)
+        except ValueError as exc:
+            bad_usage(f"--mirror: {exc}")
+    return values
 
 
 def _request(args: argparse.Namespace) -> RequestOptions:

@@ -21,8 +21,10 @@ __all__ = [
     "format_size",
     "parse_manifest",
     "parse_manifest_line",
+    "parse_mirror_line",
     "parse_size",
     "plural",
+    "with_mirrors",
 ]
 
 #: A comment at the end of a manifest line: a ``#`` after a blank, and what follows.
@@ -49,11 +51,12 @@ def format_age(seconds: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Item:
-    """One file to download: its URL, and optionally its name and checksum."""
+    """One file to download: its URL, and optionally its name, checksum and mirrors."""
 
     url: str
     fname: str | None = None
     checksum: Checksum | None = None
+    mirrors: tuple[str, ...] = ()
 
 
 def parse_manifest_line(line: str) -> Item | None:
@@ -92,17 +95,60 @@ def _looks_like_checksum(field: str) -> bool:
     return bool(colon) and algorithm.isalnum() and "/" not in field
 
 
-def parse_manifest(lines: Iterable[str], source: str) -> list[Item]:
+def parse_manifest(lines: Iterable[str], source: str, *, mirrors: bool = True) -> list[Item]:
     """Every item of *lines*, read from *source* (a file name, for messages).
+
+    With *mirrors*, a line that starts with a blank (space or tab) and is
+    not a comment is a continuation line: it lists mirrors of the entry
+    above (:func:`parse_mirror_line`). Without, it is an entry as any other
+    (the command line's URLs).
 
     :raises ValueError: naming ``SOURCE:LINE`` for the first invalid line
     """
-    items = []
+    items: list[Item] = []
     for number, line in enumerate(lines, 1):
         try:
+            if mirrors and line[:1] in (" ", "\t"):
+                urls = parse_mirror_line(line)
+                if urls and not items:
+                    raise ValueError(_NOTHING_ABOVE)
+                if urls:
+                    items[-1] = with_mirrors(items[-1], urls)
+                continue
             item = parse_manifest_line(line)
         except ValueError as exc:
             raise ValueError(f"{source}:{number}: {exc}") from None
         if item is not None:
             items.append(item)
     return items
+
+
+_NOTHING_ABOVE = "an indented line lists mirrors of the entry above it, and there is none"
+
+
+def parse_mirror_line(line: str) -> list[str]:
+    """The mirror URLs of a manifest's continuation line (indented): one or
+    more URLs, separated by blanks; none for a comment or a blank line.
+
+    :raises ValueError: for a field that is not an http(s) URL (a name or a
+        checksum belongs on the entry's own line)
+    """
+    fields = _COMMENT_RE.sub("", line).split()
+    if not fields or fields[0].startswith("#"):
+        return []
+    for field in fields:
+        try:
+            check_url(field)
+        except ValueError as exc:
+            raise ValueError(
+                f"{exc}; an indented line lists mirror URLs of the entry above "
+                "(its name and checksum go on the entry's line)"
+            ) from None
+    return fields
+
+
+def with_mirrors(item: Item, urls: Iterable[str]) -> Item:
+    """*item* with *urls* added to its mirrors (its own URL and repeats left out)."""
+    mirrors = list(item.mirrors)
+    mirrors += [u for u in dict.fromkeys(urls) if u != item.url and u not in mirrors]
+    return dataclasses.replace(item, mirrors=tuple(mirrors))

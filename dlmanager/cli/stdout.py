@@ -91,6 +91,7 @@ def to_stdout(args: argparse.Namespace, session: Any, out: TextIO, err: TextIO) 
         max_size=args.max_file_size,
         checksum=item.checksum,
         request=args.request,
+        mirrors=item.mirrors,
     )
     try:
         with logging_to(args.verbose, reporter), reporter:

@@ -30,7 +30,8 @@ from dlmanager.errors import (
 from dlmanager.redact import get_logger
 from dlmanager.revalidation import Conditions
 from dlmanager.segments import Plan
-from dlmanager.transfer.segmented import RangesIgnored, Segmented
+from dlmanager.transfer.segmented import RangesIgnored, Segmented, SourceSkipped
+from dlmanager.transfer.sources import DROP, MISMATCH, Source, Version
 from dlmanager.transfer.steps import Checkpointer, Job, Retrier, version_changed
 from dlmanager.transfer.stream import Stream
 from dlmanager.transport.attempt import Attempt
@@ -45,6 +46,7 @@ log = get_logger(__name__)
 FREE_RESTARTS = 2
 
 APPEND = "append"  # the body continues the bytes held (or there are none)
+_JOIN = "join"  # the body of another source (a mirror) continues the bytes held
 RESTART = "restart"  # the body is the whole file: the bytes held go
 STALE = "stale"  # a partial body of another version: refused
 
@@ -102,6 +104,7 @@ class Transfer:
         self._restarts = 0  # start-overs so far
         self._plan: Plan | None = None  # of the connections running
         self._conditions = conditions if resume is None else None  # until a body is taken
+        self._source: Source | None = None  # of the last attempt, with mirrors
         self.final_url = job.url
         self.etag: str | None = None
         self.last_modified: str | None = None
@@ -119,26 +122,15 @@ class Transfer:
         """Fetch with retries, then verify; raises the final error."""
         retrier = Retrier(self.job, self.job.cancel.is_set)
         while True:
-            mark = self.part.size
+            retrier = self._fetch(retrier)
+            if self.job.cancel.is_set():
+                raise DownloadInterrupt()
             try:
-                self._attempt()
+                self._verify()
                 break
-            except _Final as final:
-                raise final.error from final.error.__cause__
-            except StorageError:
-                raise  # the disk, not the network: another attempt cannot help
-            except DownloadError as exc:
-                if self.part.size and not self.part.rewindable:
-                    raise  # the bytes are out: no restart, no other attempt
-                if isinstance(exc, ResumeError) and not self.job.cancel.is_set():
-                    self._start_over(exc)
-                    self._restarts += 1
-                    if self._restarts <= FREE_RESTARTS:
-                        continue  # the server answered: start over at once
-                retrier.failed(exc, self.part.size - mark, self.url)
-        if self.job.cancel.is_set():
-            raise DownloadInterrupt()
-        self._verify()
+            except ChecksumError as exc:
+                if not self._another_source(exc):
+                    raise
         if self.etag is None and self.last_modified is None and self.validator:
             # Resumed from a checkpoint: its validator is what the server sent.
             if self.validator.startswith(('"', "W/")):
@@ -154,7 +146,58 @@ class Transfer:
 
     # -- attempts ---------------------------------------------------------------------
 
-    def _start_over(self, exc: ResumeError) -> None:
+    def _fetch(self, retrier: Retrier) -> Retrier:
+        """Attempt until the part file holds the whole file; the retrier left."""
+        while True:
+            mark = self.part.size
+            try:
+                self._attempt()
+                return retrier
+            except _Final as final:
+                raise final.error from final.error.__cause__
+            except StorageError:
+                raise  # the disk, not the network: another attempt cannot help
+            except SourceSkipped:
+                continue  # a mirror left out: the next source, at once
+            except DownloadError as exc:
+                if self.part.size and not self.part.rewindable:
+                    raise  # the bytes are out: no restart, no other attempt
+                if isinstance(exc, ResumeError) and not self.job.cancel.is_set():
+                    self._start_over(exc)
+                    self._restarts += 1
+                    if self._restarts <= FREE_RESTARTS:
+                        continue  # the server answered: start over at once
+                retrier = self._failed(retrier, exc, self.part.size - mark)
+
+    def _failed(self, retrier: Retrier, exc: DownloadError, gained: int) -> Retrier:
+        """Count a failed attempt; once its source is out of retries, the next
+        source takes over with a retry budget of its own (mirrors)."""
+        sources, source = self.job.sources, self._source
+        if sources is None or source is None or not sources.several:
+            retrier.failed(exc, gained, self.url)
+            return retrier
+        try:
+            retrier.failed(exc, gained, source.url)
+        except DownloadError as final:
+            sources.fail(source, final)
+            return Retrier(self.job, self.job.cancel.is_set)
+        return retrier
+
+    def _another_source(self, exc: ChecksumError) -> bool:
+        """After a checksum mismatch, start over from one source (mirrors):
+        the file assembled from several is fetched again from one, a file
+        from one source fails that source. Whether the transfer goes on."""
+        sources = self.job.sources
+        if sources is None or not sources.several or not self.part.rewindable:
+            return False
+        if sources.mixed:
+            sources.single()
+        else:
+            sources.fail(sources.reference, exc)
+        self._start_over(exc)
+        return True
+
+    def _start_over(self, exc: DownloadError) -> None:
         held = self._plan.received() if self._plan is not None else self.part.size
         log.info("Restarting %s from byte 0, throwing away %d bytes: %s", self.url, held, exc)
         self._plan = None
@@ -176,12 +219,16 @@ class Transfer:
             self.part.check_space(plan.total, plan.received())
             self.job.events.resumed()
             self.job.events.advance(plan.received())
+            if self.job.sources is not None:
+                self.job.sources.adopt(self.job.sources.reference, None,
+                                       Version.assumed(self.total, self.validator))  # fmt: skip
             self._segmented(plan, None)
             return
         opener = self.job.opener
         offset = self.part.size if self.validator is not None else 0
         conditions = self._conditions if not offset else None
-        attempt: Attempt | None = opener.open(offset, None, self.validator, conditions)
+        validator, url = self._next_source()
+        attempt: Attempt | None = opener.open(offset, None, validator, conditions, url)
         assert attempt is not None
         try:
             info = attempt.open()
@@ -203,7 +250,10 @@ class Transfer:
         :raises ResumeError: when a partial response belongs to another
             version of the file (a server that ignored ``If-Range``)
         """
-        action = response_action(info, self.part.size, self.total, self.validator)
+        action = self._source_action(info)  # with mirrors: may it join what is held?
+        joined = action == _JOIN
+        if action is None:
+            action = response_action(info, self.part.size, self.total, self.validator)
         if action == STALE:
             raise ResumeError(
                 f"{self.url}: the server resumed another version of the file "
@@ -213,14 +263,17 @@ class Transfer:
             )
         self._conditions = None  # a body to take: the file there is not current
         self.final_url = attempt.final_url
-        self.etag = header(info.headers, "ETag")
-        self.last_modified = header(info.headers, "Last-Modified")
         checkpointer = self.checkpointer
-        checkpointer.total = info.total
+        if not joined:  # the version held stays that of the source it came from
+            self.etag = header(info.headers, "ETag")
+            self.last_modified = header(info.headers, "Last-Modified")
+            checkpointer.total = info.total
         self.job.events.set_total(info.total)  # may evict files first (a persist limit)
-        if not info.start or info.validator is not None:
+        if (not info.start or info.validator is not None) and not joined:
             checkpointer.validator = info.validator if self.job.resumable(info) else None
         if info.start == 0:
+            if self.job.sources is not None and self._source is not None:
+                self.job.sources.adopt(self._source, info)
             full = info.encoding is None or not attempt.decode
             self._digests = checksums.server_digests(info.headers) if full else ()
             if action == RESTART:
@@ -238,6 +291,42 @@ class Transfer:
         if info.total is not None:
             self.part.check_space(info.total)  # before the first byte of the body
         self.job.events.advance(self.part.size)
+
+    def _next_source(self) -> tuple[str | None, str | None]:
+        """The ``If-Range`` validator and URL of the next single-stream attempt:
+        the first source that has not failed (mirrors), else the URL."""
+        sources = self.job.sources
+        if sources is None:
+            return self.validator, None
+        try:
+            source = sources.current()
+        except DownloadError as exc:  # every source failed
+            raise _Final(exc) from exc
+        self._source = source
+        return sources.if_range(source, self.validator), source.url
+
+    def _source_action(self, info: ResponseInfo) -> str | None:
+        """What becomes of the bytes held when another source than theirs
+        answers: :data:`_JOIN`, :data:`STALE` (another version: start over),
+        :data:`APPEND`/:data:`RESTART` from byte 0; None for the source of
+        the bytes held (or no mirrors): :func:`response_action` decides.
+
+        :raises SourceSkipped: when the source announces another size (dropped)
+        """
+        sources, source = self.job.sources, self._source
+        if sources is None or source is None or source is sources.reference:
+            return None
+        verdict = sources.admit(source, info)
+        if verdict == DROP:
+            sources.drop(source, info)
+            raise SourceSkipped(f"{source.url}: dropped", url=source.url)
+        if info.start == 0:
+            return RESTART if self.part.size else APPEND
+        if verdict == MISMATCH:
+            return STALE
+        sources.used(source)
+        log.info("Resuming %s at byte %d from %s", self.url, info.start, source.url)
+        return _JOIN
 
     def _no_resume(self) -> str:
         """Why the bytes held cannot be resumed, when no range was asked for."""
@@ -275,7 +364,7 @@ class Transfer:
         self._plan = plan
         checkpointer = self.checkpointer
         engine = Segmented(self.job, self.part, plan, self.validator,
-                           lambda p: checkpointer.save(p.written))  # fmt: skip
+                           lambda p: checkpointer.save(p.written), self._source)  # fmt: skip
         try:
             engine.run(first)
         except (DownloadInterrupt, ResumeError):

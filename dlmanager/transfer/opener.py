@@ -58,16 +58,19 @@ class AttemptOpener:
         end: int | None,
         validator: str | None,
         conditions: Conditions | None = None,
+        url: str | None = None,
     ) -> Attempt:
         """A new attempt at bytes ``[offset, end)`` (to the end for None),
         sending *validator* as ``If-Range`` when it asks for a range, and
         revalidating the file described by *conditions* when given.
 
+        :param url: the source to ask (a mirror), instead of the download's URL
+
         :raises DownloadInterrupt: when the download is cancelled
         """
         attempt = Attempt(
             self.session,
-            self.url,
+            url or self.url,
             dest=self.dest,
             offset=offset,
             end=end,

@@ -29,10 +29,11 @@ from dlmanager.errors import (
 )
 from dlmanager.redact import get_logger
 from dlmanager.segments import Plan, Segment
+from dlmanager.transfer.sources import DROP, MISMATCH, Source
 from dlmanager.transfer.steps import Job, Retrier, pump, version_changed
 from dlmanager.transport.attempt import Attempt
 
-__all__ = ["RangesIgnored", "Segmented"]
+__all__ = ["RangesIgnored", "Segmented", "SourceSkipped"]
 
 log = get_logger(__name__)
 
@@ -41,11 +42,18 @@ class RangesIgnored(ResumeError):
     """The server answered a range request with the whole file (200)."""
 
 
+class SourceSkipped(DownloadError):
+    """A mirror was left out (another size, or another version): the next
+    source takes over at once, without a retry counted."""
+
+
 class Segmented:
     """Fill the gaps of *plan* in *part* over up to ``options.connections`` connections.
 
     :param validator: the validator of the version the plan's bytes belong to
     :param save_checkpoint: ``save_checkpoint(plan)`` persists what is written
+    :param source: the source of the first attempt, with mirrors (the
+        other connections take the usable sources in turn)
     """
 
     def __init__(
@@ -55,6 +63,7 @@ class Segmented:
         plan: Plan,
         validator: str,
         save_checkpoint: Callable[[Plan], None],
+        source: Source | None = None,
     ) -> None:
         self.job = job
         self.url = job.url
@@ -62,6 +71,7 @@ class Segmented:
         self.plan = plan
         self.validator = validator
         self.save_checkpoint = save_checkpoint
+        self.source = source
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._unclaimed: list[Segment] = []
@@ -114,7 +124,7 @@ class Segmented:
 
     def _run_worker(self, index: int, segment: Segment, attempt: Attempt | None) -> None:
         try:
-            self._work(segment, attempt)
+            self._work(index, segment, attempt)
         except BaseException as exc:
             self._errors[index] = exc
         finally:
@@ -157,11 +167,12 @@ class Segmented:
     def _stopped(self) -> bool:
         return self._stop.is_set() or self.job.cancel.is_set()
 
-    def _work(self, segment: Segment | None, attempt: Attempt | None) -> None:
+    def _work(self, index: int, segment: Segment | None, attempt: Attempt | None) -> None:
+        source = self.source if attempt is not None else None  # else picked at the request
         try:
             while segment is not None and not self._stop.is_set():
                 given, attempt = attempt, None
-                self._fetch(segment, given)
+                source = self._fetch(index, segment, given, source)
                 segment = self._next()
         finally:
             if attempt is not None:  # stopped before it could read the first response
@@ -177,47 +188,72 @@ class Segmented:
             log.debug("%s: took over %s", self.url, segment)
         return segment
 
-    def _fetch(self, segment: Segment, attempt: Attempt | None) -> None:
-        """Fetch *segment*, retrying and resuming under the retry policy.
+    def _fetch(
+        self, index: int, segment: Segment, attempt: Attempt | None, source: Source | None
+    ) -> Source | None:
+        """Fetch *segment*, retrying and resuming under the retry policy;
+        with mirrors, from *source* (*attempt*'s) while it is usable, else
+        from another one. The source it ends with is returned.
 
         *attempt*, an opened attempt at the segment's start, is released
         whatever happens (also when the segment is full already).
         """
-        opener = self.job.opener
+        opener, sources = self.job.opener, self.job.sources
         retrier = Retrier(self.job, self._stopped)
         retried = False
         if not self.plan.limit(segment, 1) and attempt is not None:
             opener.release(attempt)
-            return
+            return source
         while self.plan.limit(segment, 1):
             mark = segment.pos
+            if attempt is None and sources is not None:
+                source = sources.pick(source, index)
             try:
                 if attempt is None:
-                    attempt = opener.open(segment.pos, segment.end, self.validator)
-                    self._open(attempt, segment)
+                    validator: str | None = self.validator
+                    if source is not None and sources is not None:
+                        validator = sources.if_range(source, validator)
+                    attempt = opener.open(segment.pos, segment.end, validator,
+                                          url=source.url if source else None)  # fmt: skip
+                    self._open(attempt, segment, source)
                     if retried:
                         log.info("Resuming %s at byte %d after a failed attempt",
                                  self.url, segment.pos)  # fmt: skip
                         self.job.events.resumed()
                         retried = False
                 self._copy(attempt, segment)
+            except SourceSkipped:
+                source = None  # another one at the next request
             except (DownloadInterrupt, ResumeError, StorageError):
                 raise
             except DownloadError as exc:
-                what = f"bytes {segment.pos}-{segment.end - 1} of {self.url}"
-                retrier.failed(exc, segment.pos - mark, what)
+                url = source.url if source is not None else self.url
+                what = f"bytes {segment.pos}-{segment.end - 1} of {url}"
+                try:
+                    retrier.failed(exc, segment.pos - mark, what)
+                except DownloadError:
+                    if sources is None or source is None or not sources.several:
+                        raise
+                    sources.fail(source, exc)  # the next usable source takes over
+                    source, retrier = None, Retrier(self.job, self._stopped)
                 retried = True
             finally:
                 if attempt is not None:
                     opener.release(attempt)
                     attempt = None
+        return source
 
-    def _open(self, attempt: Attempt, segment: Segment) -> None:
+    def _open(self, attempt: Attempt, segment: Segment, source: Source | None) -> None:
         """Open *attempt*; accept only the same version, starting at the segment.
 
         :raises ResumeError: the file changed on the server
         :raises RangesIgnored: the server does not serve ranges correctly
+        :raises SourceSkipped: a mirror that cannot serve this segment, left out
         """
+        sources = self.job.sources
+        if sources is not None and source is not None and source is not sources.reference:
+            self._open_mirror(attempt, segment, source)
+            return
         try:
             info = attempt.open()
         except ResumeError as exc:  # a Content-Range other than asked for
@@ -236,6 +272,28 @@ class Segmented:
                 url=self.url,
                 dest=self.part.dest,
             )
+
+    def _open_mirror(self, attempt: Attempt, segment: Segment, source: Source) -> None:
+        """Open *attempt* on a source other than that of the bytes held; a
+        source that cannot join them is left out (:class:`SourceSkipped`)."""
+        sources = self.job.sources
+        assert sources is not None
+        try:
+            info = attempt.open()
+        except ResumeError as exc:
+            sources.exclude(source, str(exc))
+            raise SourceSkipped(str(exc), url=source.url, dest=self.part.dest) from exc
+        verdict = sources.admit(source, info)
+        if verdict == DROP:
+            sources.drop(source, info)
+        elif verdict == MISMATCH:
+            sources.exclude(source, f"not the same version (validator {info.validator!r})")
+        elif info.status_code != 206 and segment.pos != 0:
+            sources.exclude(source, "it ignores ranges")
+        else:
+            sources.used(source)
+            return
+        raise SourceSkipped(f"{source.url}: left out", url=source.url, dest=self.part.dest)
 
     def _copy(self, attempt: Attempt, segment: Segment) -> None:
         """Write *attempt*'s body into *segment* until it ends or the segment is full."""

@@ -25,6 +25,7 @@ from dlmanager.request import RequestOptions, retry_refusal
 from dlmanager.retry import RetryPolicy
 from dlmanager.segments import Range
 from dlmanager.transfer.opener import AttemptOpener
+from dlmanager.transfer.sources import Sources
 from dlmanager.transport.attempt import Attempt
 from dlmanager.transport.headers import ResponseInfo
 
@@ -47,6 +48,7 @@ class Job:
     :ivar cancel: set when the download is cancelled
     :ivar runtime: the stall guard, the checkpoint thread and its interval
     :ivar request: its request options (the url holds their query)
+    :ivar sources: its URL and mirrors, for a download with mirrors
     """
 
     url: str
@@ -56,6 +58,7 @@ class Job:
     cancel: threading.Event
     runtime: Runtime
     request: RequestOptions = dataclasses.field(default_factory=RequestOptions)
+    sources: Sources | None = None
 
     def resumable(self, info: ResponseInfo) -> bool:
         """Whether the body *info* announces may be split, resumed and
