@@ -151,7 +151,7 @@ class TokenBucket:
                 return 0.0
             self._refill()
             need = min(float(size), self.capacity)
-            if self._tokens >= need:
+            if self._tokens >= need * (1 - 1e-9):  # float rounding: not a wait of 1e-17 s
                 self._tokens -= size
                 return 0.0
             return (need - self._tokens) / self._rate
