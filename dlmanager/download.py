@@ -40,6 +40,7 @@ from dlmanager.events import (
     ProgressCallback,
 )
 from dlmanager.names import as_path, check_name_length, check_url
+from dlmanager.rate import Throttle, TokenBucket
 from dlmanager.redact import get_logger, redact_url
 from dlmanager.request import RequestOptions, request_options
 from dlmanager.retry import RetryLike
@@ -145,8 +146,14 @@ class Download:
         the sources before them fail, and sharing the segments of a file
         fetched over several connections (see :ref:`mirrors`); the name, the
         metadata's ``url`` and the errors' ``url`` stay those of *url*
-    :raises ValueError: for a URL that is not http(s), an invalid option, or
-        request options the session cannot send
+    :param max_rate: the most bytes per second the download takes, all its
+        connections together, or None for no limit (see :ref:`bandwidth`);
+        changeable while it runs (:attr:`max_rate`)
+    :param total_rate: a :class:`~dlmanager.rate.TokenBucket` the download
+        takes from too, shared with other downloads (a
+        :class:`~dlmanager.DownloadManager` passes the one of its *max_rate*)
+    :raises ValueError: for a URL that is not http(s), an invalid option
+        (a *max_rate* not above 0 too), or request options the session cannot send
     :raises TypeError: for a *dest* that is neither a path nor a binary file object
 
     .. versionchanged:: 1.0
@@ -155,7 +162,8 @@ class Download:
        ``chunk_size`` defaults to 256 KiB instead of 16 KiB; retry, timeout,
        on_event, limiter, connections, min_split_size, checksum, max_size,
        options, runtime, revalidate, max_age, headers, params, method, data,
-       json, auth, request and mirrors are new keyword-only parameters.
+       json, auth, request, mirrors, max_rate and total_rate are new keyword-only
+       parameters.
     """
 
     def __init__(
@@ -187,8 +195,11 @@ class Download:
         auth: Any = None,
         request: RequestOptions | None = None,
         mirrors: Iterable[str] | None = None,
+        max_rate: float | None = None,
+        total_rate: TokenBucket | None = None,
     ) -> None:
         check_url(url)
+        self._rate = TokenBucket(max_rate)  # its own: changeable while it runs
         check_max_age(max_age)
         request = request_options(request, headers=headers, params=params, method=method,
                                   data=data, json=json, auth=auth)  # fmt: skip
@@ -240,6 +251,7 @@ class Download:
         # A validation since then by whom it waits for will do.
         self._asked_at = utcnow() if self._revalidate else None
         self._not_modified = False
+        self._throttle = Throttle(self._rate, *([total_rate] if total_rate else []))
         self.thread = threading.Thread(
             target=self._run, name=f"dlmanager {redact_url(url)}", daemon=True
         )
@@ -418,6 +430,21 @@ class Download:
         return self._events.total
 
     @property
+    def max_rate(self) -> float | None:
+        """The most bytes per second the download takes (all its connections
+        together), or None for no limit. Settable at any time, also while it
+        runs: the new rate applies from the next piece it reads (within a
+        fraction of a second; see :ref:`bandwidth`).
+
+        :raises ValueError: for a rate that is not above 0
+        """
+        return self._rate.rate
+
+    @max_rate.setter
+    def max_rate(self, rate: float | None) -> None:
+        self._rate.rate = rate
+
+    @property
     def not_modified(self) -> bool:
         """Whether the download revalidated the file already there and found it
         current (a ``304``, fresh within ``max_age``, or just revalidated by
@@ -536,7 +563,7 @@ class Download:
             self._events.resume_from(resume.received, resume.total)
         sources = Sources.of(url, self._mirrors, self._request, self._options.checksum)
         job = Job(url, self._options, self._opener, self._events, self._cancel, self._runtime,
-                  self._request, sources)  # fmt: skip
+                  self._request, sources, self._throttle)  # fmt: skip
         transfer = Transfer(job, part, resume, conditions)
         if conditions is not None:
             self._replacing = True  # a failure leaves the file there as it was

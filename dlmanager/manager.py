@@ -29,6 +29,7 @@ from dlmanager.errors import DownloadInterrupt
 from dlmanager.events import DownloadState, EventCallback, ProgressCallback
 from dlmanager.names import as_path, check_url, name_from_url
 from dlmanager.persist_limit import PersistLimit
+from dlmanager.rate import TokenBucket, check_rate
 from dlmanager.redact import get_logger
 from dlmanager.request import RequestOptions
 from dlmanager.retry import RetryLike
@@ -80,10 +81,13 @@ class DownloadManager:
         directory's cap, *persist_limit*
     :param runtime: a :class:`~dlmanager.runtime.Runtime` to share with other
         managers (default: the manager's own, which :meth:`close` closes)
+    :param max_rate: the most bytes per second all the manager's downloads
+        take together, or None for no limit (see :ref:`bandwidth`);
+        changeable while they run (:attr:`max_rate`)
     :raises NotADirectoryError: when *destdir* is a file
     :raises PermissionError: when *destdir* is not writable
     :raises ValueError: for an invalid *max_workers*, *retry*, *timeout*,
-        *connections*, *min_split_size* or *max_size*
+        *connections*, *min_split_size*, *max_size* or *max_rate*
 
     Names are checked, given or derived from the URL: one that would land
     outside *destdir* or on dlmanager's own files raises :class:`ValueError`
@@ -106,7 +110,9 @@ class DownloadManager:
         min_split_size: int = DEFAULT_MIN_SPLIT_SIZE,
         max_size: int | None = None,
         runtime: Runtime | None = None,
+        max_rate: float | None = None,
     ) -> None:
+        self._total_rate = TokenBucket(max_rate)  # what all its downloads take from
         if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
             raise ValueError(f"max_workers must be an integer >= 1, not {max_workers!r}")
         #: How every download transfers, validated once (see :class:`TransferOptions`).
@@ -223,6 +229,20 @@ class DownloadManager:
             else:
                 self._transport = None
 
+    @property
+    def max_rate(self) -> float | None:
+        """The most bytes per second all the manager's downloads take
+        together, or None for no limit; settable at any time, also while they
+        run (see :ref:`bandwidth`).
+
+        :raises ValueError: for a rate that is not above 0
+        """
+        return self._total_rate.rate
+
+    @max_rate.setter
+    def max_rate(self, rate: float | None) -> None:
+        self._total_rate.rate = rate
+
     def info(self, fname: str) -> FileInfo | None:
         """What dlmanager recorded of the file *fname* of the destination
         directory when it downloaded it: its URL, final URL, validators,
@@ -325,6 +345,7 @@ class DownloadManager:
         auth: Any = None,
         dest: Any = None,  # BinaryIO | None (below, dest is the path in the directory)
         mirrors: Iterable[str] | None = None,
+        max_rate: float | None = None,
     ) -> Download | None:
         """Start downloading *url* into the destination directory (or into *dest*).
 
@@ -361,6 +382,10 @@ class DownloadManager:
         :param mirrors: other http(s) URLs of the same file (see
             :ref:`mirrors`): the file's name, the key a running download is
             joined by and the metadata's ``url`` stay those of *url*
+        :param max_rate: the most bytes per second this download takes, or
+            None for no limit (within the manager's own :attr:`max_rate`);
+            a download joined while running keeps its own (set its
+            :attr:`~dlmanager.Download.max_rate` to change it)
         :return: the started :class:`Download`; the running one when that
             destination is already downloading with the same request options
             and *checksum* is None or the same as the running one's
@@ -378,10 +403,12 @@ class DownloadManager:
 
         .. versionchanged:: 1.0
            *on_event*, *checksum*, *revalidate*, *max_age*, *headers*,
-           *params*, *method*, *data*, *json*, *auth*, *dest* and *mirrors*.
+           *params*, *method*, *data*, *json*, *auth*, *dest*, *mirrors* and
+           *max_rate*.
         """
         check_url(url)
         check_max_age(max_age)
+        check_rate(max_rate)
         request = RequestOptions.build(headers=headers, params=params, method=method, data=data,
                                        json=json, auth=auth)  # fmt: skip
         request.check_revalidation(revalidate, max_age)
@@ -393,7 +420,7 @@ class DownloadManager:
                 raise ValueError("pass fname (a file of the directory) or dest, not both")
             revalidating = revalidate or max_age is not None
             return self._download_into(dest, url, progress, on_event, expected, revalidating,
-                                       request, mirrors)  # fmt: skip
+                                       request, mirrors, max_rate)  # fmt: skip
         dest = self.get_dest(fname if fname is not None else name_from_url(url))
         path = self._directory.path(os.path.basename(dest))
         stale = False  # a file that does not match: replaced once the new one is verified
@@ -443,6 +470,8 @@ class DownloadManager:
                 max_age=max_age,
                 request=request,
                 mirrors=mirrors,
+                max_rate=max_rate,
+                total_rate=self._total_rate,
             )
             self._downloads[dest] = download
             self._unfinished[download] = None
@@ -460,6 +489,7 @@ class DownloadManager:
         revalidate: bool,
         request: RequestOptions,
         mirrors: tuple[str, ...] = (),
+        max_rate: float | None = None,
     ) -> Download:
         """Start a download of *url* into the file object *dest* (see :meth:`download`)."""
         options = self.options
@@ -472,7 +502,8 @@ class DownloadManager:
                                 session=self._transport or self._session, progress=progress,
                                 on_event=on_event, limiter=self._limiter, options=options,
                                 runtime=self._runtime, revalidate=revalidate,
-                                request=request, mirrors=mirrors)  # fmt: skip
+                                request=request, mirrors=mirrors, max_rate=max_rate,
+                                total_rate=self._total_rate)  # fmt: skip
             self._unfinished[download] = None
             self._download_started(download)
             download.start()

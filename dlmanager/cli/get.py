@@ -79,6 +79,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
                 timeout=args.timeout,
                 connections=args.connections,
                 max_size=args.max_file_size,
+                max_rate=getattr(args, "limit_rate_total", None),
             )
         except (OSError, ValueError) as exc:
             print(f"dlmanager: {exc}", file=err)
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
                 revalidate=args.revalidate,
                 max_age=args.max_age,
                 request=getattr(args, "request", None),
+                max_rate=getattr(args, "limit_rate", None),
             )
 
 
@@ -104,12 +106,13 @@ def download_items(
     revalidate: bool = False,
     max_age: float | None = None,
     request: RequestOptions | None = None,
+    max_rate: float | None = None,
 ) -> int:
     """Download *items* with *manager*, report, close both; return the exit status.
 
     *revalidate* and *max_age* are those of :meth:`DownloadManager.download`:
     a file already there that the server confirms is reported up to date.
-    *request* is sent for every item.
+    *request* is sent for every item; *max_rate* limits each (bytes per second).
 
     Ctrl-C cancels every download but keeps what each received, hidden, for
     the same command to resume (status 130). A closed standard output (the
@@ -122,7 +125,7 @@ def download_items(
             for item in items:
                 if pipe_closed.is_set():
                     break
-                _start(manager, item, reporter, started, revalidate, max_age, request)
+                _start(manager, item, reporter, started, revalidate, max_age, request, max_rate)
             # Not Download.wait(): a Ctrl-C there would cancel that download
             # before the partial bytes can be kept. join() returns the moment
             # a download is over; the slice only bounds how late a closed
@@ -160,6 +163,7 @@ def _start(
     revalidate: bool,
     max_age: float | None,
     request: RequestOptions | None,
+    max_rate: float | None = None,
 ) -> None:
     assert item.fname is not None  # named by check_arguments
     path = manager.get_dest(item.fname)
@@ -172,6 +176,7 @@ def _start(
             on_event=reporter.hook(),
             revalidate=revalidate,
             max_age=max_age,
+            max_rate=max_rate,
             **(request.keywords() if request is not None else {}),
         )
     except ValueError as exc:

@@ -84,6 +84,18 @@ def size(value: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def rate(value: str) -> int:
+    """An argparse type: bytes per second such as ``500K``, ``2M`` or ``2M/s``."""
+    text = value[:-2] if value.lower().endswith("/s") else value
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a rate above 0: {value!r} (use bytes per second, or with a unit: "
+            "500K, 2M, 1.5MiB, 10MB; K, M, G are powers of 1024, KB, MB, GB of 1000)"
+        ) from None
+
+
 def ca_bundle(value: str) -> str:
     """An argparse type: a readable CA bundle file, or a directory of hashed certificates."""
     if os.path.isdir(value) or (os.path.isfile(value) and os.access(value, os.R_OK)):
@@ -194,6 +206,20 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="fail a file bigger than SIZE (500M, 2G...): announced so, or whose body goes "
         "past it, which is then cut off",
+    )
+    parser.add_argument(
+        "--limit-rate",
+        type=rate,
+        metavar="RATE",
+        help="download each file at most at RATE bytes per second, all its connections "
+        "together (500K, 2M, 1.5MiB, 10MB...; K and M are 1024 and 1024*1024)",
+    )
+    parser.add_argument(
+        "--limit-rate-total",
+        type=rate,
+        metavar="RATE",
+        help="download at most at RATE bytes per second in all, every file of the command "
+        "together (with --limit-rate, each file keeps to both)",
     )
     parser.add_argument(
         "--checksum",

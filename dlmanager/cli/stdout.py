@@ -23,6 +23,7 @@ from dlmanager.cli.parsing import format_size
 from dlmanager.disk.sinks import FileObjectSink
 from dlmanager.download import Download
 from dlmanager.errors import DownloadInterrupt
+from dlmanager.rate import TokenBucket
 from dlmanager.runtime import Runtime
 
 __all__ = ["PipeWriter", "to_stdout"]
@@ -92,6 +93,8 @@ def to_stdout(args: argparse.Namespace, session: Any, out: TextIO, err: TextIO) 
         checksum=item.checksum,
         request=args.request,
         mirrors=item.mirrors,
+        max_rate=args.limit_rate,
+        total_rate=TokenBucket(args.limit_rate_total),
     )
     try:
         with logging_to(args.verbose, reporter), reporter:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from dlmanager.redact import get_logger
 from dlmanager.transfer.periodic import Periodic
@@ -32,20 +32,26 @@ class StallGuard:
         self._periodic = Periodic(tick, "dlmanager-stall-guard", linger)
 
     @contextlib.contextmanager
-    def watch(self, attempt: Attempt) -> Iterator[None]:
-        """Watch *attempt* for the duration of the ``with`` block."""
+    def watch(self, attempt: Attempt, paused: Callable[[], float] = lambda: 0.0) -> Iterator[None]:
+        """Watch *attempt* for the duration of the ``with`` block.
+
+        :param paused: the seconds its reader has spent asleep under a rate
+            limit so far: left out of the window (our own limit is not the
+            server's slowness)
+        """
         window = attempt.timeouts.stall
         if window is None:
             yield
             return
-        mark = [time.monotonic(), attempt.received]  # the window's start, and its bytes
+        # The window's start, its bytes, and the reader's time asleep then.
+        mark = [time.monotonic(), attempt.received, paused()]
 
         def check() -> None:
-            now = time.monotonic()
-            if now - mark[0] < window:
+            now, asleep = time.monotonic(), paused()
+            if now - mark[0] - (asleep - mark[2]) < window:
                 return
             if attempt.received - mark[1] >= attempt.timeouts.min_speed * window:
-                mark[:] = [now, attempt.received]
+                mark[:] = [now, attempt.received, asleep]
                 return
             mark[0] = float("inf")  # aborted once: not looked at again
             log.debug(

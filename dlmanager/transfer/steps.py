@@ -20,12 +20,14 @@ from dlmanager.disk.checkpoint import Checkpoint
 from dlmanager.disk.sinks import Sink
 from dlmanager.errors import DownloadError, DownloadInterrupt, StallError, StorageError
 from dlmanager.events import Events
+from dlmanager.rate import Pauses, Throttle
 from dlmanager.redact import get_logger
 from dlmanager.request import RequestOptions, retry_refusal
 from dlmanager.retry import RetryPolicy
 from dlmanager.segments import Range
 from dlmanager.transfer.opener import AttemptOpener
 from dlmanager.transfer.sources import Sources
+from dlmanager.transfer.throttled import throttled
 from dlmanager.transport.attempt import Attempt
 from dlmanager.transport.headers import ResponseInfo
 
@@ -49,6 +51,8 @@ class Job:
     :ivar runtime: the stall guard, the checkpoint thread and its interval
     :ivar request: its request options (the url holds their query)
     :ivar sources: its URL and mirrors, for a download with mirrors
+    :ivar throttle: the rate limits its connections share (its own and its
+        manager's), or None
     """
 
     url: str
@@ -59,6 +63,7 @@ class Job:
     runtime: Runtime
     request: RequestOptions = dataclasses.field(default_factory=RequestOptions)
     sources: Sources | None = None
+    throttle: Throttle | None = None
 
     def resumable(self, info: ResponseInfo) -> bool:
         """Whether the body *info* announces may be split, resumed and
@@ -122,12 +127,19 @@ def pump(
 ) -> bool:
     """Hand *attempt*'s body to *write*, chunk by chunk, while the stall guard watches.
 
+    Under a rate limit (the job's throttle), each piece waits for its tokens
+    before it is written (see :mod:`~dlmanager.transfer.throttled`), and the
+    stall guard leaves the time asleep out of its windows.
+
     :param write: takes a chunk; returns False to stop before the body ends
     :param stopped: checked after each chunk
     :return: True when the body ended, False when *write* stopped it
     :raises DownloadInterrupt: when *stopped* says so
     """
-    with job.runtime.stall_guard.watch(attempt):
+    pauses = Pauses()
+    if job.throttle is not None:
+        write = throttled(write, job.throttle, attempt, job.cancel.wait, stopped, pauses)
+    with job.runtime.stall_guard.watch(attempt, pauses.total):
         for chunk in attempt.body():
             if not write(chunk):
                 return False

@@ -374,11 +374,12 @@ class Attempt:
         # The hot loop: one read per chunk, nothing else. An identity body is
         # read without urllib3's decoding machinery, which would copy every
         # chunk through its buffer for nothing.
-        read1, size = raw.read1, self.chunk_size
+        # chunk_size is read each time: a rate limit lowers it between reads.
+        read1 = raw.read1
         decode = self.decode and self.info is not None and self.info.encoding is not None
         with map_transport_errors(self.url, self.dest, sockets=True):
             while True:
-                data = read1(size, decode_content=decode)
+                data = read1(self.chunk_size, decode_content=decode)
                 if not data:
                     return
                 yield data
