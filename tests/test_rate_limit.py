@@ -216,3 +216,21 @@ def test_a_throttled_command_is_interrupted_with_its_bytes_kept(
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert "f.bin" not in listing(destdir)  # no partial file under the final name
+
+
+def test_a_limited_download_over_mirrors_shares_its_limit(destdir: str) -> None:
+    """Segments over two sources, one refused at first, all under one limit."""
+    data = make_data(800_000, seed=5)
+    with FaultServer().start() as first, FaultServer().start() as second:
+        first.add("/f.bin", Resource(data, statuses=[503, 503, 503, 503, 503, 503]))
+        second.add("/f.bin", data)
+        with DownloadManager(destdir, retry=RetryPolicy(total=1, backoff_factor=0.001),
+                             connections=4, min_split_size=100_000) as manager:  # fmt: skip
+            download = manager.download(
+                first.url("/f.bin"), mirrors=[second.url("/f.bin")], max_rate=8_000_000
+            )
+            assert download is not None
+            download.wait()
+        assert gets(second, "/f.bin") >= 1
+    assert read(os.path.join(destdir, "f.bin")) == data
+    assert listing(destdir) == ["f.bin"]
