@@ -213,6 +213,8 @@ class Transfer:
             )
         self._conditions = None  # a body to take: the file there is not current
         self.final_url = attempt.final_url
+        if self.job.on_response is not None:
+            self.job.on_response(info.headers, attempt.final_url)
         self.etag = header(info.headers, "ETag")
         self.last_modified = header(info.headers, "Last-Modified")
         checkpointer = self.checkpointer

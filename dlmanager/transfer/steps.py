@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dlmanager.config import TransferOptions
 from dlmanager.disk.checkpoint import Checkpoint
@@ -47,6 +47,9 @@ class Job:
     :ivar cancel: set when the download is cancelled
     :ivar runtime: the stall guard, the checkpoint thread and its interval
     :ivar request: its request options (the url holds their query)
+    :ivar on_response: called with the headers and final URL of each response
+        whose body is taken, before its first byte (a server-named download
+        takes its name there)
     """
 
     url: str
@@ -56,6 +59,7 @@ class Job:
     cancel: threading.Event
     runtime: Runtime
     request: RequestOptions = dataclasses.field(default_factory=RequestOptions)
+    on_response: Callable[[Any, str], None] | None = None
 
     def resumable(self, info: ResponseInfo) -> bool:
         """Whether the body *info* announces may be split, resumed and
