@@ -347,7 +347,7 @@ def test_the_command_names_the_file_and_reports_it(
 ) -> None:
     naming.pages["/download"] = Page('attachment; filename="report 2024.pdf"')
     out = os.path.join(os.fspath(tmp_path), "out")
-    result = run_python(["-m", "dlmanager", "-q", "--content-disposition",
+    result = run_python(["-m", "dlmanager", "--content-disposition",
                          naming.url("/download?id=3"), "-d", out])  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert listing(out) == ["report 2024.pdf"]
