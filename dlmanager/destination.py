@@ -29,6 +29,7 @@ from dlmanager.revalidation import CURRENT, Conditions, conditions_for, fresh
 
 if TYPE_CHECKING:
     from dlmanager.download import Download
+    from dlmanager.server_names import Naming
 
 __all__ = [
     "HIT",
@@ -79,6 +80,8 @@ class Destination:
     :ivar leftovers: whether a leftover of a stopped download may be there
     :ivar after: a download of the same destination to let end first
     :ivar metadata: records the metadata of the file published there
+    :ivar naming: for a download the server names, what names it once the
+        response arrives (:mod:`~dlmanager.server_names`); None otherwise
     """
 
     shown: str
@@ -87,6 +90,7 @@ class Destination:
     leftovers: bool = True
     after: Download | None = None
     metadata: MetadataStore = dataclasses.field(default_factory=MetadataStore)
+    naming: Naming | None = None
 
     def claim(
         self, url: str, cancel: threading.Event, events: Events, give_way: Callable[[], object]

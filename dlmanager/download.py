@@ -46,6 +46,7 @@ from dlmanager.request import RequestOptions, request_options
 from dlmanager.retry import RetryLike
 from dlmanager.revalidation import CURRENT, Conditions, check_max_age
 from dlmanager.runtime import Runtime, default_runtime
+from dlmanager.server_names import NameTaken, NoNameError, named_by_response
 from dlmanager.slots import Holder, Slots
 from dlmanager.transfer.loop import Transfer
 from dlmanager.transfer.opener import AttemptOpener
@@ -469,36 +470,17 @@ class Download:
                 self._check_cancel()
                 if not self._holder.take():
                     raise DownloadInterrupt()  # nothing held: the finally releases nothing
-                waited = destination.claim(self._url, self._cancel, self._events,
-                                           give_way=self._holder.release)  # fmt: skip
-                conditions = None
-                if self._revalidate:
-                    conditions = destination.revalidation(waited=waited, asked_at=self._asked_at,
-                                                          max_age=self._max_age,
-                                                          checksum=self.checksum)  # fmt: skip
-                if conditions is CURRENT:
-                    self._not_modified = True
-                    self._done_by = waited
-                    log.info("%s is current (validated %s)", self._path,
-                             "by " + waited if waited else "within max_age")  # fmt: skip
-                elif conditions is None and destination.done(
-                    self.checksum
-                ):  # by whom it waited for
-                    self._done_by = waited or "another download"
-                    log.info("%s was downloaded by %s", self._path, self._done_by)
-                else:
-                    # A file there that does not match the checksum stays
-                    # until the new one is verified.
-                    self._replacing = self.checksum is not None and regular_file(self._path)
-                    if not self._holder.take():  # again, if a wait above gave it up
-                        raise DownloadInterrupt()
-                    self._state = DownloadState.RUNNING
-                    revalidating = conditions if isinstance(conditions, Conditions) else None
-                    self._transfer(destination.leftovers or waited is not None, revalidating)
+                try:
+                    self._fetch(destination)
+                except NameTaken as taken:  # the server's name is busy, or its file there
+                    destination = taken.destination
+                    self._named(destination)
+                    self._fetch(destination)
             finally:
                 # Whatever happened, at whatever step: nothing stays held.
                 self._holder.release()
                 destination.release()
+                self._destination.release()  # the one the server named, if any
             self._state = DownloadState.DONE
         except DownloadInterrupt:
             self._state = DownloadState.CANCELLED
@@ -515,6 +497,38 @@ class Download:
                 log.debug("Traceback of the failed download of %s", self._url, exc_info=True)
         finally:
             self._finish()
+
+    def _named(self, destination: Destination) -> None:
+        """From now on, download into *destination* (named by the server)."""
+        self._destination = destination
+        self._path = destination.path
+
+    def _fetch(self, destination: Destination) -> None:
+        """Claim *destination*, then revalidate, keep or download its file."""
+        waited = destination.claim(self._url, self._cancel, self._events,
+                                   give_way=self._holder.release)  # fmt: skip
+        conditions = None
+        if self._revalidate:
+            conditions = destination.revalidation(waited=waited, asked_at=self._asked_at,
+                                                  max_age=self._max_age,
+                                                  checksum=self.checksum)  # fmt: skip
+        if conditions is CURRENT:
+            self._not_modified = True
+            self._done_by = waited
+            log.info("%s is current (validated %s)", self._path,
+                     "by " + waited if waited else "within max_age")  # fmt: skip
+        elif conditions is None and destination.done(self.checksum):  # by whom it waited for
+            self._done_by = waited or "another download"
+            log.info("%s was downloaded by %s", self._path, self._done_by)
+        else:
+            # A file there that does not match the checksum stays
+            # until the new one is verified.
+            self._replacing = self.checksum is not None and regular_file(self._path)
+            if not self._holder.take():  # again, if a wait above gave it up
+                raise DownloadInterrupt()
+            self._state = DownloadState.RUNNING
+            revalidating = conditions if isinstance(conditions, Conditions) else None
+            self._transfer(destination.leftovers or waited is not None, revalidating)
 
     def _finish(self) -> None:
         error = self._error[1] if self._error else None
@@ -562,14 +576,18 @@ class Download:
         if resume is not None:
             self._events.resume_from(resume.received, resume.total)
         sources = Sources.of(url, self._mirrors, self._request, self._options.checksum)
+        naming = self._destination.naming
+        on_response = None if naming is None else named_by_response(self, naming, part, self._named)
         job = Job(url, self._options, self._opener, self._events, self._cancel, self._runtime,
-                  self._request, sources, self._throttle)  # fmt: skip
+                  self._request, sources, self._throttle, on_response)  # fmt: skip
         transfer = Transfer(job, part, resume, conditions)
         if conditions is not None:
             self._replacing = True  # a failure leaves the file there as it was
         try:
             transfer.run()
             self._check_cancel()
+            if self._destination.naming is not None:  # never under the placeholder's name
+                raise NoNameError(f"{self._url}: no response named the file", url=self._url)
             part.publish(self._events.total, self._describe(transfer, part))
         except NotModified as answer:
             part.discard()
@@ -581,7 +599,7 @@ class Download:
             self._destination.metadata.validated(self._path, utcnow())
             log.info("%s is current (HTTP %s)", self._path, answer.status)
         except BaseException as exc:
-            keep = self._keep_partial and isinstance(exc, DownloadInterrupt)
+            keep = self._keep_partial and isinstance(exc, DownloadInterrupt) and naming is None
             if keep and self._sink is None and transfer.keep():
                 part.close()  # a leftover the next download resumes
                 log.info("Kept %d bytes of %s for a later download to resume",

@@ -21,7 +21,7 @@ from dlmanager.config import (
     TimeoutLike,
     TransferOptions,
 )
-from dlmanager.destination import HIT, JOIN, request_action
+from dlmanager.destination import HIT, JOIN, Destination, request_action
 from dlmanager.directory import Directory, mismatching, present, status
 from dlmanager.disk.metadata import FileInfo, read_info, utcnow
 from dlmanager.download import Download, take_unreceived_error, unreceived
@@ -35,6 +35,7 @@ from dlmanager.request import RequestOptions
 from dlmanager.retry import RetryLike
 from dlmanager.revalidation import check_max_age, fresh
 from dlmanager.runtime import Runtime
+from dlmanager.server_names import Naming, check_named, flight_key, placeholder_fname
 from dlmanager.slots import Slots
 from dlmanager.transfer.sources import check_mirrors
 from dlmanager.transport.direct import Direct, is_download_session
@@ -346,6 +347,7 @@ class DownloadManager:
         dest: Any = None,  # BinaryIO | None (below, dest is the path in the directory)
         mirrors: Iterable[str] | None = None,
         max_rate: float | None = None,
+        use_content_disposition: bool = False,
     ) -> Download | None:
         """Start downloading *url* into the destination directory (or into *dest*).
 
@@ -386,6 +388,15 @@ class DownloadManager:
             None for no limit (within the manager's own :attr:`max_rate`);
             a download joined while running keeps its own (set its
             :attr:`~dlmanager.Download.max_rate` to change it)
+        :param use_content_disposition: let the server name the file: its
+            ``Content-Disposition`` header, else the final URL after
+            redirects, else *url* (a URL whose path ends with ``/`` is then
+            valid); each candidate is checked strictly, and a rejected one
+            falls back to the next with a warning (see :ref:`names`). The
+            name is known once the response arrives: a :class:`Download` is
+            always returned (a file of that name already there is kept, and
+            its :attr:`~dlmanager.Download.done_by` set); not with *fname*,
+            *dest*, *revalidate* or *max_age*
         :return: the started :class:`Download`; the running one when that
             destination is already downloading with the same request options
             and *checksum* is None or the same as the running one's
@@ -403,8 +414,8 @@ class DownloadManager:
 
         .. versionchanged:: 1.0
            *on_event*, *checksum*, *revalidate*, *max_age*, *headers*,
-           *params*, *method*, *data*, *json*, *auth*, *dest*, *mirrors* and
-           *max_rate*.
+           *params*, *method*, *data*, *json*, *auth*, *dest*, *mirrors*,
+           *max_rate* and *use_content_disposition*.
         """
         check_url(url)
         check_max_age(max_age)
@@ -415,6 +426,9 @@ class DownloadManager:
         mirrors = check_mirrors(url, mirrors, request)
         check_session(self._transport or self._session, request)
         expected = parse_checksum(checksum)
+        if use_content_disposition:
+            check_named(fname=fname, dest=dest, revalidate=revalidate, max_age=max_age)
+            return self._download_named(url, progress, on_event, expected, request)
         if dest is not None:
             if fname is not None:
                 raise ValueError("pass fname (a file of the directory) or dest, not both")
@@ -509,6 +523,52 @@ class DownloadManager:
             download.start()
         return download
 
+    def _download_named(
+        self,
+        url: str,
+        progress: ProgressCallback | None,
+        on_event: EventCallback | None,
+        checksum: Checksum | None,
+        request: RequestOptions,
+    ) -> Download:
+        """Start a download of *url* that the server names (see :mod:`dlmanager.server_names`)."""
+        options = self.options
+        if options.checksum != checksum:
+            options = dataclasses.replace(options, checksum=checksum)
+        key, placeholder = flight_key(request.target(url)), placeholder_fname(request.target(url))
+        naming = Naming(self._directory, self.destdir, self._claim_name)
+        destination = Destination(self.destdir, self._directory.path(placeholder), leftovers=False,
+                                  metadata=self._directory.metadata, naming=naming)  # fmt: skip
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"the DownloadManager of {self.destdir} is closed")
+            running = self._live(key)
+            if running is not None and request_action(
+                running=True, running_checksum=running.checksum, expected=checksum,
+                present=False, mismatching=False, same_request=running.request == request,
+            ) == JOIN:  # fmt: skip
+                if progress is not None:
+                    running.set_progress(progress)
+                return running
+            hook = self._directory.reserving(placeholder, on_event, self.evict)
+            download = Download(url, destination, finished_callback=self._finished,
+                                session=self._transport or self._session, progress=progress,
+                                on_event=hook, limiter=self._limiter, options=options,
+                                runtime=self._runtime, request=request)  # fmt: skip
+            self._downloads[key] = download
+            self._unfinished[download] = None
+            self._download_started(download)
+            download.start()
+        return download
+
+    def _claim_name(self, download: Download, shown: str) -> Download | None:
+        """Record the server-named *download* in flight under *shown*; the
+        download of *shown* it must let end first, or None."""
+        with self._lock:
+            after = self._downloads.get(shown)
+            self._downloads[shown] = download
+        return after if after is not download else None
+
     def _live(self, dest: str) -> Download | None:
         """The download of *dest* in flight that was not cancelled, or None."""
         with self._lock:
@@ -527,8 +587,8 @@ class DownloadManager:
         :meth:`_download_finished` hook, then tells :meth:`wait`."""
         try:
             with self._lock:
-                if self._downloads.get(dl.get_dest()) is dl:
-                    del self._downloads[dl.get_dest()]
+                for key in [key for key, held in self._downloads.items() if held is dl]:
+                    del self._downloads[key]  # its name, or its URL (server-named)
                 if dl.state is DownloadState.FAILED:
                     self._failed.append(dl)
                     if len(self._failed) % 64 == 0:  # the errors received need no keeping

@@ -165,8 +165,8 @@ def _start(
     request: RequestOptions | None,
     max_rate: float | None = None,
 ) -> None:
-    assert item.fname is not None  # named by check_arguments
-    path = manager.get_dest(item.fname)
+    by_server = item.fname is None  # --content-disposition: the server names it
+    path = manager.destdir if item.fname is None else manager.get_dest(item.fname)
     try:
         download = manager.download(
             item.url,
@@ -177,6 +177,7 @@ def _start(
             revalidate=revalidate,
             max_age=max_age,
             max_rate=max_rate,
+            use_content_disposition=by_server,
             **(request.keywords() if request is not None else {}),
         )
     except ValueError as exc:
@@ -186,7 +187,7 @@ def _start(
         started[download] = None
         return
     note = f"already in {manager.destdir}"
-    info = manager.info(item.fname) if max_age is not None else None
+    info = manager.info(item.fname) if max_age is not None and item.fname else None
     if info is not None:  # used without a request: validated within --max-age
         note += f", validated {format_age(info.age())} ago"
     reporter.skipped(item.url, path, note)

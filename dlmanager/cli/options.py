@@ -222,6 +222,12 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         "together (with --limit-rate, each file keeps to both)",
     )
     parser.add_argument(
+        "--content-disposition",
+        action="store_true",
+        help="let the server name each file that has no NAME: its Content-Disposition "
+        "header, else the URL after redirects (hostile names are refused; not with -o)",
+    )
+    parser.add_argument(
         "--checksum",
         metavar="ALGO:HEX",
         help="checksum the file must match, e.g. sha256:... (one URL only)",
@@ -307,6 +313,11 @@ def check_get_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
         if getattr(args, option[2:]) is not None and len({i.url for i in items}) != 1:
             bad_usage(f"{option} needs exactly one URL")
     args.request = _request(args)
+    if args.content_disposition:
+        for option, given in (("-o", args.output is not None), ("--revalidate", args.revalidate),
+                              ("--max-age", args.max_age is not None)):  # fmt: skip
+            if given:
+                bad_usage(f"--content-disposition lets the server name the file: not with {option}")
     target: Target | None = None
     if args.output is not None or args.checksum is not None:
         item = items[0]
@@ -327,17 +338,24 @@ def check_get_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
         items = [with_mirrors(items[0], mirror_urls(args.mirror))]
     args.dest = (target.directory if target else None) or args.dest or "."
     args.stdout = target is not None and target.stdout
-    args.items = items if args.stdout else _named(items, name_max(args.dest))
+    by_server = args.content_disposition
+    args.items = items if args.stdout else _named(items, name_max(args.dest), by_server)
 
 
-def _named(items: list[Item], longest: int) -> list[Item]:
+def _named(items: list[Item], longest: int, by_server: bool = False) -> list[Item]:
     """*items*, each with its file name; the same file asked twice once.
+
+    With *by_server* (``--content-disposition``), an item without a name
+    stays without one (the server names it), the same URL asked twice once.
 
     Exits with status 2 (bad usage) for a URL that gives no usable name, a
     name too long, two URLs for one name, or one file with two checksums.
     """
     by_name: dict[str, Item] = {}
     for item in items:
+        if by_server and item.fname is None:
+            by_name.setdefault("\0" + item.url, item)  # never a name: the URL
+            continue
         try:
             name = item.fname or name_from_url(item.url, hint=_NAME_HINT)
             check_name_length(name, longest)

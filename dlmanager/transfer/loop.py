@@ -263,6 +263,8 @@ class Transfer:
             )
         self._conditions = None  # a body to take: the file there is not current
         self.final_url = attempt.final_url
+        if self.job.on_response is not None:
+            self.job.on_response(info.headers, attempt.final_url)
         checkpointer = self.checkpointer
         if not joined:  # the version held stays that of the source it came from
             self.etag = header(info.headers, "ETag")

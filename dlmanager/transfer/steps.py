@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dlmanager.config import TransferOptions
 from dlmanager.disk.checkpoint import Checkpoint
@@ -53,6 +53,9 @@ class Job:
     :ivar sources: its URL and mirrors, for a download with mirrors
     :ivar throttle: the rate limits its connections share (its own and its
         manager's), or None
+    :ivar on_response: called with the headers and final URL of each response
+        whose body is taken, before its first byte (a server-named download
+        takes its name there)
     """
 
     url: str
@@ -64,6 +67,7 @@ class Job:
     request: RequestOptions = dataclasses.field(default_factory=RequestOptions)
     sources: Sources | None = None
     throttle: Throttle | None = None
+    on_response: Callable[[Any, str], None] | None = None
 
     def resumable(self, info: ResponseInfo) -> bool:
         """Whether the body *info* announces may be split, resumed and
