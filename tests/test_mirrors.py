@@ -13,6 +13,7 @@ import pytest
 from dlmanager import ChecksumError, Download, DownloadError, DownloadManager, RetryPolicy, Timeouts
 from dlmanager.cli.parsing import parse_manifest
 from dlmanager.disk.metadata import read_info
+from dlmanager.events import DownloadEvent, EventKind
 from dlmanager.transfer.sources import Version, joinable
 from tests.conftest import listing, read, write
 from tests.loopback import free_port
@@ -327,3 +328,20 @@ def test_command_manifest_with_mirrors(
     assert read(os.path.join(destdir, "a.bin")) == DATA
     assert read(os.path.join(destdir, "b.bin")) == OTHER
     assert sorted(listing(destdir)) == ["a.bin", "b.bin"]
+
+
+def test_an_unreachable_source_hands_over_at_once_without_retrying_it(
+    mirror: FaultServer, destdir: str
+) -> None:
+    """A refused connection moves to the next source without a backoff on the
+    dead one (its retries would only delay the mirror that works)."""
+    mirror.add("/file.bin", DATA)
+    url = f"http://127.0.0.1:{free_port()}/file.bin"
+    events: list[DownloadEvent] = []
+    slow = RetryPolicy(total=5, backoff_factor=30)
+    dl = Download(url, os.path.join(destdir, "file.bin"), mirrors=[mirror.url("/file.bin")],
+                  retry=slow, on_event=events.append)  # fmt: skip
+    dl.start()
+    dl.wait()
+    assert read(os.path.join(destdir, "file.bin")) == DATA
+    assert [e for e in events if e.kind is EventKind.RETRYING] == []

@@ -176,6 +176,12 @@ class Transfer:
         if sources is None or source is None or not sources.several:
             retrier.failed(exc, gained, self.url)
             return retrier
+        if not getattr(exc, "sent", True) and sources.others_left(source):
+            # Unreachable (refused, no route, no such host): another source
+            # now, not a backoff on this one (it is tried again only if every
+            # other fails).
+            sources.fail(source, exc)
+            return Retrier(self.job, self.job.cancel.is_set)
         try:
             retrier.failed(exc, gained, source.url)
         except DownloadError as final:

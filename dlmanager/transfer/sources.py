@@ -169,6 +169,11 @@ class Sources:
         with self._lock:
             return len(self._used) > 1
 
+    def others_left(self, source: Source) -> bool:
+        """Whether a source other than *source* has not failed."""
+        with self._lock:
+            return any(s.failure is None for s in self.sources if s is not source)
+
     def current(self) -> Source:
         """The first source that has not failed.
 
