@@ -124,6 +124,7 @@ class PersistLimit:
         # The index. Lock order: _watch_lock before _lock; the observer is
         # never joined while _lock is held (its thread may be waiting for it).
         self._lock = threading.RLock()
+        self._evicting = threading.RLock()  # remove_old_files, one caller at a time
         self._index = Index()
         self._in_flight: Callable[[], int] | None = None  # see count_in_flight
         # Watching: the directory, live or rescanned (no observer: on every check).
@@ -294,46 +295,53 @@ class PersistLimit:
         removed: list[str] = []
         if not self.enabled:
             return removed
-        self._check_live()
-        in_flight = self._in_flight_bytes()  # once per check, without the lock
-        held: list[eviction.Candidate] = []  # protected files met in this call
-        index = self._index
-        try:
-            while True:
-                with self._lock:
-                    over = index.over(in_flight, self.size_limit, self.file_limit, self.max_files)
-                    candidate = None if over is None else index.pop()
-                if candidate is None:
-                    break
-                path = candidate[2]
-                if _protected(self.protect, path) or _protected(protect, path):
+        # One eviction at a time: two threads evicting at once would each take
+        # a candidate, removing more files than needed and out of LRU order.
+        with self._evicting:
+            self._check_live()
+            in_flight = self._in_flight_bytes()  # once per check, without the index lock
+            held: list[eviction.Candidate] = []  # protected files met in this call
+            index = self._index
+            try:
+                while True:
                     with self._lock:
-                        held.append(candidate)
-                        index.hold()
-                    continue
-                with self._lock:
-                    entry = index.current(candidate)
-                    if entry is None:
-                        continue  # used or removed meanwhile: its newer candidate decides
-                    rule = index.over(in_flight, self.size_limit, self.file_limit, self.max_files)
-                    if rule is None:
-                        index.requeue([candidate])
+                        over = index.over(
+                            in_flight, self.size_limit, self.file_limit, self.max_files
+                        )
+                        candidate = None if over is None else index.pop()
+                    if candidate is None:
                         break
-                    reason = ""
-                    if log.isEnabledFor(logging.INFO):
-                        reason = index.why(rule, in_flight, self.size_limit, self.max_files)
-                    index.drop(path)
-                    if not self._include_foreign and not downloaded(path):
-                        continue  # replaced by a file of the user's since it was registered
-                    if not remove(path):
+                    path = candidate[2]
+                    if _protected(self.protect, path) or _protected(protect, path):
+                        with self._lock:
+                            held.append(candidate)
+                            index.hold()
                         continue
-                removed.append(path)
-                log.info("Evicted %s (%d bytes): %s", path, entry.file.stat.st_size, reason)
-        finally:
-            if held:
-                with self._lock:
-                    index.requeue(held, held=True)
-        return removed
+                    with self._lock:
+                        entry = index.current(candidate)
+                        if entry is None:
+                            continue  # used or removed meanwhile: its newer candidate decides
+                        rule = index.over(
+                            in_flight, self.size_limit, self.file_limit, self.max_files
+                        )
+                        if rule is None:
+                            index.requeue([candidate])
+                            break
+                        reason = ""
+                        if log.isEnabledFor(logging.INFO):
+                            reason = index.why(rule, in_flight, self.size_limit, self.max_files)
+                        index.drop(path)
+                        if not self._include_foreign and not downloaded(path):
+                            continue  # replaced by a file of the user's since it was registered
+                        if not remove(path):
+                            continue
+                    removed.append(path)
+                    log.info("Evicted %s (%d bytes): %s", path, entry.file.stat.st_size, reason)
+            finally:
+                if held:
+                    with self._lock:
+                        index.requeue(held, held=True)
+            return removed
 
     # -- watching --------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import gc
 import glob
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -836,3 +837,35 @@ def test_a_protected_recent_file_counts_as_kept(tmp_path: Path) -> None:
     limit.register_dir_content(str(tmp_path))
     assert limit.remove_old_files() == [old]
     assert paths(limit) == [new]
+
+
+def test_evictions_at_once_remove_only_what_is_needed_in_lru_order(tmp_path: Path) -> None:
+    """Downloads finishing together evict together: between them, exactly the
+    least recently used files that bring the directory under the limit go."""
+    directory = str(tmp_path)
+    for i in range(10):
+        path = os.path.join(directory, f"f{i}")
+        with open(path, "wb") as handle:
+            handle.write(b"x" * 1000)
+        os.utime(path, (1_600_000_000 + i, 1_600_000_000 + i))
+    barrier = threading.Barrier(8)
+
+    def slow_protect(path: str) -> bool:
+        time.sleep(0.01)  # the window in which another thread takes a candidate
+        return False
+
+    limit = PersistLimit(6500, file_limit=1, protect=slow_protect)
+    limit.register_dir_content(directory)
+    removed: list[str] = []
+
+    def evict() -> None:
+        barrier.wait()
+        removed.extend(limit.remove_old_files())
+
+    threads = [threading.Thread(target=evict) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(os.path.basename(p) for p in removed) == ["f0", "f1", "f2", "f3"]
+    assert sorted(os.listdir(directory)) == [f"f{i}" for i in range(4, 10)]
