@@ -1,22 +1,18 @@
-"""A :class:`Download`: one file, fetched in a background thread; its life.
+"""A :class:`Download`: one file, fetched in a background thread; its public face.
 
-The thread waits for a transfer slot and for its
-:class:`~dlmanager.destination.Destination` (an earlier download of the same
-file, the lock other processes see), decides whether the file is already
-done (:func:`~dlmanager.destination.found_done`), then hands a
-:class:`~dlmanager.transfer.loop.Transfer` what it needs (a
-:class:`~dlmanager.transfer.steps.Job`) and publishes, keeps or discards the
-temporary file according to the outcome.
+The download holds what its keywords built (:mod:`dlmanager.keywords`), its
+state, its events and its cancel; its thread does the :class:`~dlmanager.work.Work`:
+waits for a transfer slot and for its
+:class:`~dlmanager.destination.Destination`, decides whether the file is
+already done, else runs the transfer step (:mod:`dlmanager.transfer.publish`)
+that fills, publishes, keeps or discards the temporary file.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterable
-from types import TracebackType
 from typing import Any, BinaryIO, Union
 
 from dlmanager.checksum import Checksum
@@ -26,11 +22,9 @@ from dlmanager.config import (
     TimeoutLike,
     TransferOptions,
 )
-from dlmanager.destination import Destination, regular_file
-from dlmanager.disk.metadata import FileInfo, utcnow
-from dlmanager.disk.partfile import PartFile
-from dlmanager.disk.sinks import FileObjectSink, Sink, file_sink
-from dlmanager.errors import DownloadError, DownloadInterrupt
+from dlmanager.destination import Destination
+from dlmanager.disk.sinks import FileObjectSink
+from dlmanager.errors import DownloadInterrupt
 from dlmanager.events import (
     DownloadEvent,
     DownloadState,
@@ -39,32 +33,24 @@ from dlmanager.events import (
     Events,
     ProgressCallback,
 )
-from dlmanager.names import as_path, check_name_length, check_url
-from dlmanager.rate import Throttle, TokenBucket
+from dlmanager.keywords import download_parts
+from dlmanager.rate import TokenBucket
 from dlmanager.redact import get_logger, redact_url
-from dlmanager.request import RequestOptions, request_options
+from dlmanager.request import RequestOptions
 from dlmanager.retry import RetryLike
-from dlmanager.revalidation import CURRENT, Conditions, check_max_age
 from dlmanager.runtime import Runtime, default_runtime
-from dlmanager.server_names import NameTaken, NoNameError, named_by_response
 from dlmanager.slots import Holder, Slots
-from dlmanager.transfer.loop import Transfer
 from dlmanager.transfer.opener import AttemptOpener
-from dlmanager.transfer.sources import Sources, check_mirrors
 from dlmanager.transfer.steps import Job
-from dlmanager.transport.attempt import NotModified
 from dlmanager.transport.send import check_session
+from dlmanager.work import ExcInfo, Work, wait_a_little
 
 __all__ = ["Destination", "Download", "DownloadEvent", "DownloadState", "EventKind"]
 
 log = get_logger(__name__)
 
-ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 Limiter = Union[Slots, threading.Semaphore, threading.BoundedSemaphore]
 
-#: The transfer keywords of a Download left out, as ``(type, value)``: *options* tell it all.
-_LEFT_OUT = [(type(k), k) for k in (None, None, None, DEFAULT_CONNECTIONS,
-                                    DEFAULT_MIN_SPLIT_SIZE, None, None)]  # fmt: skip
 _POLL = 0.1  #: how often a semaphore limiter is tried again, in seconds
 _JOIN_SLICE = 0.05  #: how often wait() lets KeyboardInterrupt in, in seconds
 
@@ -199,60 +185,41 @@ class Download:
         max_rate: float | None = None,
         total_rate: TokenBucket | None = None,
     ) -> None:
-        check_url(url)
-        self._rate = TokenBucket(max_rate)  # its own: changeable while it runs
-        check_max_age(max_age)
-        request = request_options(request, headers=headers, params=params, method=method,
-                                  data=data, json=json, auth=auth)  # fmt: skip
-        request.check_revalidation(revalidate, max_age)
-        self._mirrors = check_mirrors(url, mirrors, request)
-        self._sink = file_sink(dest, url, revalidate=revalidate or max_age is not None)
-        if self._sink is not None:
-            dest = Destination(self._sink.dest, "", leftovers=False)
-        elif not isinstance(dest, Destination):
-            shown = as_path(dest, "dest")
-            check_name_length(os.path.basename(shown))
-            dest = Destination(shown, os.path.abspath(shown))
-        keywords = (chunk_size, timeout, retry, connections, min_split_size, max_size, checksum)
-        if options is None or [(type(k), k) for k in keywords] != _LEFT_OUT:  # else: built already
-            built = TransferOptions.build(chunk_size=chunk_size, timeout=timeout, retry=retry,
-                                          connections=connections, min_split_size=min_split_size,
-                                          max_size=max_size, checksum=checksum)  # fmt: skip
-            if options is not None and built != TransferOptions():
-                raise ValueError("pass options or the keywords it holds, not both")
-            options = built if options is None else options
-        if self._sink is not None and options.connections > 1:  # a file object: one stream
-            options = dataclasses.replace(options, connections=1)
+        parts = download_parts(url, dest, chunk_size=chunk_size, retry=retry, timeout=timeout,
+                               connections=connections, min_split_size=min_split_size,
+                               checksum=checksum, max_size=max_size, options=options,
+                               revalidate=revalidate, max_age=max_age, headers=headers,
+                               params=params, method=method, data=data, json=json, auth=auth,
+                               request=request, mirrors=mirrors, max_rate=max_rate,
+                               total_rate=total_rate)  # fmt: skip
+        self._rate = parts.rate  # its own: changeable while it runs
+        self._sink = parts.sink
         self._url = url
-        self._request = request
-        self._target = request.target(url)  # what is requested: the URL and the query
-        self._destination = dest
-        self._path = dest.path
-        self._options = options
+        self._request = request = parts.request
+        target = request.target(url)  # what is requested: the URL and the query
+        dest = parts.destination
+        self._options = parts.options
         self._runtime = runtime or default_runtime()
         self._session = self._runtime.transport() if session is None else session
         check_session(self._session, request)
-        self._finished_callback = finished_callback
         self._events = Events(self, progress, on_event)
         self._lock = threading.Lock()  # guards the state shared with cancel()
         self._cancel = threading.Event()
         self._done = threading.Event()  # set when the thread's work is over
         self._holder = Holder(limiter, self._cancel, _POLL)
-        self._opener = AttemptOpener(self._session, self._target, self._path or dest.shown,
+        self._opener = AttemptOpener(self._session, target, dest.path or dest.shown,
                                      self._options, self._runtime.senders, self._cancel,
                                      request)  # fmt: skip
         self._error: ExcInfo | None = None
         self._error_received = False  # by wait() or error(): DownloadManager.wait() skips it
         self._state = DownloadState.PENDING
-        self._replacing = False  # a file was at dest when the transfer began
         self._keep_partial = False  # cancel(keep_partial=True)
-        self._done_by: str | None = None  # who downloaded the file, when this one found it
-        self._revalidate = bool(revalidate) or max_age is not None
-        self._max_age = max_age
-        # A validation since then by whom it waits for will do.
-        self._asked_at = utcnow() if self._revalidate else None
-        self._not_modified = False
-        self._throttle = Throttle(self._rate, *([total_rate] if total_rate else []))
+        job = Job(target, self._options, self._opener, self._events, self._cancel,
+                  self._runtime, request, throttle=parts.throttle)  # fmt: skip
+        self._work = Work(job, url, dest, self._sink, parts.mirrors, self._holder,
+                          revalidate=parts.revalidate, max_age=max_age, download=self,
+                          keep_partial=lambda: self._keep_partial, running=self._running,
+                          finished_callback=finished_callback, done=self._done)  # fmt: skip
         self.thread = threading.Thread(
             target=self._run, name=f"dlmanager {redact_url(url)}", daemon=True
         )
@@ -325,7 +292,7 @@ class Download:
             raise RuntimeError(f"the download of {redact_url(self._url)} cannot wait for itself")
         try:
             while self.is_running():
-                self._wait_a_little()
+                wait_a_little(self.thread, self._done, _JOIN_SLICE)
         except BaseException:
             self.cancel()
             raise
@@ -333,20 +300,6 @@ class Download:
             self.thread.join()  # its last instructions after the work is over
         if raise_if_error:
             self.raise_if_error()
-
-    def _wait_a_little(self) -> None:
-        """Join the thread for a moment (as 0.1.1 did), or wait for its start: a
-        manager starts it when its slot is granted (and an interrupted join()
-        can mark a live thread as stopped: the thread's own signal decides)."""
-        if self.thread.ident is not None:
-            try:
-                self.thread.join(_JOIN_SLICE)
-            except RuntimeError:  # started a moment ago: not joinable yet
-                pass
-            else:
-                if self.thread.is_alive():
-                    return
-        self._done.wait(_JOIN_SLICE)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait up to *timeout* seconds (None: as long as it takes) for the download
@@ -392,7 +345,7 @@ class Download:
     def get_dest(self) -> str:
         """The destination path (as given); for a file object, its ``name``
         when it has one (an open file's path), else ``<BytesIO>`` or the like."""
-        return self._destination.shown
+        return self._work.destination.shown
 
     @property
     def fileobj(self) -> BinaryIO | None:
@@ -450,7 +403,7 @@ class Download:
         """Whether the download revalidated the file already there and found it
         current (a ``304``, fresh within ``max_age``, or just revalidated by
         whom it waited for): the file was kept, and no body was transferred."""
-        return self._not_modified
+        return self._work.not_modified
 
     @property
     def done_by(self) -> str | None:
@@ -459,156 +412,20 @@ class Download:
         this process or another download of this manager downloaded it):
         ``"another process"``, ``"another manager"`` or ``"another
         download"``; None otherwise."""
-        return self._done_by
+        return self._work.done_by
 
     # -- the thread --------------------------------------------------------------------
 
     def _run(self) -> None:
-        destination = self._destination
         try:
-            try:
-                self._check_cancel()
-                if not self._holder.take():
-                    raise DownloadInterrupt()  # nothing held: the finally releases nothing
-                try:
-                    self._fetch(destination)
-                except NameTaken as taken:  # the server's name is busy, or its file there
-                    destination = taken.destination
-                    self._named(destination)
-                    self._fetch(destination)
-            finally:
-                # Whatever happened, at whatever step: nothing stays held.
-                self._holder.release()
-                destination.release()
-                self._destination.release()  # the one the server named, if any
-            self._state = DownloadState.DONE
-        except DownloadInterrupt:
-            self._state = DownloadState.CANCELLED
-            log.debug("Download of %s cancelled", self._url)
-        except BaseException as exc:
-            if self._replacing and isinstance(exc, DownloadError) and regular_file(self._path):
-                exc.message += f"; the file already at {self._path} was left as it was"
-            self._error = sys.exc_info()  # type: ignore[assignment]
-            self._state = DownloadState.CANCELLED if self.is_canceled() else DownloadState.FAILED
-            if self._state is DownloadState.CANCELLED:
-                log.debug("Download of %s cancelled: %s", self._url, exc, exc_info=True)
-            else:
-                log.info("Download of %s failed: %s", self._url, exc)
-                log.debug("Traceback of the failed download of %s", self._url, exc_info=True)
+            ended = self._work.run()
+            self._error = ended.error
+            self._state = ended.state
         finally:
-            self._finish()
+            self._work.finish(self._error[1] if self._error else None)
 
-    def _named(self, destination: Destination) -> None:
-        """From now on, download into *destination* (named by the server)."""
-        self._destination = destination
-        self._path = destination.path
-
-    def _fetch(self, destination: Destination) -> None:
-        """Claim *destination*, then revalidate, keep or download its file."""
-        waited = destination.claim(self._url, self._cancel, self._events,
-                                   give_way=self._holder.release)  # fmt: skip
-        conditions = None
-        if self._revalidate:
-            conditions = destination.revalidation(waited=waited, asked_at=self._asked_at,
-                                                  max_age=self._max_age,
-                                                  checksum=self.checksum)  # fmt: skip
-        if conditions is CURRENT:
-            self._not_modified = True
-            self._done_by = waited
-            log.info("%s is current (validated %s)", self._path,
-                     "by " + waited if waited else "within max_age")  # fmt: skip
-        elif conditions is None and destination.done(self.checksum):  # by whom it waited for
-            self._done_by = waited or "another download"
-            log.info("%s was downloaded by %s", self._path, self._done_by)
-        else:
-            # A file there that does not match the checksum stays
-            # until the new one is verified.
-            self._replacing = self.checksum is not None and regular_file(self._path)
-            if not self._holder.take():  # again, if a wait above gave it up
-                raise DownloadInterrupt()
-            self._state = DownloadState.RUNNING
-            revalidating = conditions if isinstance(conditions, Conditions) else None
-            self._transfer(destination.leftovers or waited is not None, revalidating)
-
-    def _finish(self) -> None:
-        error = self._error[1] if self._error else None
-        try:
-            self._events.emit(EventKind.FINISHED, error=error)
-        except Exception:
-            log.exception("on_event hook of %s failed", self._url)
-        self._runtime.discard(self)
-        try:
-            if self._finished_callback is not None:
-                self._finished_callback(self)
-        except Exception:
-            log.exception("finished_callback of %s failed", self._url)
-        finally:
-            self._done.set()
-
-    def _check_cancel(self) -> None:
-        if self._cancel.is_set():
-            raise DownloadInterrupt()
-
-    def _describe(self, transfer: Transfer, part: Sink) -> Callable[[int], None]:
-        """What records the metadata of the file *transfer* filled, before its publish."""
-
-        def describe(fd: int) -> None:
-            total = self._events.total
-            verified = str(transfer.verified) if transfer.verified else None
-            info = FileInfo.published(self._target, transfer.final_url, transfer.etag,
-                                      transfer.last_modified,
-                                      part.size if total is None else total, verified)  # fmt: skip
-            self._destination.metadata.stamp(fd, self._path, info)
-
-        return describe
-
-    def _transfer(self, leftovers: bool, conditions: Conditions | None = None) -> None:
-        self._check_cancel()
-        writeback = self._runtime.writeback
-        url = self._target
-        adopted = PartFile.adopt(self._path, url, writeback) if leftovers else None
-        if adopted is not None and not self._request.ranged:
-            adopted[0].discard()  # a GET's leftover: this request is never resumed
-            adopted = None
-        part: Sink
-        part, resume = adopted or (self._sink or PartFile.create(self._path, url, writeback),
-                                   None)  # fmt: skip
-        if resume is not None:
-            self._events.resume_from(resume.received, resume.total)
-        sources = Sources.of(url, self._mirrors, self._request, self._options.checksum)
-        naming = self._destination.naming
-        on_response = None if naming is None else named_by_response(self, naming, part, self._named)
-        job = Job(url, self._options, self._opener, self._events, self._cancel, self._runtime,
-                  self._request, sources, self._throttle, on_response)  # fmt: skip
-        transfer = Transfer(job, part, resume, conditions)
-        if conditions is not None:
-            self._replacing = True  # a failure leaves the file there as it was
-        try:
-            transfer.run()
-            self._check_cancel()
-            if self._destination.naming is not None:  # never under the placeholder's name
-                raise NoNameError(f"{self._url}: no response named the file", url=self._url)
-            part.publish(self._events.total, self._describe(transfer, part))
-        except NotModified as answer:
-            part.discard()
-            if not regular_file(self._path):  # removed meanwhile: fetched after all
-                log.info("%s was removed while it was revalidated", self._path)
-                self._transfer(leftovers=False)
-                return
-            self._not_modified = True
-            self._destination.metadata.validated(self._path, utcnow())
-            log.info("%s is current (HTTP %s)", self._path, answer.status)
-        except BaseException as exc:
-            keep = self._keep_partial and isinstance(exc, DownloadInterrupt) and naming is None
-            if keep and self._sink is None and transfer.keep():
-                part.close()  # a leftover the next download resumes
-                log.info("Kept %d bytes of %s for a later download to resume",
-                         part.size, self._path)  # fmt: skip
-            else:
-                part.discard()
-                if self._sink is not None:
-                    self._sink.explain(exc)  # what stays in the object, if anything
-            raise
+    def _running(self) -> None:
+        self._state = DownloadState.RUNNING
 
 
 def unreceived(download: Download) -> bool:
