@@ -7,39 +7,37 @@ For compatibility with dlmanager 0.1.1 this module also exports
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
-from dlmanager.checksum import Checksum, parse_checksum
+from dlmanager.admission import Admission, check_call
+from dlmanager.checksum import Checksum
 from dlmanager.config import (
     DEFAULT_CONNECTIONS,
     DEFAULT_MIN_SPLIT_SIZE,
     TimeoutLike,
     TransferOptions,
 )
-from dlmanager.destination import HIT, JOIN, Destination, request_action
-from dlmanager.directory import Directory, mismatching, present, status
-from dlmanager.disk.metadata import FileInfo, read_info, utcnow
-from dlmanager.download import Download, take_unreceived_error, unreceived
+from dlmanager.directory import Directory
+from dlmanager.disk.metadata import FileInfo, read_info
+from dlmanager.download import Download
 from dlmanager.errors import DownloadInterrupt
 from dlmanager.events import DownloadState, EventCallback, ProgressCallback
-from dlmanager.names import as_path, check_url, name_from_url
+from dlmanager.flights import Flights, raise_errors
+from dlmanager.launch import Launcher
+from dlmanager.names import as_path, name_from_url
+from dlmanager.naming import NamedDownloads
 from dlmanager.persist_limit import PersistLimit
-from dlmanager.rate import TokenBucket, check_rate
+from dlmanager.rate import TokenBucket
 from dlmanager.redact import get_logger
-from dlmanager.request import RequestOptions
 from dlmanager.retry import RetryLike
-from dlmanager.revalidation import check_max_age, fresh
 from dlmanager.runtime import Runtime
-from dlmanager.server_names import Naming, check_named, flight_key, placeholder_fname
+from dlmanager.server_names import check_named
 from dlmanager.slots import Slots
-from dlmanager.transfer.sources import check_mirrors
-from dlmanager.transport.direct import Direct, is_download_session
-from dlmanager.transport.send import check_session
+from dlmanager.transport.choice import SessionChoice
 
 __all__ = ["Download", "DownloadInterrupt", "DownloadManager"]
 
@@ -117,14 +115,9 @@ class DownloadManager:
         if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
             raise ValueError(f"max_workers must be an integer >= 1, not {max_workers!r}")
         #: How every download transfers, validated once (see :class:`TransferOptions`).
-        self.options = TransferOptions.build(
-            chunk_size=chunk_size,
-            timeout=timeout,
-            retry=retry,
-            connections=connections,
-            min_split_size=min_split_size,
-            max_size=max_size,
-        )
+        self.options = TransferOptions.build(chunk_size=chunk_size, timeout=timeout, retry=retry,
+                                             connections=connections, max_size=max_size,
+                                             min_split_size=min_split_size)  # fmt: skip
         self.max_workers = max_workers
         #: The destination directory as given (:meth:`get_dest` joins names to it).
         self.destdir = as_path(destdir, "destdir")
@@ -135,26 +128,18 @@ class DownloadManager:
         # The background threads of its downloads: its own, or one it shares.
         self._runtime = runtime or Runtime()
         self._owns_runtime = runtime is None
+        self._lock = threading.RLock()
         # The requests of a manager given no session, or a DownloadSession,
         # go through dlmanager's own transport (urllib3, without requests).
-        self._pool_size = max_workers * connections
-        self._session: Any = session
-        self._transport: Direct | None = None
-        if session is None or is_download_session(session):
-            self._transport = Direct(self._pool_size, session)
-        self._own_session: Any = None
-        #: The downloads in flight, by destination (as :meth:`get_dest` gives it).
-        self._downloads: dict[str, Download] = {}
-        # Started downloads whose end wait() has not seen yet, in start order:
-        # those of _downloads, and those a newer download of their file
-        # displaced there (another checksum, or cancelled and cleaning up).
-        self._unfinished: dict[Download, None] = {}
-        # Failed downloads whose error wait() has not raised yet, oldest first.
-        self._failed: list[Download] = []
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)  # the last download ended
-        self._closed = False
-        self._limiter = Slots(max_workers)  # first started, first to transfer
+        self._sessions = SessionChoice(session, max_workers * connections, self._lock)
+        self._flights = Flights(self._lock, self.destdir)  # its downloads in flight
+        # How its downloads start (slots: first started, first to transfer), by the kind of call.
+        self._launcher = Launcher(self._flights, self._sessions, self._directory,
+                                  Slots(max_workers), self._runtime, self._total_rate,
+                                  finished=self._finished, started=self._download_started,
+                                  evict=self.evict)  # fmt: skip
+        self._admission = Admission(self._directory, self._flights, self._launcher)
+        self._named = NamedDownloads(self._directory, self.destdir, self._flights, self._launcher)
 
     def __enter__(self) -> DownloadManager:
         return self
@@ -189,16 +174,11 @@ class DownloadManager:
         :class:`PersistLimit`). :meth:`download` raises
         :exc:`RuntimeError` afterwards. Calling it again does nothing.
         """
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+        if not self._flights.close():
+            return
         self.cancel()
         self.wait(raise_if_error=False)
-        if self._transport is not None:
-            self._transport.close()
-        if self._own_session is not None:
-            self._own_session.close()
+        self._sessions.close()
         self._directory.close()
         if self._owns_runtime:
             self._runtime.close()
@@ -209,26 +189,12 @@ class DownloadManager:
         :class:`~dlmanager.DownloadSession` made when this attribute is first
         read (its settings, cookies included, then apply to the manager's
         downloads, sent through dlmanager's own transport as before)."""
-        with self._lock:
-            if self._session is None:
-                from dlmanager.session import DownloadSession
-
-                self._session = self._own_session = DownloadSession(self._pool_size)
-                assert self._transport is not None
-                self._transport.session = self._session
-            return self._session
+        return self._sessions.get()
 
     @session.setter
     def session(self, session: Any) -> None:
         """Give the downloads started from now on another session."""
-        with self._lock:
-            self._session = session
-            if session is None or is_download_session(session):
-                if self._transport is None:
-                    self._transport = Direct(self._pool_size)
-                self._transport.session = session
-            else:
-                self._transport = None
+        self._sessions.set(session)
 
     @property
     def max_rate(self) -> float | None:
@@ -281,17 +247,7 @@ class DownloadManager:
         :raises Exception: whatever *cancel_if* raises: then nothing is
             cancelled (it is asked about every download first)
         """
-        with self._lock:
-            # _downloads as well: code written for 0.1.1 (mozregression's
-            # tests) fills it with downloads of its own and expects them cancelled.
-            downloads = list(dict.fromkeys([*self._unfinished, *self._downloads.values()]))
-        selected = [
-            dl for dl in downloads if dl.is_running() and (cancel_if is None or cancel_if(dl))
-        ]
-        # Queued ones first, so that none takes the slot a cancelled one frees.
-        selected.sort(key=lambda dl: dl.state is not DownloadState.QUEUED)
-        for download in selected:
-            download.cancel(keep_partial=keep_partial)
+        self._flights.cancel(cancel_if, keep_partial)
 
     def wait(self, raise_if_error: bool = True) -> None:
         """Wait until none of the manager's downloads runs, then raise the
@@ -315,18 +271,9 @@ class DownloadManager:
            dlmanager 0.1.1 only waited for the downloads still running, so
            the error of a download that failed before the call was lost.
         """
-        with self._lock:
-            while self._unfinished:
-                self._changed.wait()
-            failed, self._failed = self._failed, []
-        if not raise_if_error:
-            return
-        errors = [error for error in map(take_unreceived_error, failed) if error is not None]
-        if errors:
-            first = errors[0]
-            with contextlib.suppress(AttributeError):  # a class with __slots__
-                first.other_errors = tuple(errors[1:])  # type: ignore[attr-defined]
-            raise first
+        failed = self._flights.wait()
+        if raise_if_error:
+            raise_errors(failed)
 
     def download(
         self,
@@ -417,165 +364,30 @@ class DownloadManager:
            *params*, *method*, *data*, *json*, *auth*, *dest*, *mirrors*,
            *max_rate* and *use_content_disposition*.
         """
-        check_url(url)
-        check_max_age(max_age)
-        check_rate(max_rate)
-        request = RequestOptions.build(headers=headers, params=params, method=method, data=data,
-                                       json=json, auth=auth)  # fmt: skip
-        request.check_revalidation(revalidate, max_age)
-        mirrors = check_mirrors(url, mirrors, request)
-        check_session(self._transport or self._session, request)
-        expected = parse_checksum(checksum)
+        call = check_call(url, self._sessions.sender(), checksum=checksum,
+                          revalidate=revalidate, max_age=max_age, headers=headers, params=params,
+                          method=method, data=data, json=json, auth=auth, mirrors=mirrors,
+                          max_rate=max_rate)  # fmt: skip
         if use_content_disposition:
             check_named(fname=fname, dest=dest, revalidate=revalidate, max_age=max_age)
-            return self._download_named(url, progress, on_event, expected, request)
-        if dest is not None:
+            return self._named.request(call, self.options, progress, on_event)
+        if dest is not None:  # a file object: every call starts a download
             if fname is not None:
                 raise ValueError("pass fname (a file of the directory) or dest, not both")
-            revalidating = revalidate or max_age is not None
-            return self._download_into(dest, url, progress, on_event, expected, revalidating,
-                                       request, mirrors, max_rate)  # fmt: skip
+            return self._launcher.start(call, dest, None, self.options, progress, on_event,
+                                        revalidate=call.revalidating)  # fmt: skip
         dest = self.get_dest(fname if fname is not None else name_from_url(url))
-        path = self._directory.path(os.path.basename(dest))
-        stale = False  # a file that does not match: replaced once the new one is verified
-        if expected is not None and self._live(dest) is None and present(path):
-            # Hash a file already there outside the lock: it may be big.
-            stale = mismatching(path, expected)
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"the DownloadManager of {self.destdir} is closed")
-            running = self._live(dest)
-            there, symlink = status(path)
-            current = there  # to use as it is, without a request
-            if there and (revalidate or max_age is not None):
-                current = fresh(read_info(path), max_age, utcnow())
-            same = running is None or running.request == request  # same request options
-            action = request_action(running=running is not None, expected=expected,
-                                    running_checksum=running.checksum if running else None,
-                                    present=there, mismatching=stale or not current,
-                                    same_request=same)  # fmt: skip
-            if action == JOIN:
-                assert running is not None
-                if progress is not None:
-                    running.set_progress(progress)
-                return running
-            if action == HIT:
-                self._directory.mark_used(path)
-                return None
-            if symlink:
-                log.warning("%s is a symlink: replacing it with the download", path)
-            # One in flight (with another checksum, or cancelled and cleaning up): the new
-            # one lets it end first, then takes its file if it matches, else downloads it again.
-            destination = self._directory.destination(dest, after=self._downloads.get(dest))
-            options = self.options  # shared as it is by the downloads without a checksum
-            if options.checksum != expected:
-                options = dataclasses.replace(options, checksum=expected)
-            download = Download(
-                url,
-                destination,
-                finished_callback=self._finished,
-                session=self._transport or self._session,
-                progress=progress,
-                on_event=self._directory.reserving(dest, on_event, self.evict),
-                limiter=self._limiter,
-                options=options,
-                runtime=self._runtime,
-                revalidate=(revalidate or max_age is not None) and not stale,
-                max_age=max_age,
-                request=request,
-                mirrors=mirrors,
-                max_rate=max_rate,
-                total_rate=self._total_rate,
-            )
-            self._downloads[dest] = download
-            self._unfinished[download] = None
-            self._download_started(download)
-            download.start()  # its place in the queue, in the order downloads start
-        return download
+        return self._admission.request(call, dest, self.options, progress, on_event)
 
-    def _download_into(
-        self,
-        dest: BinaryIO,
-        url: str,
-        progress: ProgressCallback | None,
-        on_event: EventCallback | None,
-        checksum: Checksum | None,
-        revalidate: bool,
-        request: RequestOptions,
-        mirrors: tuple[str, ...] = (),
-        max_rate: float | None = None,
-    ) -> Download:
-        """Start a download of *url* into the file object *dest* (see :meth:`download`)."""
-        options = self.options
-        if options.checksum != checksum:
-            options = dataclasses.replace(options, checksum=checksum)
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"the DownloadManager of {self.destdir} is closed")
-            download = Download(url, dest, finished_callback=self._finished,
-                                session=self._transport or self._session, progress=progress,
-                                on_event=on_event, limiter=self._limiter, options=options,
-                                runtime=self._runtime, revalidate=revalidate,
-                                request=request, mirrors=mirrors, max_rate=max_rate,
-                                total_rate=self._total_rate)  # fmt: skip
-            self._unfinished[download] = None
-            self._download_started(download)
-            download.start()
-        return download
+    @property
+    def _downloads(self) -> dict[str, Download]:
+        """The downloads in flight, by destination (as :meth:`get_dest` gives
+        it); read, and even replaced, by code written for 0.1.1."""
+        return self._flights.downloads
 
-    def _download_named(
-        self,
-        url: str,
-        progress: ProgressCallback | None,
-        on_event: EventCallback | None,
-        checksum: Checksum | None,
-        request: RequestOptions,
-    ) -> Download:
-        """Start a download of *url* that the server names (see :mod:`dlmanager.server_names`)."""
-        options = self.options
-        if options.checksum != checksum:
-            options = dataclasses.replace(options, checksum=checksum)
-        key, placeholder = flight_key(request.target(url)), placeholder_fname(request.target(url))
-        naming = Naming(self._directory, self.destdir, self._claim_name)
-        destination = Destination(self.destdir, self._directory.path(placeholder), leftovers=False,
-                                  metadata=self._directory.metadata, naming=naming)  # fmt: skip
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"the DownloadManager of {self.destdir} is closed")
-            running = self._live(key)
-            if running is not None and request_action(
-                running=True, running_checksum=running.checksum, expected=checksum,
-                present=False, mismatching=False, same_request=running.request == request,
-            ) == JOIN:  # fmt: skip
-                if progress is not None:
-                    running.set_progress(progress)
-                return running
-            hook = self._directory.reserving(placeholder, on_event, self.evict)
-            download = Download(url, destination, finished_callback=self._finished,
-                                session=self._transport or self._session, progress=progress,
-                                on_event=hook, limiter=self._limiter, options=options,
-                                runtime=self._runtime, request=request)  # fmt: skip
-            self._downloads[key] = download
-            self._unfinished[download] = None
-            self._download_started(download)
-            download.start()
-        return download
-
-    def _claim_name(self, download: Download, shown: str) -> Download | None:
-        """Record the server-named *download* in flight under *shown*; the
-        download of *shown* it must let end first, or None."""
-        with self._lock:
-            after = self._downloads.get(shown)
-            self._downloads[shown] = download
-        return after if after is not download else None
-
-    def _live(self, dest: str) -> Download | None:
-        """The download of *dest* in flight that was not cancelled, or None."""
-        with self._lock:
-            running = self._downloads.get(dest)
-        if running is None or running.is_canceled():
-            return None
-        return running
+    @_downloads.setter
+    def _downloads(self, downloads: dict[str, Download]) -> None:
+        self._flights.downloads = downloads
 
     def _download_started(self, dl: Download) -> None:
         """Hook called when *dl* is about to start. Subclasses call the base."""
@@ -586,19 +398,10 @@ class DownloadManager:
         records a failure for :meth:`wait`, calls the
         :meth:`_download_finished` hook, then tells :meth:`wait`."""
         try:
-            with self._lock:
-                for key in [key for key, held in self._downloads.items() if held is dl]:
-                    del self._downloads[key]  # its name, or its URL (server-named)
-                if dl.state is DownloadState.FAILED:
-                    self._failed.append(dl)
-                    if len(self._failed) % 64 == 0:  # the errors received need no keeping
-                        self._failed = [d for d in self._failed if unreceived(d)]
+            self._flights.forget(dl)
             self._download_finished(dl)
         finally:
-            with self._lock:
-                self._unfinished.pop(dl, None)
-                if not self._unfinished:  # what wait() waits for
-                    self._changed.notify_all()
+            self._flights.ended(dl)
 
     def _download_finished(self, dl: Download) -> None:
         """Hook called in the download thread when *dl* is over, whatever

@@ -182,7 +182,8 @@ class Naming:
 
     :param directory: the manager's directory
     :param destdir: the directory as the manager shows it (``get_dest``)
-    :param claim: ``claim(download, shown)``, the manager's: records the
+    :param claim: ``claim(download, shown)``, the manager's
+        (:meth:`Flights.claim <dlmanager.flights.Flights.claim>`): records the
         download in flight under the name *shown* (as ``get_dest`` gives it)
         and returns the download of that name to let end first, or None
     """

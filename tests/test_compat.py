@@ -269,6 +269,20 @@ class TestManager:
         assert other.is_canceled()
         assert not current.is_canceled()
 
+    def test_download_joins_a_download_a_test_put_in_downloads(self, destdir: str) -> None:
+        # The same test then asks for that file: download() returns the
+        # download found in the replaced _downloads, with the progress attached.
+        manager = download_manager.DownloadManager(destdir)
+        current = download_manager.Download("http://url", manager.get_dest("current"))
+        current.set_progress = Mock()  # type: ignore[method-assign]
+        manager._downloads = {current.get_dest(): current}
+        progress = Mock()
+
+        assert manager.download("http://url", "current", progress=progress) is current
+        current.set_progress.assert_called_once_with(progress)
+        assert manager._downloads == {current.get_dest(): current}
+        manager.close()
+
     def test_hooks_called_by_subclass(self, destdir: str) -> None:
         seen: list[tuple[str, str]] = []
 
