@@ -67,7 +67,6 @@ class Launcher:
         reserve: str | None = None,
         revalidate: bool = False,
         max_age: float | None = None,
-        capped: bool = True,
     ) -> Download:
         """Start a download of *call* into *dest*, in flight under *key*.
 
@@ -75,9 +74,6 @@ class Launcher:
         :param options: the manager's options, given the call's checksum here
         :param reserve: the file (as ``get_dest`` gives it) whose size is
             reserved against the persist limit once known; None: nothing reserved
-        :param capped: whether it takes from the manager's ``max_rate``, and
-            uses the call's mirrors and own rate (False: a server-named download,
-            which has never done so)
         :raises RuntimeError: when the manager is closed
         """
         if options.checksum != call.checksum:  # else shared as it is
@@ -90,9 +86,8 @@ class Launcher:
                                 session=self.sessions.sender(), progress=progress,
                                 on_event=on_event, limiter=self.limiter, options=options,
                                 runtime=self.runtime, revalidate=revalidate, max_age=max_age,
-                                request=call.request, mirrors=call.mirrors if capped else (),
-                                max_rate=call.max_rate if capped else None,
-                                total_rate=self.total_rate if capped else None)  # fmt: skip
+                                request=call.request, mirrors=call.mirrors,
+                                max_rate=call.max_rate, total_rate=self.total_rate)  # fmt: skip
             self.flights.add(download, key)
             self.started(download)
             download.start()  # its place in the queue, in the order downloads start

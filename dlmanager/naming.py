@@ -72,4 +72,4 @@ class NamedDownloads:
             ) == JOIN:  # fmt: skip
                 return join(running, progress)
             return self.launcher.start(call, destination, key, options, progress, on_event,
-                                       reserve=placeholder, capped=False)  # fmt: skip
+                                       reserve=placeholder)  # fmt: skip

@@ -21,7 +21,7 @@ from dlmanager import DownloadManager
 from dlmanager.errors import DownloadError
 from dlmanager.server_names import check_server_name, choose_name
 from tests.conftest import listing, read, run_python
-from tests.loopback import BackgroundServer, LoopbackHandler
+from tests.loopback import BackgroundServer, LoopbackHandler, free_port
 
 BODY = b"the body of the file\n" * 100
 
@@ -359,3 +359,18 @@ def test_the_command_refuses_content_disposition_with_output(tmp_path: os.PathLi
                          "http://127.0.0.1:9/x"])  # fmt: skip
     assert result.returncode == 2
     assert "--content-disposition" in result.stderr
+
+
+def test_a_server_named_download_keeps_its_mirrors_and_rates(
+    naming: NamingServer, destdir: str
+) -> None:
+    naming.pages["/get"] = Page('attachment; filename="named.bin"')
+    refused = f"http://127.0.0.1:{free_port()}/get"
+    with DownloadManager(destdir, max_rate=50_000_000) as manager:
+        download = manager.download(refused, use_content_disposition=True,
+                                    mirrors=[naming.url("/get")], max_rate=40_000_000)  # fmt: skip
+        assert download is not None
+        assert download.max_rate == 40_000_000
+        download.wait()
+    assert listing(destdir) == ["named.bin"]
+    assert read(os.path.join(destdir, "named.bin")) == BODY
