@@ -54,26 +54,27 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def seconds(value: str) -> float:
-    """An argparse type: a number of seconds above 0."""
+def _number_of_seconds(value: str, *, zero: bool) -> float:
+    """*value* as seconds: above 0, or (*zero*) 0 or more and finite."""
     try:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
-    if not number > 0:
+    if zero and not 0 <= number < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {value!r}")
+    if not zero and not number > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0: {value!r}")
     return number
 
 
+def seconds(value: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    return _number_of_seconds(value, zero=False)
+
+
 def age(value: str) -> float:
     """An argparse type: a number of seconds, 0 or more."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
-    if not 0 <= number < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {value!r}")
-    return number
+    return _number_of_seconds(value, zero=True)
 
 
 def size(value: str) -> int:
